@@ -1,0 +1,43 @@
+# The two commands a fresh machine needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint format bench bench-codec bench-ingest bench-sync venv clean system-deps
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# Reinstall when the package definition changes.
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## make run: start every role on the embedded PostgreSQL (or DATABASE_URL when set).
+run: $(STAMP)
+	$(VENV)/bin/fleet serve
+
+## make test: the whole suite against a real PostgreSQL (TEST_DATABASE_URL, else embedded).
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check fleet tests bench tools
+	$(VENV)/bin/ruff check fleet tests bench tools
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format fleet tests bench tools
+	$(VENV)/bin/ruff check --fix fleet tests bench tools
+
+bench: bench-codec bench-ingest bench-sync
+
+bench-codec: $(STAMP)
+	$(PY) bench/bench_codec.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

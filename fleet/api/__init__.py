@@ -1,0 +1,1 @@
+"""HTTP API (FastAPI): app factory, lifespan, routes."""

@@ -1,0 +1,260 @@
+"""The `fleet` command line (Typer): thin commands over library code.
+
+User mistakes end with a one-line message and a non-zero exit code, never a traceback. Commands that
+belong to a component (`agent`, `sync`, `simulate`, ...) are registered by that component's own
+`cli.register(app)`, listed once in `_COMPONENT_CLIS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import secrets
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from fleet.config import Settings, load_settings
+from fleet.errors import FleetError
+
+app = typer.Typer(
+    name="fleet",
+    help="Fleet Server: telematics ingestion, vehicle sync and API on PostgreSQL.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+user_app = typer.Typer(help="Users.", no_args_is_help=True)
+vehicle_app = typer.Typer(help="Vehicles.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(user_app, name="user")
+app.add_typer(vehicle_app, name="vehicle")
+
+err_console = Console(stderr=True)
+console = Console()
+T = TypeVar("T")
+
+# Components that add their own commands: module with `register(app: typer.Typer) -> None`.
+_COMPONENT_CLIS: tuple[str, ...] = ()
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def run_async(factory: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine, turning domain errors into a clean message and exit code."""
+    try:
+        return asyncio.run(factory())  # type: ignore[arg-type]
+    except FleetError as err:
+        raise fail(str(err), err.exit_code) from None
+
+
+def settings_or_exit(**overrides: Any) -> Settings:
+    from fleet.logging import configure_logging
+
+    try:
+        settings = load_settings(**overrides)
+    except FleetError as err:
+        raise fail(str(err), err.exit_code) from None
+    configure_logging(settings.log_level, settings.log_format, settings.log_dir)
+    return settings
+
+
+async def _with_db(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
+    from fleet.db import Database
+
+    db = Database(settings)
+    await db.start()
+    try:
+        return await action(db)
+    finally:
+        await db.close()
+
+
+# --- serve -----------------------------------------------------------------------------------------
+@app.command()
+def serve(
+    role: Annotated[
+        list[str] | None,
+        typer.Option("--role", "-r", help="all (default) or any of: api, ingest, sync, maintenance"),
+    ] = None,
+) -> None:
+    """Run the server (every role by default) until SIGTERM/SIGINT."""
+    from fleet.runtime import resolve_roles, serve as run_serve
+
+    settings = settings_or_exit()
+    try:
+        names = resolve_roles(role)
+    except FleetError as err:
+        raise fail(str(err), err.exit_code) from None
+
+    run_async(lambda: run_serve(settings, names, on_ready=_print_banner))
+
+
+async def _print_banner(runtime: Any) -> None:
+    from fleet.bootstrap import ensure_development_admin
+
+    settings, roles = runtime.settings, runtime.roles
+    lines = ["[bold green]Fleet Server is running[/]"]
+    if "api" in roles:
+        lines.append(f"  API and web UI:  http://{settings.api_host}:{settings.api_port}/  (docs: /docs)")
+    if "ingest" in roles:
+        lines.append(f"  Device port:     {settings.server_host}:{settings.server_port} (Navtelecom NTCB/FLEX)")
+    lines.append(f"  Database:        {'embedded, under ' + str(settings.data_dir / 'pg') if settings.uses_embedded_db else 'configured server'}")
+    lines.append(await ensure_development_admin(runtime.db, settings))
+    lines.append("  Stop with Ctrl+C.")
+    console.print("\n".join(lines), highlight=False, soft_wrap=True)
+
+
+# --- db ------------------------------------------------------------------------------------------------
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="target revision")] = "head") -> None:
+    """Apply database migrations."""
+    settings = settings_or_exit()
+
+    async def main() -> None:
+        from fleet.db import Database
+
+        db = Database(settings)
+        await db.start(migrate_schema=False, pool=False)
+        try:
+            await db.upgrade(revision)
+        finally:
+            await db.close()
+
+    run_async(main)
+    console.print(f"database at revision {revision}")
+
+
+# --- user ----------------------------------------------------------------------------------------------
+@user_app.command("create")
+def user_create(
+    email: Annotated[str, typer.Option(help="login e-mail")],
+    password: Annotated[
+        str | None, typer.Option(help="password (prompted when omitted; generated with --generate)")
+    ] = None,
+    role: Annotated[str, typer.Option(help="superuser or owner")] = "owner",
+    generate: Annotated[bool, typer.Option("--generate", help="generate a password and print it")] = False,
+) -> None:
+    """Create an active user."""
+    from fleet.db import queries  # noqa: F401
+    from fleet.db.queries.users import create_user
+    from fleet.passwords import hash_password, validate_password
+
+    if role not in ("superuser", "owner"):
+        raise fail(f"unknown role {role!r}: use superuser or owner", 2)
+    if password is None:
+        if generate:
+            password = secrets.token_urlsafe(12)
+        elif sys.stdin.isatty():
+            password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+        else:
+            raise fail("give --password, or --generate", 2)
+    try:
+        validate_password(password)
+    except FleetError as err:
+        raise fail(str(err), 2) from None
+    settings = settings_or_exit()
+
+    async def action(db: Any) -> Any:
+        hashed = await hash_password(password)
+        async with db.system() as conn:
+            return await create_user(conn, email=email, password_hash=hashed, role=role, status="active")
+
+    row = run_async(lambda: _with_db(settings, action))
+    console.print(f"created {row['role']} {row['email']} (id {row['id']})", highlight=False)
+    if generate:
+        console.print(f"password: {password}", highlight=False)
+
+
+# --- vehicle -----------------------------------------------------------------------------------------------
+@vehicle_app.command("add")
+def vehicle_add(
+    name: Annotated[str, typer.Option(help="display name")],
+    imei: Annotated[str | None, typer.Option(help="IMEI of the tracker installed in the vehicle")] = None,
+    vpn_ip: Annotated[str | None, typer.Option(help="address of the vehicle's Outbound API")] = None,
+    api_port: Annotated[int, typer.Option(help="port of the vehicle's Outbound API")] = 8001,
+    api_key: Annotated[str | None, typer.Option(help="X-API-Key of the vehicle (else the default)")] = None,
+) -> None:
+    """Register a vehicle and print its id."""
+    from fleet.db.queries.vehicles import attach_device, create_vehicle, validate_imei
+
+    try:
+        if imei is not None:
+            validate_imei(imei)
+    except FleetError as err:
+        raise fail(str(err), 2) from None
+    settings = settings_or_exit()
+
+    async def action(db: Any) -> Any:
+        async with db.system() as conn:
+            row = await create_vehicle(conn, name=name, vpn_ip=vpn_ip, api_port=api_port, api_key=api_key)
+            if imei is not None:
+                await attach_device(conn, imei=imei, vehicle_id=row["id"])
+            return row
+
+    row = run_async(lambda: _with_db(settings, action))
+    console.print(row["id"])
+
+
+@vehicle_app.command("assign")
+def vehicle_assign(
+    vehicle: Annotated[int, typer.Option(help="vehicle id")],
+    user: Annotated[str, typer.Option(help="owner's e-mail")],
+) -> None:
+    """Grant an owner access to a vehicle."""
+    from fleet.db.queries.users import get_user_by_email, grant_vehicle
+    from fleet.db.queries.vehicles import require_vehicle
+    from fleet.errors import NotFound
+
+    settings = settings_or_exit()
+
+    async def action(db: Any) -> bool:
+        async with db.system() as conn:
+            await require_vehicle(conn, vehicle)
+            row = await get_user_by_email(conn, user)
+            if row is None:
+                raise NotFound(f"no user with e-mail {user}")
+            return await grant_vehicle(conn, user_id=row["id"], vehicle_id=vehicle)
+
+    created = run_async(lambda: _with_db(settings, action))
+    console.print(f"{user} {'now has' if created else 'already had'} access to vehicle {vehicle}", highlight=False)
+
+
+# --- check ----------------------------------------------------------------------------------------------------
+@app.command()
+def check(
+    url: Annotated[str | None, typer.Option(help="base URL of the API (default from settings)")] = None,
+    timeout: Annotated[float, typer.Option(help="seconds")] = 5.0,
+) -> None:
+    """Exit 0 when the running server answers /health as healthy."""
+    import httpx
+
+    settings = settings_or_exit()
+    host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::") else settings.api_host
+    base = url or f"http://{host}:{settings.api_port}"
+    try:
+        response = httpx.get(f"{base.rstrip('/')}/health", timeout=timeout)
+    except httpx.HTTPError as err:
+        raise fail(f"server not reachable at {base}: {err}", 1) from None
+    if response.status_code != 200:
+        raise fail(f"server unhealthy at {base}: HTTP {response.status_code} {response.text[:200]}", 1)
+    console.print(f"healthy: {base}", highlight=False)
+
+
+def _register_components() -> None:
+    for module_name in _COMPONENT_CLIS:
+        importlib.import_module(module_name).register(app)
+
+
+_register_components()
+
+
+def main() -> None:
+    app()

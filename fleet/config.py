@@ -1,0 +1,287 @@
+"""Validated settings: `config.yaml` (seed-000 layout) overridden by environment variables.
+
+Every key is documented once, here. The YAML file is nested by section (`server`, `database`, `api`, ...);
+the environment uses the flat names of DESIGN.md §5 (`SERVER_PORT`, `DB_HOST`, `API_KEY`, ...), and the
+environment always wins. `load_settings()` is the single entry point; tests build `Settings(...)` directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import yaml
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from fleet.errors import ConfigError
+
+# Values that ship in examples and seeds; a production server must never run with them.
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "",
+        "change-me",
+        "changeme",
+        "secret",
+        "password",
+        "your-secret-api-key",
+        "your-secret-key",
+        "dev",
+        "development",
+        "test",
+    }
+)
+MIN_SECRET_LENGTH = 16
+
+# YAML section → prefix of the flat field names. Keys not listed use "<section>_<key>".
+_SECTION_ALIASES: dict[str, dict[str, str]] = {
+    "server": {"host": "server_host", "port": "server_port"},
+    "database": {"url": "database_url", "app_url": "database_app_url"},
+    "api": {"host": "api_host", "port": "api_port", "api_key": "api_key", "secret_key": "secret_key"},
+}
+_SECTION_PREFIX = {"database": "db"}
+
+
+def flatten_yaml(data: dict[str, Any]) -> dict[str, Any]:
+    """Map the nested seed-000 layout onto flat field names (`database.host` → `db_host`)."""
+    flat: dict[str, Any] = {}
+    for section, value in data.items():
+        if not isinstance(value, dict):
+            flat[section.lower()] = value
+            continue
+        aliases = _SECTION_ALIASES.get(section, {})
+        prefix = _SECTION_PREFIX.get(section, section)
+        for key, item in value.items():
+            key = str(key).lower()
+            if key in aliases:
+                flat[aliases[key]] = item
+            elif key.startswith(f"{prefix}_") or section in ("retention", "secrets"):
+                flat[key] = item
+            else:
+                flat[f"{prefix}_{key}"] = item
+    return flat
+
+
+class YamlSource(PydanticBaseSettingsSource):
+    """Settings source reading `CONFIG_FILE` (default `./config.yaml` when present)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self.path = path
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        if self.path is None or not self.path.exists():
+            return {}
+        try:
+            data = yaml.safe_load(self.path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{self.path}: invalid YAML: {err}") from err
+        if not isinstance(data, dict):
+            raise ConfigError(f"{self.path}: expected a mapping at the top level")
+        known = set(self.settings_cls.model_fields)
+        flat = flatten_yaml(data)
+        unknown = sorted(set(flat) - known)
+        if unknown:
+            raise ConfigError(f"{self.path}: unknown settings {', '.join(unknown)}")
+        return flat
+
+
+def _config_path() -> Path | None:
+    explicit = os.environ.get("CONFIG_FILE")
+    if explicit:
+        path = Path(explicit)
+        if not path.exists():
+            raise ConfigError(f"CONFIG_FILE={explicit} does not exist")
+        return path
+    default = Path("config.yaml")
+    return default if default.exists() else None
+
+
+class Settings(BaseSettings):
+    """Every setting of the server; env names are the upper-case field names."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, validate_default=True)
+
+    # --- general -------------------------------------------------------------------------------
+    env: Literal["development", "production", "test"] = Field("development", description="ENV")
+    data_dir: Path = Field(Path("var"), description="Embedded database, logs, generated secrets, backups")
+    log_level: str = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    # --- device TCP port (seed 000 `server:`) ---------------------------------------------------
+    server_host: str = "0.0.0.0"  # the one service that faces devices on the network
+    server_port: int = Field(5221, ge=0, le=65535)
+
+    # --- database (seed 000 `database:`) ---------------------------------------------------------
+    database_url: str | None = None  # migrations/owner connection; unset with no DB_* → embedded
+    database_app_url: str | None = None  # runtime pool; default: database_url with user fleet_app
+    db_host: str | None = None
+    db_port: int = 5432
+    db_name: str = "fleet"
+    db_user: str | None = None
+    db_password: SecretStr | None = None
+    db_app_password: SecretStr | None = None  # password given to the fleet_app role
+    db_grafana_password: SecretStr | None = None  # password given to the fleet_grafana role
+    db_pool_min: int = Field(2, ge=1)
+    db_pool_max: int = Field(10, ge=1)
+    db_migrate_on_start: bool = True
+
+    # --- HTTP API (seed 000 `api:`) --------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8080, ge=0, le=65535)
+    api_key: SecretStr | None = None  # static superuser-level key for seed integrations
+    secret_key: SecretStr | None = None  # signs JWTs
+    public_url: str | None = None
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+
+    # --- optional services -------------------------------------------------------------------------
+    redis_url: str | None = None
+
+    # --- sync service (seed 003) ---------------------------------------------------------------------
+    sync_interval_sec: float = Field(30, gt=0)
+    pull_timeout_sec: float = Field(10, gt=0)
+    pull_window_sec: int = Field(60, gt=0)
+    vehicle_default_api_key: SecretStr | None = None
+
+    # --- metrics / security ----------------------------------------------------------------------------
+    metrics_allow_public: bool = False
+    metrics_api_key: SecretStr | None = None
+    rate_limit_login_per_minute: int = Field(5, ge=1)
+
+    # --- retention (days) ---------------------------------------------------------------------------------
+    position_retention_days: int = Field(365, ge=1)
+    measurement_retention_days: int = Field(365, ge=1)
+    raw_frame_retention_days: int = Field(30, ge=1)
+    audit_log_retention_days: int = Field(90, ge=1)
+    sync_journal_retention_days: int = Field(30, ge=1)
+
+    # --- Google / OIDC ---------------------------------------------------------------------------------------
+    google_client_id: str | None = None
+    google_client_secret: SecretStr | None = None
+    oidc_discovery_url: str = "https://accounts.google.com/.well-known/openid-configuration"
+
+    # --- mail ------------------------------------------------------------------------------------------------
+    smtp_url: str | None = None
+    mail_from: str = "fleet@localhost"
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Order is precedence: explicit arguments, then the environment, then config.yaml.
+        return (init_settings, env_settings, YamlSource(settings_cls, _config_path()))
+
+    # --- derived ------------------------------------------------------------------------------------------------
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def uses_embedded_db(self) -> bool:
+        return not (self.database_url or self.db_host)
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    def owner_dsn(self) -> str | None:
+        """The connection used for migrations (None → embedded server decides)."""
+        if self.database_url:
+            return self.database_url
+        if self.db_host:
+            user = quote(self.db_user or "postgres", safe="")
+            password = self.db_password.get_secret_value() if self.db_password else ""
+            auth = f"{user}:{quote(password, safe='')}" if password else user
+            return f"postgresql://{auth}@{self.db_host}:{self.db_port}/{self.db_name}"
+        return None
+
+
+def with_user(dsn: str, user: str, password: str | None) -> str:
+    """Return `dsn` with its credentials replaced (keeps host, port, database and query)."""
+    parts = urlsplit(dsn)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    auth = quote(user, safe="")
+    if password:
+        auth += ":" + quote(password, safe="")
+    return urlunsplit((parts.scheme, f"{auth}@{host}", parts.path, parts.query, parts.fragment))
+
+
+def _weak(value: SecretStr | None) -> bool:
+    if value is None:
+        return True
+    raw = value.get_secret_value()
+    return raw.strip().lower() in PLACEHOLDER_SECRETS or len(raw) < MIN_SECRET_LENGTH
+
+
+GENERATED_SECRETS = ("secret_key", "api_key", "db_app_password", "db_grafana_password")
+
+
+def finalize_secrets(settings: Settings) -> Settings:
+    """Refuse weak secrets in production; in development, generate missing ones and keep them on disk."""
+    if settings.production:
+        problems = [name.upper() for name in ("secret_key", "api_key") if _weak(getattr(settings, name))]
+        if not settings.uses_embedded_db and not settings.database_app_url and _weak(settings.db_app_password):
+            problems.append("DB_APP_PASSWORD (or DATABASE_APP_URL)")
+        if problems:
+            raise ConfigError(
+                "ENV=production refuses missing or placeholder secrets: "
+                + ", ".join(problems)
+                + f" (each must be set, not a placeholder, and at least {MIN_SECRET_LENGTH} characters)"
+            )
+        return settings
+    missing = [name for name in GENERATED_SECRETS if getattr(settings, name) is None]
+    if not missing:
+        return settings
+    path = settings.data_dir / "secrets.json"
+    stored: dict[str, str] = {}
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"{path}: unreadable generated secrets file: {err}") from err
+    changed = False
+    for name in missing:
+        if name not in stored:
+            stored[name] = secrets.token_urlsafe(32)
+            changed = True
+    if changed:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(stored, indent=2), encoding="utf-8")
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    return settings.model_copy(update={name: SecretStr(stored[name]) for name in missing})
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read config.yaml and the environment, validate, and complete secrets."""
+    from pydantic import ValidationError
+
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as err:
+        lines = []
+        for item in err.errors():
+            where = ".".join(str(p) for p in item["loc"]) or "settings"
+            lines.append(f"{where.upper()}: {item['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(lines)) from err
+    return finalize_secrets(settings)

@@ -1,0 +1,157 @@
+"""Connection pools and the one way to run a query: inside a transaction that carries the tenant context.
+
+The runtime pool connects as `fleet_app` (NOSUPERUSER, NOBYPASSRLS), so row-level security holds for
+every statement. `Database.tenant(...)` opens a transaction and sets `app.user_id` / `app.user_role`
+with `set_config(..., true)` (transaction-local: a pooled connection never leaks a context). No other
+code path hands out a connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import asyncpg
+import structlog
+
+from fleet.config import Settings, with_user
+from fleet.db import migrate
+from fleet.db.embedded import EmbeddedPostgres
+from fleet.errors import DatabaseUnavailable
+
+log = structlog.get_logger(__name__)
+
+APP_ROLE = "fleet_app"
+GRAFANA_ROLE = "fleet_grafana"
+
+_SET_CONTEXT = "SELECT set_config('app.user_id', $1, true), set_config('app.user_role', $2, true)"
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    """Who a transaction runs for: RLS policies read these two settings."""
+
+    user_id: int | None
+    role: Literal["superuser", "owner"] | None
+
+    @classmethod
+    def system(cls) -> Tenant:
+        """Background services (ingest, sync, maintenance) see every vehicle."""
+        return cls(None, "superuser")
+
+    @classmethod
+    def superuser(cls, user_id: int) -> Tenant:
+        return cls(user_id, "superuser")
+
+    @classmethod
+    def owner(cls, user_id: int) -> Tenant:
+        return cls(user_id, "owner")
+
+    @classmethod
+    def anonymous(cls) -> Tenant:
+        """No context: every tenant table answers with no rows."""
+        return cls(None, None)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typename in ("json", "jsonb"):
+        await conn.set_type_codec(typename, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+class Database:
+    """Owns the embedded server (when used), the migrations and the runtime pool."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._embedded: EmbeddedPostgres | None = None
+        self._pool: asyncpg.Pool | None = None
+        self.owner_dsn: str | None = None
+        self.app_dsn: str | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    async def start(self, migrate_schema: bool | None = None, pool: bool = True) -> None:
+        """Resolve the server (embedded or configured), apply migrations, open the `fleet_app` pool."""
+        settings = self.settings
+        dsn = settings.owner_dsn()
+        if dsn is None:
+            self._embedded = EmbeddedPostgres(settings.data_dir / "pg")
+            dsn = await asyncio.to_thread(self._embedded.start)
+        self.owner_dsn = dsn
+        if migrate_schema if migrate_schema is not None else settings.db_migrate_on_start:
+            await self.upgrade()
+        if settings.database_app_url:
+            self.app_dsn = settings.database_app_url
+        else:
+            password = settings.db_app_password.get_secret_value() if settings.db_app_password else None
+            self.app_dsn = with_user(dsn, APP_ROLE, password)
+        if pool:
+            try:
+                self._pool = await asyncpg.create_pool(
+                    self.app_dsn,
+                    min_size=settings.db_pool_min,
+                    max_size=settings.db_pool_max,
+                    init=_init_connection,
+                    command_timeout=60,
+                    server_settings={"application_name": "fleet"},
+                )
+            except (OSError, asyncpg.PostgresError) as err:
+                raise DatabaseUnavailable(f"cannot connect as {APP_ROLE}: {err}") from err
+
+    async def upgrade(self, revision: str = "head") -> None:
+        """Apply migrations with the owner connection and set the runtime roles' passwords."""
+        assert self.owner_dsn is not None, "start() resolves the server first"
+        passwords = {}
+        if self.settings.db_app_password is not None and not self.settings.database_app_url:
+            passwords[APP_ROLE] = self.settings.db_app_password.get_secret_value()
+        if self.settings.db_grafana_password is not None:
+            passwords[GRAFANA_ROLE] = self.settings.db_grafana_password.get_secret_value()
+        await asyncio.to_thread(migrate.upgrade, self.owner_dsn, revision, passwords)
+
+    async def close(self) -> None:
+        """Close the pool (waiting for in-flight transactions), then stop the embedded server."""
+        if self._pool is not None:
+            try:
+                await asyncio.wait_for(self._pool.close(), timeout=10)
+            except TimeoutError:
+                log.warning("db_pool_close_timeout")
+                self._pool.terminate()
+            self._pool = None
+        if self._embedded is not None:
+            await asyncio.to_thread(self._embedded.stop)
+            self._embedded = None
+
+    # --- the query path -------------------------------------------------------------------------
+    @asynccontextmanager
+    async def tenant(self, tenant: Tenant) -> AsyncIterator[asyncpg.Connection]:
+        """A connection inside a transaction whose RLS context is `tenant`."""
+        if self._pool is None:
+            raise DatabaseUnavailable("the database pool is not open")
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                _SET_CONTEXT, "" if tenant.user_id is None else str(tenant.user_id), tenant.role or ""
+            )
+            yield conn
+
+    def system(self) -> Any:
+        """Shortcut for `tenant(Tenant.system())`, the context of background services."""
+        return self.tenant(Tenant.system())
+
+    async def ping(self) -> bool:
+        """True when a query round-trips through the pool."""
+        if self._pool is None:
+            return False
+        try:
+            async with self._pool.acquire(timeout=2) as conn:
+                return bool(await conn.fetchval("SELECT 1", timeout=2))
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            return False
+
+    @property
+    def pool_stats(self) -> dict[str, int]:
+        if self._pool is None:
+            return {"size": 0, "idle": 0}
+        return {"size": self._pool.get_size(), "idle": self._pool.get_idle_size()}

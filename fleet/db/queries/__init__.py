@@ -1,0 +1,1 @@
+"""SQL lives here, one module per resource; every function takes a connection from `Database.tenant`."""

@@ -1,0 +1,1 @@
+"""Operations: maintenance, retention, metrics and other cross-cutting services."""

@@ -1,0 +1,121 @@
+"""The process runtime: shared resources and the roles `fleet serve` runs.
+
+A role is a factory `role(runtime) -> AsyncContextManager[None]`: entering it starts the role's listeners
+and tasks, leaving it stops them gracefully (stop accepting, finish in-flight work). Roles are entered in
+the order of `ROLES` and left in reverse, inside one `AsyncExitStack`, so `fleet serve` has a single
+place that owns every resource. A new role plugs in by adding one line to `ROLES`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import signal
+from collections.abc import Callable, Coroutine
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from fleet.config import Settings
+from fleet.db import Database
+from fleet.errors import ConfigError
+
+log = structlog.get_logger(__name__)
+
+RoleFactory = Callable[["Runtime"], AbstractAsyncContextManager[None]]
+
+# Role name → "module:factory". Order matters: storage-side roles start before the API.
+ROLES: dict[str, str] = {
+    "maintenance": "fleet.ops.maintenance:maintenance_role",
+    "api": "fleet.api.server:api_role",
+}
+
+
+def load_role(name: str) -> RoleFactory:
+    try:
+        target = ROLES[name]
+    except KeyError as err:
+        raise ConfigError(f"unknown role {name!r}; known roles: all, {', '.join(ROLES)}") from err
+    module_name, _, attr = target.partition(":")
+    factory: RoleFactory = getattr(importlib.import_module(module_name), attr)
+    return factory
+
+
+def resolve_roles(requested: list[str] | None) -> list[str]:
+    """Expand `all` and validate names, keeping the canonical start order."""
+    wanted = set(requested or ["all"])
+    if "all" in wanted:
+        return list(ROLES)
+    unknown = sorted(wanted - set(ROLES))
+    if unknown:
+        raise ConfigError(f"unknown role(s) {', '.join(unknown)}; known roles: all, {', '.join(ROLES)}")
+    return [name for name in ROLES if name in wanted]
+
+
+@dataclass
+class Runtime:
+    """What every role shares: settings, the database, and the process's background tasks."""
+
+    settings: Settings
+    db: Database
+    roles: list[str] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Start a background task the runtime keeps a reference to and cancels on shutdown."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background_task_failed", task=task.get_name(), exc_info=task.exception())
+
+    async def cancel_tasks(self, grace: float = 5.0) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+
+
+async def serve(
+    settings: Settings,
+    roles: list[str] | None = None,
+    on_ready: Callable[[Runtime], Coroutine[Any, Any, None]] | None = None,
+) -> None:
+    """Run the requested roles until SIGTERM/SIGINT, then shut down in reverse order."""
+    names = resolve_roles(roles)
+    factories = [load_role(name) for name in names]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+            pass
+    db = Database(settings)
+    runtime = Runtime(settings=settings, db=db, roles=names)
+    async with AsyncExitStack() as stack:
+        await db.start()
+        stack.push_async_callback(db.close)
+        stack.push_async_callback(runtime.cancel_tasks)
+        for name, factory in zip(names, factories, strict=True):
+            await stack.enter_async_context(factory(runtime))
+            log.info("role_started", role=name)
+        log.info("server_ready", roles=names)
+        if on_ready is not None:
+            await on_ready(runtime)
+        await stop.wait()
+        log.info("shutdown_started")
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.remove_signal_handler(signum)
+        except (NotImplementedError, RuntimeError):
+            pass
+    log.info("shutdown_complete")
