@@ -119,6 +119,19 @@ class Settings(BaseSettings):
     server_host: str = "0.0.0.0"  # the one service that faces devices on the network
     server_port: int = Field(5221, ge=0, le=65535)
 
+    # --- ingestion (the `ingest` role) ----------------------------------------------------------------
+    unknown_device_policy: Literal["register", "reject"] = "register"  # IMEIs not in `devices`
+    text_dialect_enabled: bool = True  # seed-000 ASCII frames, recognised only when NTCB cannot start
+    flex_field100_size: Literal[1, 2] = 2  # 2 bytes per protocol doc v6.x; 1 for pre-6.0 firmware
+    ingest_max_connections: int = Field(20000, ge=1)
+    ingest_idle_timeout_sec: float = Field(600, gt=0)  # trackers ping (0x7F) well within this
+    ingest_handshake_timeout_sec: float = Field(30, gt=0)  # unauthenticated time allowed before *>S
+    ingest_batch_window_ms: float = Field(20, gt=0)  # group-commit window
+    ingest_batch_max_records: int = Field(5000, ge=1)
+    ingest_queue_high_water: int = Field(50000, ge=1)  # records queued → pause reading sockets
+    ingest_queue_low_water: int = Field(10000, ge=0)  # resume below this
+    ingest_store_raw_frames: bool = True
+
     # --- database (seed 000 `database:`) ---------------------------------------------------------
     database_url: str | None = None  # migrations/owner connection; unset with no DB_* → embedded
     database_app_url: str | None = None  # runtime pool; default: database_url with user fleet_app
@@ -149,11 +162,20 @@ class Settings(BaseSettings):
     pull_timeout_sec: float = Field(10, gt=0)
     pull_window_sec: int = Field(60, gt=0)
     vehicle_default_api_key: SecretStr | None = None
+    sync_concurrency: int = Field(50, ge=1)  # vehicles pulled at once by one worker
+    sync_max_rows_per_request: int = Field(50000, ge=1)
+    sync_lease_sec: float = Field(120, gt=0)  # a worker's claim on a vehicle for one cycle
+    sync_backoff_max_sec: float = Field(600, gt=0)  # ceiling of the per-vehicle backoff
 
     # --- metrics / security ----------------------------------------------------------------------------
     metrics_allow_public: bool = False
     metrics_api_key: SecretStr | None = None
     rate_limit_login_per_minute: int = Field(5, ge=1)
+    rate_limit_register_per_hour: int = Field(10, ge=1)
+    rate_limit_refresh_per_minute: int = Field(30, ge=1)
+    rate_limit_api_per_minute: int = Field(600, ge=1)  # per token / API key
+    access_token_ttl_sec: int = Field(900, ge=30)  # 15 minutes
+    refresh_token_ttl_days: int = Field(30, ge=1)
 
     # --- retention (days) ---------------------------------------------------------------------------------
     position_retention_days: int = Field(365, ge=1)
