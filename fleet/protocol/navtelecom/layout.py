@@ -1,0 +1,166 @@
+"""FLEX record layouts: a negotiated field mask compiled once into one struct plus post-processing plans."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from .convert import Converter
+from .fields import FIELD_100_SIZES, MAX_FIELD, field_spec
+from .records import FlexRecord
+
+__all__ = [
+    "FlexLayout",
+    "LayoutError",
+    "fields_from_mask",
+    "layout_for_fields",
+    "layout_for_mask",
+    "mask_from_fields",
+]
+
+# Mask sizes of the three structure versions (DOC p. 18): FLEX 1.0 = 69 bits, 2.0 = 122, 3.0 = 255.
+FULL_MASK_BITS = {10: 69, 20: 122, 30: 255}
+
+
+class LayoutError(ValueError):
+    """A mask or a value set that cannot be turned into a FLEX layout or record."""
+
+
+def fields_from_mask(mask: bytes, bit_count: int | None = None) -> tuple[int, ...]:
+    """Return the field numbers selected by a FLEX bit mask (MSB of byte 0 = field 1).
+
+    Bits beyond ``bit_count`` (the negotiated data_size) are ignored; a set bit beyond field 255 cannot
+    be framed (its size is unknown) and raises :class:`LayoutError`.
+    """
+    limit = len(mask) * 8 if bit_count is None else min(bit_count, len(mask) * 8)
+    selected = []
+    for position in range(limit):
+        if mask[position >> 3] & (0x80 >> (position & 7)):
+            if position >= MAX_FIELD:
+                raise LayoutError(f"mask selects field {position + 1}, beyond the known {MAX_FIELD}")
+            selected.append(position + 1)
+    return tuple(selected)
+
+
+def mask_from_fields(fields: Iterable[int], bit_count: int = 255) -> bytes:
+    """Return the FLEX bit mask (ceil(bit_count / 8) bytes) selecting ``fields``."""
+    mask = bytearray((bit_count + 7) // 8)
+    for number in fields:
+        if not 1 <= number <= bit_count:
+            raise LayoutError(f"field {number} does not fit a {bit_count}-bit mask")
+        mask[(number - 1) >> 3] |= 0x80 >> ((number - 1) & 7)
+    return bytes(mask)
+
+
+@dataclass(frozen=True, slots=True)
+class FlexLayout:
+    """The record structure for one negotiated field set; decodes and encodes records.
+
+    Layouts are cached per (fields, field-100 size): obtain them with :func:`layout_for_mask` or
+    :func:`layout_for_fields` rather than constructing them directly.
+    """
+
+    fields: tuple[int, ...]
+    field100_size: int = 2
+    size: int = field(init=False, compare=False)
+    struct: struct.Struct = field(init=False, compare=False, repr=False)
+    # slot[n] = position of field n's first value in an unpacked record tuple, -1 when absent.
+    slot: tuple[int, ...] = field(init=False, compare=False, repr=False)
+    # (field number, first slot, value count) per present field.
+    spans: tuple[tuple[int, int, int], ...] = field(init=False, compare=False, repr=False)
+    # (attribute names, first slot, value count, converter or None) per present non-core field.
+    attribute_plan: tuple[tuple[tuple[str, ...], int, int, Converter | None], ...] = field(
+        init=False, compare=False, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        if self.field100_size not in FIELD_100_SIZES:
+            raise LayoutError(f"field 100 size must be one of {FIELD_100_SIZES}")
+        if list(self.fields) != sorted(set(self.fields)) or not all(1 <= n <= MAX_FIELD for n in self.fields):
+            raise LayoutError("fields must be distinct, increasing and within 1..255")
+        slot = [-1] * (MAX_FIELD + 1)
+        spans = []
+        plan = []
+        fmt = ["<"]
+        position = 0
+        for number in self.fields:
+            spec = field_spec(number, self.field100_size)
+            count = spec.item_count
+            slot[number] = position
+            spans.append((number, position, count))
+            if not spec.core:
+                plan.append((spec.names, position, count, spec.converter))
+            fmt.append(spec.fmt)
+            position += count
+        compiled = struct.Struct("".join(fmt))
+        object.__setattr__(self, "struct", compiled)
+        object.__setattr__(self, "size", compiled.size)
+        object.__setattr__(self, "slot", tuple(slot))
+        object.__setattr__(self, "spans", tuple(spans))
+        object.__setattr__(self, "attribute_plan", tuple(plan))
+
+    def mask(self, bit_count: int | None = None) -> bytes:
+        """Return the bit mask selecting this layout's fields (default: the smallest FLEX version's size)."""
+        if bit_count is None:
+            last = self.fields[-1] if self.fields else 0
+            bit_count = next(bits for bits in (69, 122, 255) if bits >= last)
+        return mask_from_fields(self.fields, bit_count)
+
+    def decode(self, data: bytes, offset: int = 0, count: int = 1) -> list[FlexRecord]:
+        """Decode ``count`` consecutive records starting at ``offset`` (the caller checks the length)."""
+        size = self.size
+        end = offset + count * size
+        if size == 0:
+            return [FlexRecord(self, (), b"") for _ in range(count)]
+        view = memoryview(data)[offset:end]
+        return [
+            FlexRecord(self, values, data[start : start + size])
+            for values, start in zip(self.struct.iter_unpack(view), range(offset, end, size), strict=True)
+        ]
+
+    def decode_one(self, data: bytes, offset: int = 0) -> FlexRecord:
+        """Decode the single record at ``offset``."""
+        size = self.size
+        return FlexRecord(self, self.struct.unpack_from(data, offset), bytes(data[offset : offset + size]))
+
+    def encode(self, values: Mapping[int, Any]) -> bytes:
+        """Encode one record from ``{field number: wire value}``; absent fields are zero.
+
+        Wire values are what :attr:`FlexRecord.fields` returns: int/float, a tuple for multi-part fields,
+        bytes for opaque ones. Raises :class:`LayoutError` for values that do not fit their field.
+        """
+        unknown = set(values) - set(self.fields)
+        if unknown:
+            raise LayoutError(f"fields {sorted(unknown)} are not in this layout")
+        flat: list[Any] = []
+        for number, _start, count in self.spans:
+            value = values.get(number)
+            if value is None:
+                spec = field_spec(number, self.field100_size)
+                value = struct.unpack("<" + spec.fmt, bytes(spec.size))
+                flat.extend(value)
+            elif count == 1:
+                flat.append(value)
+            else:
+                if len(value) != count:
+                    raise LayoutError(f"field {number} needs {count} values, got {len(value)}")
+                flat.extend(value)
+        try:
+            return self.struct.pack(*flat)
+        except struct.error as err:
+            raise LayoutError(f"value out of range for the layout: {err}") from err
+
+
+@lru_cache(maxsize=512)
+def layout_for_fields(fields: tuple[int, ...], field100_size: int = 2) -> FlexLayout:
+    """Return the (cached) layout for a field tuple."""
+    return FlexLayout(tuple(fields), field100_size)
+
+
+@lru_cache(maxsize=512)
+def layout_for_mask(mask: bytes, bit_count: int | None = None, field100_size: int = 2) -> FlexLayout:
+    """Return the (cached) layout for a negotiated mask, e.g. one restored from storage for a redecode."""
+    return layout_for_fields(fields_from_mask(bytes(mask), bit_count), field100_size)
