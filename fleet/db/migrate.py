@@ -30,6 +30,7 @@ def sqlalchemy_url(dsn: str) -> str:
 def alembic_config(connection: Connection | None = None) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("path_separator", "os")
     cfg.set_main_option("version_locations", str(MIGRATIONS_DIR / "versions"))
     if connection is not None:
         cfg.attributes["connection"] = connection
@@ -56,7 +57,13 @@ def _run(dsn: str, action: str, revision: str, passwords: dict[str, str] | None)
                         text("SELECT format('ALTER ROLE %I PASSWORD %L', CAST(:role AS text), CAST(:pw AS text))"),
                         {"role": role, "pw": password},
                     ).scalar_one()
-                    conn.execute(text(stmt))
+                    try:
+                        conn.execute(text(stmt))
+                    except Exception as err:
+                        # The statement carries the password: report only the server's primary message.
+                        diag = getattr(getattr(err, "orig", None), "diag", None)
+                        reason = getattr(diag, "message_primary", None) or type(err).__name__
+                        raise DatabaseUnavailable(f"could not set the password of role {role}: {reason}") from None
                 conn.commit()
             finally:
                 conn.rollback()

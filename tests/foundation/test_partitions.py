@@ -1,0 +1,116 @@
+"""Monthly partitions: rows of any month are kept, and maintenance gives them partitions of their own."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from fleet.config import Settings
+from fleet.db import Database
+from fleet.ops.maintenance import run_maintenance
+
+
+def _month_shift(moment: datetime, months: int) -> datetime:
+    month = moment.month - 1 + months
+    return moment.replace(year=moment.year + month // 12, month=month % 12 + 1, day=15)
+
+
+async def _partition_of(conn: asyncpg.Connection, table: str, column: str, key: str, value: object) -> list[str]:
+    rows = await conn.fetch(f"SELECT tableoid::regclass::text FROM {table} WHERE {key} = $1", value)
+    return [row[0] for row in rows]
+
+
+async def test_rows_of_any_month_are_kept_and_rehomed(
+    db: Database, owner_conn: asyncpg.Connection, test_settings: Settings
+) -> None:
+    now = datetime.now(UTC)
+    times = [
+        _month_shift(now, -1),
+        now,
+        _month_shift(now, 1),
+        _month_shift(now, -36),  # three years ago: no partition exists for it
+        _month_shift(now, 40),  # far future clock error: kept too
+    ]
+    vehicle_id = await owner_conn.fetchval(
+        "INSERT INTO vehicles (name) VALUES ($1) RETURNING id", f"part-{uuid.uuid4().hex[:8]}"
+    )
+    device_id = await owner_conn.fetchval(
+        "INSERT INTO devices (imei, vehicle_id) VALUES ($1, $2) RETURNING id", uuid.uuid4().hex[:15], vehicle_id
+    )
+    async with db.system() as conn:
+        for index, moment in enumerate(times):
+            await conn.execute(
+                "INSERT INTO measurements (vehicle_id, channel_id, time, value) VALUES ($1, 7, $2, $3)",
+                vehicle_id,
+                moment,
+                float(index),
+            )
+            await conn.execute(
+                """INSERT INTO positions (device_id, vehicle_id, record_index, device_time)
+                   VALUES ($1, $2, $3, $4)""",
+                device_id,
+                vehicle_id,
+                index,
+                moment,
+            )
+            await conn.execute(
+                "INSERT INTO raw_frames (device_id, vehicle_id, received_at, data, outcome) VALUES ($1, $2, $3, '\\x01', 'ok')",
+                device_id,
+                vehicle_id,
+                moment,
+            )
+            await conn.execute(
+                """INSERT INTO can_data (device_id, vehicle_id, time, name, value, source)
+                   VALUES ($1, $2, $3, 'rpm', 1, 't')""",
+                device_id,
+                vehicle_id,
+                moment,
+            )
+    counts_before = {
+        table: await owner_conn.fetchval(f"SELECT count(*) FROM {table} WHERE vehicle_id = $1", vehicle_id)
+        for table in ("measurements", "positions", "raw_frames", "can_data")
+    }
+    assert counts_before == dict.fromkeys(counts_before, len(times))
+
+    # Retention is another concern (tested below): keep everything here.
+    keep_all = test_settings.model_copy(
+        update={f"{kind}_retention_days": 100_000 for kind in ("position", "measurement", "raw_frame")}
+    )
+    await run_maintenance(db, keep_all)
+
+    for table in ("measurements", "positions", "raw_frames", "can_data"):
+        assert await owner_conn.fetchval(f"SELECT count(*) FROM {table} WHERE vehicle_id = $1", vehicle_id) == len(times)
+        parts = await _partition_of(owner_conn, table, "", "vehicle_id", vehicle_id)
+        assert f"{table}_default" not in parts, table
+        assert len(set(parts)) == len(times), table
+    old_month = _month_shift(now, -36).strftime("%Y%m")
+    assert await owner_conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"measurements_p{old_month}")
+
+
+async def test_partitions_exist_ahead(db: Database, owner_conn: asyncpg.Connection, test_settings: Settings) -> None:
+    await run_maintenance(db, test_settings)
+    now = datetime.now(UTC)
+    for months in range(3):
+        name = _month_shift(now, months).strftime("%Y%m")
+        for table in ("measurements", "positions", "raw_frames", "can_data"):
+            assert await owner_conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{table}_p{name}"), (table, name)
+
+
+async def test_retention_drops_whole_old_partitions(
+    db: Database, owner_conn: asyncpg.Connection, test_settings: Settings
+) -> None:
+    old = datetime(2001, 3, 10, tzinfo=UTC)
+    async with db.system() as conn:
+        await conn.fetchval("SELECT fleet_ensure_partition('raw_frames', $1)", old)
+        await conn.execute(
+            "INSERT INTO raw_frames (received_at, data, outcome) VALUES ($1, '\\x02', 'ok')", old
+        )
+    assert await owner_conn.fetchval("SELECT to_regclass('raw_frames_p200103') IS NOT NULL")
+    report = await run_maintenance(db, test_settings, now=datetime.now(UTC) + timedelta(days=1))
+    assert report.partitions_dropped >= 1
+    assert not await owner_conn.fetchval("SELECT to_regclass('raw_frames_p200103') IS NOT NULL")
+    # The current month is untouched.
+    current = datetime.now(UTC).strftime("%Y%m")
+    assert await owner_conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"raw_frames_p{current}")

@@ -1,0 +1,147 @@
+"""Settings: YAML layout of seed 000, environment overrides, production secret checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fleet.config import Settings, finalize_secrets, flatten_yaml, load_settings
+from fleet.errors import ConfigError
+
+SEED_YAML = """
+server:
+  host: "0.0.0.0"
+  port: 5221
+database:
+  host: "db.internal"
+  port: 5433
+  name: "navtelecom_server"
+  user: "navtelecom"
+  password: "password"
+api:
+  host: "127.0.0.1"
+  port: 8081
+  api_key: "your-secret-api-key"
+sync:
+  interval_sec: 15
+"""
+
+ENV_NAMES = (
+    "ENV", "CONFIG_FILE", "DATABASE_URL", "DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD",
+    "API_PORT", "API_HOST", "API_KEY", "SECRET_KEY", "SERVER_PORT", "SYNC_INTERVAL_SEC", "DATA_DIR",
+    "DB_APP_PASSWORD", "TRUSTED_PROXIES", "REDIS_URL",
+)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    for name in ENV_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_yaml_layout_is_flattened() -> None:
+    import yaml
+
+    flat = flatten_yaml(yaml.safe_load(SEED_YAML))
+    assert flat["server_port"] == 5221
+    assert flat["db_host"] == "db.internal"
+    assert flat["db_name"] == "navtelecom_server"
+    assert flat["api_key"] == "your-secret-api-key"
+    assert flat["api_port"] == 8081
+    assert flat["sync_interval_sec"] == 15
+
+
+def test_env_overrides_yaml(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (clean_env / "config.yaml").write_text(SEED_YAML)
+    monkeypatch.setenv("API_PORT", "9090")
+    monkeypatch.setenv("DB_NAME", "fleet_prod")
+    settings = Settings()
+    assert settings.api_port == 9090  # env wins
+    assert settings.db_name == "fleet_prod"
+    assert settings.db_host == "db.internal"  # from YAML
+    assert settings.sync_interval_sec == 15
+    assert settings.owner_dsn() == "postgresql://navtelecom:password@db.internal:5433/fleet_prod"
+    assert not settings.uses_embedded_db
+
+
+def test_config_file_variable_and_unknown_keys(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    other = clean_env / "other.yaml"
+    other.write_text("api:\n  port: 7000\nserver:\n  colour: blue\n")
+    monkeypatch.setenv("CONFIG_FILE", str(other))
+    with pytest.raises(ConfigError, match="server_colour"):
+        load_settings()
+    monkeypatch.setenv("CONFIG_FILE", str(clean_env / "missing.yaml"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings()
+
+
+def test_defaults_follow_design(clean_env: Path) -> None:
+    settings = Settings()
+    assert (settings.server_host, settings.server_port) == ("0.0.0.0", 5221)
+    assert (settings.api_host, settings.api_port) == ("127.0.0.1", 8080)
+    assert (settings.sync_interval_sec, settings.pull_timeout_sec, settings.pull_window_sec) == (30, 10, 60)
+    assert settings.rate_limit_login_per_minute == 5
+    assert settings.uses_embedded_db
+    assert settings.audit_log_retention_days == 90 and settings.sync_journal_retention_days == 30
+
+
+def test_production_refuses_placeholder_secrets(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENV", "production")
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        load_settings()
+    monkeypatch.setenv("SECRET_KEY", "change-me")
+    monkeypatch.setenv("API_KEY", "your-secret-api-key")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "SECRET_KEY" in str(info.value) and "API_KEY" in str(info.value)
+    assert "change-me" not in str(info.value)  # the message names the variable, never the value
+    monkeypatch.setenv("SECRET_KEY", "k" * 40)
+    monkeypatch.setenv("API_KEY", "a" * 40)
+    settings = load_settings()
+    assert settings.production
+    assert not (clean_env / "var" / "secrets.json").exists()  # production never writes generated secrets
+
+
+def test_production_with_external_db_needs_app_password(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENV", "production")
+    monkeypatch.setenv("SECRET_KEY", "k" * 40)
+    monkeypatch.setenv("API_KEY", "a" * 40)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://owner:pw@db:5432/fleet")
+    with pytest.raises(ConfigError, match="DB_APP_PASSWORD"):
+        load_settings()
+    monkeypatch.setenv("DB_APP_PASSWORD", "p" * 24)
+    assert load_settings().db_app_password is not None
+
+
+def test_development_secrets_are_generated_once_and_kept(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATA_DIR", str(clean_env / "data"))
+    first = load_settings()
+    second = load_settings()
+    assert first.secret_key is not None and second.secret_key is not None
+    assert first.secret_key.get_secret_value() == second.secret_key.get_secret_value()
+    stored = clean_env / "data" / "secrets.json"
+    assert stored.stat().st_mode & 0o077 == 0
+    assert set(json.loads(stored.read_text())) >= {"secret_key", "api_key"}
+    # An explicit value wins over the stored one.
+    monkeypatch.setenv("SECRET_KEY", "explicit-secret-value-123456")
+    assert load_settings().secret_key.get_secret_value() == "explicit-secret-value-123456"  # type: ignore[union-attr]
+
+
+def test_secrets_are_not_in_repr(clean_env: Path) -> None:
+    settings = finalize_secrets(Settings(secret_key="super-secret-value-0001", data_dir=clean_env))
+    assert "super-secret-value-0001" not in repr(settings)
+
+
+def test_invalid_values_give_clear_errors(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SERVER_PORT", "70000")
+    with pytest.raises(ConfigError, match="SERVER_PORT"):
+        load_settings()
+
+
+def test_trusted_proxies_from_env(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRUSTED_PROXIES", "10.0.0.1, 10.0.0.2")
+    assert Settings().trusted_proxies == ["10.0.0.1", "10.0.0.2"]
