@@ -44,12 +44,15 @@ _SECTION_ALIASES: dict[str, dict[str, str]] = {
     "api": {"host": "api_host", "port": "api_port", "api_key": "api_key", "secret_key": "secret_key"},
 }
 _SECTION_PREFIX = {"database": "db"}
+_KNOWN_SECTIONS = {"server", "database", "api", "sync", "ingest", "retention", "secrets", "rate_limit"}
 
 
 def flatten_yaml(data: dict[str, Any]) -> dict[str, Any]:
     """Map the nested seed-000 layout onto flat field names (`database.host` → `db_host`)."""
     flat: dict[str, Any] = {}
     for section, value in data.items():
+        if value is None and section in _KNOWN_SECTIONS:
+            continue  # a section whose keys are all commented out
         if not isinstance(value, dict):
             flat[section.lower()] = value
             continue
@@ -174,6 +177,7 @@ class Settings(BaseSettings):
     rate_limit_register_per_hour: int = Field(10, ge=1)
     rate_limit_refresh_per_minute: int = Field(30, ge=1)
     rate_limit_api_per_minute: int = Field(600, ge=1)  # per token / API key
+    rate_limit_key_prefix: str = "fleet:rl"  # Redis key prefix of rate-limit counters (tests use one per run)
     access_token_ttl_sec: int = Field(900, ge=30)  # 15 minutes
     refresh_token_ttl_days: int = Field(30, ge=1)
 
@@ -261,7 +265,11 @@ def finalize_secrets(settings: Settings) -> Settings:
     """Refuse weak secrets in production; in development, generate missing ones and keep them on disk."""
     if settings.production:
         problems = [name.upper() for name in ("secret_key", "api_key") if _weak(getattr(settings, name))]
-        if not settings.uses_embedded_db and not settings.database_app_url and _weak(settings.db_app_password):
+        if (
+            not settings.uses_embedded_db
+            and not settings.database_app_url
+            and _weak(settings.db_app_password)
+        ):
             problems.append("DB_APP_PASSWORD (or DATABASE_APP_URL)")
         if problems:
             raise ConfigError(

@@ -9,6 +9,7 @@ place that owns every resource. A new role plugs in by adding one line to `ROLES
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import signal
 from collections.abc import Callable, Coroutine
@@ -95,10 +96,8 @@ async def serve(
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread (tests)
             loop.add_signal_handler(signum, stop.set)
-        except (NotImplementedError, RuntimeError):  # not the main thread (tests)
-            pass
     db = Database(settings)
     runtime = Runtime(settings=settings, db=db, roles=names)
     async with AsyncExitStack() as stack:
@@ -114,8 +113,6 @@ async def serve(
         await stop.wait()
         log.info("shutdown_started")
     for signum in (signal.SIGTERM, signal.SIGINT):
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signum)
-        except (NotImplementedError, RuntimeError):
-            pass
     log.info("shutdown_complete")

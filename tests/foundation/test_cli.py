@@ -30,7 +30,12 @@ def cli_env(test_settings: Settings) -> dict[str, str]:
 
 def fleet(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "fleet", *args], env=env, capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-m", "fleet", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -40,7 +45,9 @@ async def test_user_vehicle_round_trip(cli_env: dict[str, str], owner_conn: asyn
     assert created.returncode == 0, created.stderr
     assert "created owner" in created.stdout
 
-    user = await owner_conn.fetchrow("SELECT id, role, status, password_hash FROM users WHERE lower(email) = lower($1)", email)
+    user = await owner_conn.fetchrow(
+        "SELECT id, role, status, password_hash FROM users WHERE lower(email) = lower($1)", email
+    )
     assert user["role"] == "owner" and user["status"] == "active"
     assert user["password_hash"].startswith("$2b$12$")  # bcrypt, cost 12
 
@@ -56,9 +63,14 @@ async def test_user_vehicle_round_trip(cli_env: dict[str, str], owner_conn: asyn
 
     assigned = fleet(cli_env, "vehicle", "assign", "--vehicle", str(vehicle_id), "--user", email.lower())
     assert assigned.returncode == 0, assigned.stderr
-    assert await owner_conn.fetchval(
-        "SELECT count(*) FROM vehicle_access WHERE user_id = $1 AND vehicle_id = $2", user["id"], vehicle_id
-    ) == 1
+    assert (
+        await owner_conn.fetchval(
+            "SELECT count(*) FROM vehicle_access WHERE user_id = $1 AND vehicle_id = $2",
+            user["id"],
+            vehicle_id,
+        )
+        == 1
+    )
     again = fleet(cli_env, "vehicle", "assign", "--vehicle", str(vehicle_id), "--user", email)
     assert again.returncode == 0 and "already had" in again.stdout
 
@@ -73,7 +85,9 @@ def test_bad_input_gives_clear_messages(cli_env: dict[str, str]) -> None:
     short = fleet(cli_env, "user", "create", "--email", "x@example.com", "--password", "short")
     assert short.returncode == 2 and "at least 8" in short.stderr
 
-    bad_role = fleet(cli_env, "user", "create", "--email", "y@example.com", "--password", "long-enough-1", "--role", "king")
+    bad_role = fleet(
+        cli_env, "user", "create", "--email", "y@example.com", "--password", "long-enough-1", "--role", "king"
+    )
     assert bad_role.returncode == 2 and "unknown role" in bad_role.stderr
 
     bad_email = fleet(cli_env, "user", "create", "--email", "not-an-email", "--password", "long-enough-1")

@@ -52,9 +52,23 @@ def test_upgrade_is_idempotent_and_last_step_reverts(empty_dsn: str) -> None:
     head = _head()
     assert migrate.current_revision(empty_dsn) == head
     tables = _tables(empty_dsn)
-    for table in ("users", "vehicles", "devices", "positions", "measurements", "raw_frames", "can_data",
-                  "events", "alarms_log", "sync_journal", "admin_audit_log", "vehicle_access",
-                  "channel_config", "oauth_accounts", "revoked_tokens"):
+    for table in (
+        "users",
+        "vehicles",
+        "devices",
+        "positions",
+        "measurements",
+        "raw_frames",
+        "can_data",
+        "events",
+        "alarms_log",
+        "sync_journal",
+        "admin_audit_log",
+        "vehicle_access",
+        "channel_config",
+        "oauth_accounts",
+        "revoked_tokens",
+    ):
         assert table in tables
 
     migrate.upgrade(empty_dsn)  # second run: nothing to do, nothing breaks

@@ -17,7 +17,9 @@ def _month_shift(moment: datetime, months: int) -> datetime:
     return moment.replace(year=moment.year + month // 12, month=month % 12 + 1, day=15)
 
 
-async def _partition_of(conn: asyncpg.Connection, table: str, column: str, key: str, value: object) -> list[str]:
+async def _partition_of(
+    conn: asyncpg.Connection, table: str, column: str, key: str, value: object
+) -> list[str]:
     rows = await conn.fetch(f"SELECT tableoid::regclass::text FROM {table} WHERE {key} = $1", value)
     return [row[0] for row in rows]
 
@@ -37,7 +39,9 @@ async def test_rows_of_any_month_are_kept_and_rehomed(
         "INSERT INTO vehicles (name) VALUES ($1) RETURNING id", f"part-{uuid.uuid4().hex[:8]}"
     )
     device_id = await owner_conn.fetchval(
-        "INSERT INTO devices (imei, vehicle_id) VALUES ($1, $2) RETURNING id", uuid.uuid4().hex[:15], vehicle_id
+        "INSERT INTO devices (imei, vehicle_id) VALUES ($1, $2) RETURNING id",
+        uuid.uuid4().hex[:15],
+        vehicle_id,
     )
     async with db.system() as conn:
         for index, moment in enumerate(times):
@@ -81,7 +85,9 @@ async def test_rows_of_any_month_are_kept_and_rehomed(
     await run_maintenance(db, keep_all)
 
     for table in ("measurements", "positions", "raw_frames", "can_data"):
-        assert await owner_conn.fetchval(f"SELECT count(*) FROM {table} WHERE vehicle_id = $1", vehicle_id) == len(times)
+        assert await owner_conn.fetchval(
+            f"SELECT count(*) FROM {table} WHERE vehicle_id = $1", vehicle_id
+        ) == len(times)
         parts = await _partition_of(owner_conn, table, "", "vehicle_id", vehicle_id)
         assert f"{table}_default" not in parts, table
         assert len(set(parts)) == len(times), table
@@ -89,13 +95,18 @@ async def test_rows_of_any_month_are_kept_and_rehomed(
     assert await owner_conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"measurements_p{old_month}")
 
 
-async def test_partitions_exist_ahead(db: Database, owner_conn: asyncpg.Connection, test_settings: Settings) -> None:
+async def test_partitions_exist_ahead(
+    db: Database, owner_conn: asyncpg.Connection, test_settings: Settings
+) -> None:
     await run_maintenance(db, test_settings)
     now = datetime.now(UTC)
     for months in range(3):
         name = _month_shift(now, months).strftime("%Y%m")
         for table in ("measurements", "positions", "raw_frames", "can_data"):
-            assert await owner_conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{table}_p{name}"), (table, name)
+            assert await owner_conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{table}_p{name}"), (
+                table,
+                name,
+            )
 
 
 async def test_retention_drops_whole_old_partitions(

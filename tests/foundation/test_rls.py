@@ -37,10 +37,13 @@ async def _seed_tenant(conn: asyncpg.Connection, tag: str) -> dict[str, int]:
     """One owner with one vehicle and a row in every tenant table (inserted as the schema owner)."""
     now = datetime.now(UTC)
     user_id = await conn.fetchval(
-        "INSERT INTO users (email, role, status) VALUES ($1, 'owner', 'active') RETURNING id", f"{tag}@rls.test"
+        "INSERT INTO users (email, role, status) VALUES ($1, 'owner', 'active') RETURNING id",
+        f"{tag}@rls.test",
     )
     vehicle_id = await conn.fetchval("INSERT INTO vehicles (name) VALUES ($1) RETURNING id", f"truck-{tag}")
-    await conn.execute("INSERT INTO vehicle_access (user_id, vehicle_id) VALUES ($1, $2)", user_id, vehicle_id)
+    await conn.execute(
+        "INSERT INTO vehicle_access (user_id, vehicle_id) VALUES ($1, $2)", user_id, vehicle_id
+    )
     device_id = await conn.fetchval(
         "INSERT INTO devices (imei, vehicle_id) VALUES ($1, $2) RETURNING id", tag[:32], vehicle_id
     )
@@ -48,7 +51,9 @@ async def _seed_tenant(conn: asyncpg.Connection, tag: str) -> dict[str, int]:
         "INSERT INTO channel_config (vehicle_id, channel_id, name) VALUES ($1, 1, 'speed')", vehicle_id
     )
     await conn.execute(
-        "INSERT INTO measurements (vehicle_id, channel_id, time, value) VALUES ($1, 1, $2, 42)", vehicle_id, now
+        "INSERT INTO measurements (vehicle_id, channel_id, time, value) VALUES ($1, 1, $2, 42)",
+        vehicle_id,
+        now,
     )
     position_id = await conn.fetchval(
         """INSERT INTO positions (device_id, vehicle_id, record_index, device_time, latitude, longitude)
@@ -93,7 +98,9 @@ async def _seed_tenant(conn: asyncpg.Connection, tag: str) -> dict[str, int]:
         now + timedelta(days=1),
     )
     await conn.execute(
-        "INSERT INTO api_keys (user_id, name, prefix, key_hash) VALUES ($1, 'k', $2, 'h')", user_id, f"p-{tag}"
+        "INSERT INTO api_keys (user_id, name, prefix, key_hash) VALUES ($1, 'k', $2, 'h')",
+        user_id,
+        f"p-{tag}",
     )
     await conn.execute(
         "INSERT INTO revoked_tokens (jti, user_id, expires_at) VALUES ($1, $2, $3)",
@@ -101,7 +108,9 @@ async def _seed_tenant(conn: asyncpg.Connection, tag: str) -> dict[str, int]:
         user_id,
         now + timedelta(days=1),
     )
-    await conn.execute("INSERT INTO mail_outbox (recipient, subject, body) VALUES ($1, 's', 'b')", f"{tag}@x.y")
+    await conn.execute(
+        "INSERT INTO mail_outbox (recipient, subject, body) VALUES ($1, 's', 'b')", f"{tag}@x.y"
+    )
     await conn.execute("INSERT INTO admin_audit_log (actor_id, action) VALUES ($1, 'test')", user_id)
     return {"user": user_id, "vehicle": vehicle_id}
 
@@ -129,7 +138,9 @@ async def test_owner_sees_only_assigned_rows_in_every_table(
         assert await conn.fetchval("SELECT count(*) FROM positions WHERE vehicle_id = $1", b["vehicle"]) == 0
 
 
-async def test_no_context_means_no_rows(db: Database, two_tenants: tuple[dict[str, int], dict[str, int]]) -> None:
+async def test_no_context_means_no_rows(
+    db: Database, two_tenants: tuple[dict[str, int], dict[str, int]]
+) -> None:
     async with db.tenant(Tenant.anonymous()) as conn:
         for table in [*VEHICLE_TABLES, *USER_TABLES, *ADMIN_TABLES]:
             assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 0, table
@@ -160,14 +171,17 @@ async def test_owner_cannot_write_other_tenants_or_grant_itself(
     async with db.tenant(Tenant.owner(a["user"])) as conn:
         status = await conn.execute("UPDATE vehicles SET name = 'stolen' WHERE id = $1", b["vehicle"])
         assert status == "UPDATE 0"
-        assert await conn.execute("DELETE FROM measurements WHERE vehicle_id = $1", b["vehicle"]) == "DELETE 0"
+        assert (
+            await conn.execute("DELETE FROM measurements WHERE vehicle_id = $1", b["vehicle"]) == "DELETE 0"
+        )
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         async with db.tenant(Tenant.owner(a["user"])) as conn:
             await conn.execute("UPDATE users SET role = 'superuser' WHERE id = $1", a["user"])
 
 
-async def test_context_is_transaction_local(db: Database, two_tenants: tuple[dict[str, int], dict[str, int]]) -> None:
-    a, _ = two_tenants
+async def test_context_is_transaction_local(
+    db: Database, two_tenants: tuple[dict[str, int], dict[str, int]]
+) -> None:
     async with db.system() as conn:
         assert await conn.fetchval("SELECT count(*) FROM vehicles") >= 2
     # The pool hands the same connections out again: the superuser context must be gone.
@@ -176,7 +190,9 @@ async def test_context_is_transaction_local(db: Database, two_tenants: tuple[dic
             assert await conn.fetchval("SELECT count(*) FROM vehicles") == 0
 
 
-async def test_app_role_cannot_bypass_rls(app_dsn: str, two_tenants: tuple[dict[str, int], dict[str, int]]) -> None:
+async def test_app_role_cannot_bypass_rls(
+    app_dsn: str, two_tenants: tuple[dict[str, int], dict[str, int]]
+) -> None:
     conn = await asyncpg.connect(app_dsn)
     try:
         flags = await conn.fetchrow(

@@ -100,8 +100,12 @@ def test_embedded_serve_health_restart_and_clean_stop(tmp_path: Path) -> None:
 def test_serve_rejects_unknown_role(tmp_path: Path) -> None:
     env = dict(os.environ, DATA_DIR=str(tmp_path))
     result = subprocess.run(
-        [sys.executable, "-m", "fleet", "serve", "--role", "teleport"], env=env, capture_output=True, text=True,
-        timeout=30, check=False,
+        [sys.executable, "-m", "fleet", "serve", "--role", "teleport"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert result.returncode == 2
     assert "unknown role" in result.stderr and "Traceback" not in result.stderr

@@ -29,9 +29,24 @@ sync:
 """
 
 ENV_NAMES = (
-    "ENV", "CONFIG_FILE", "DATABASE_URL", "DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD",
-    "API_PORT", "API_HOST", "API_KEY", "SECRET_KEY", "SERVER_PORT", "SYNC_INTERVAL_SEC", "DATA_DIR",
-    "DB_APP_PASSWORD", "TRUSTED_PROXIES", "REDIS_URL",
+    "ENV",
+    "CONFIG_FILE",
+    "DATABASE_URL",
+    "DB_HOST",
+    "DB_PORT",
+    "DB_NAME",
+    "DB_USER",
+    "DB_PASSWORD",
+    "API_PORT",
+    "API_HOST",
+    "API_KEY",
+    "SECRET_KEY",
+    "SERVER_PORT",
+    "SYNC_INTERVAL_SEC",
+    "DATA_DIR",
+    "DB_APP_PASSWORD",
+    "TRUSTED_PROXIES",
+    "REDIS_URL",
 )
 
 
@@ -106,7 +121,9 @@ def test_production_refuses_placeholder_secrets(clean_env: Path, monkeypatch: py
     assert not (clean_env / "var" / "secrets.json").exists()  # production never writes generated secrets
 
 
-def test_production_with_external_db_needs_app_password(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_production_with_external_db_needs_app_password(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ENV", "production")
     monkeypatch.setenv("SECRET_KEY", "k" * 40)
     monkeypatch.setenv("API_KEY", "a" * 40)
@@ -117,7 +134,9 @@ def test_production_with_external_db_needs_app_password(clean_env: Path, monkeyp
     assert load_settings().db_app_password is not None
 
 
-def test_development_secrets_are_generated_once_and_kept(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_development_secrets_are_generated_once_and_kept(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DATA_DIR", str(clean_env / "data"))
     first = load_settings()
     second = load_settings()
