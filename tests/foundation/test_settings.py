@@ -164,3 +164,11 @@ def test_invalid_values_give_clear_errors(clean_env: Path, monkeypatch: pytest.M
 def test_trusted_proxies_from_env(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRUSTED_PROXIES", "10.0.0.1, 10.0.0.2")
     assert Settings().trusted_proxies == ["10.0.0.1", "10.0.0.2"]
+
+
+def test_example_config_loads(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    example = Path(__file__).resolve().parents[2] / "config.example.yaml"
+    monkeypatch.setenv("CONFIG_FILE", str(example))
+    settings = load_settings(data_dir=clean_env / "var")
+    assert settings.server_port == 5221 and settings.api_host == "127.0.0.1"
+    assert settings.sync_concurrency == 50 and settings.raw_frame_retention_days == 30
