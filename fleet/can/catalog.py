@@ -120,7 +120,9 @@ class Catalog:
         """Index every message of a loaded DBC; return how many were indexed."""
         count = 0
         for message in db.messages:
-            if message.is_container or message.length == 0:
+            # A message without signals would swallow its frames silently (cantools also reads a
+            # file cut off after a message header that way); leave such frames counted as unknown.
+            if message.is_container or message.length == 0 or not message.signals:
                 log.warning("can.dbc_message_skipped", message=message.name, origin=origin)
                 continue
             if builtin and message.name == OBD2_MESSAGE:
