@@ -92,7 +92,7 @@ class Scale(Converter):
 def _sentinel_text(value: int) -> str:
     if value < 0:
         return str(value)
-    if value > 9:
+    if value >= 0xFF:
         return f"0x{value:X}"
     return str(value)
 
