@@ -125,7 +125,8 @@ def _number(value: Any) -> float | int | None:
 
 def _numeric(field_no: int, spec: _Numeric, value: Any) -> CanSignal | None:
     source = f"FLEX:F{field_no}"
-    if value is None:
+    # NaN and infinities are what an IEEE float field holds when nothing was measured.
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return CanSignal(spec.name, None, spec.unit, source)
     number = _number(value)
     if number is None:

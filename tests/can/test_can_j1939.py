@@ -64,7 +64,11 @@ class TestFmsParameterGroups:
     def test_eec1_engine_speed_and_torque(self, decoder: CanDecoder) -> None:
         # SPN 190 raw 0x3E80 * 0.125 = 2000 rpm; SPN 512 raw 0x91 - 125 = 20 %.
         signals = decoder.decode(0x0CF00400, frame((1, b"\x91\x7d\x80\x3e")))
-        assert values(signals) == {"driver_demand_torque": 20, "actual_engine_torque": 0, "engine_speed": 2000.0}
+        assert values(signals) == {
+            "driver_demand_torque": 20,
+            "actual_engine_torque": 0,
+            "engine_speed": 2000.0,
+        }
         speed = next(s for s in signals if s.name == "engine_speed")
         assert speed == CanSignal("engine_speed", 2000.0, "rpm", "J1939:PGN61444:SA0")
 
@@ -110,7 +114,10 @@ class TestFmsParameterGroups:
 
     def test_dash_display_fuel_level(self, decoder: CanDecoder) -> None:
         # 0xC8 * 0.4 = 80 %; the low 0.4 steps come out without binary noise.
-        assert values(decoder.decode(0x18FEFC17, frame((1, b"\xc8")))) == {"fuel_level": 80.0, "fuel_level_2": None}
+        assert values(decoder.decode(0x18FEFC17, frame((1, b"\xc8")))) == {
+            "fuel_level": 80.0,
+            "fuel_level_2": None,
+        }
         assert values(decoder.decode(0x18FEFC17, frame((1, b"\x03"))))["fuel_level"] == 1.2
 
     def test_engine_hours(self, decoder: CanDecoder) -> None:
@@ -124,7 +131,10 @@ class TestFmsParameterGroups:
     def test_high_resolution_distance(self, decoder: CanDecoder) -> None:
         # 5 m per bit: 200_000_000 * 5 m = 1_000_000 km; trip 1001 * 5 m = 5.005 km.
         data = (200_000_000).to_bytes(4, "little") + (1001).to_bytes(4, "little")
-        assert values(decoder.decode(0x18FEC1EE, data)) == {"vehicle_distance": 1_000_000.0, "trip_distance": 5.005}
+        assert values(decoder.decode(0x18FEC1EE, data)) == {
+            "vehicle_distance": 1_000_000.0,
+            "trip_distance": 5.005,
+        }
 
     def test_vehicle_distance(self, decoder: CanDecoder) -> None:
         data = (80).to_bytes(4, "little") + (8_000_001).to_bytes(4, "little")
@@ -189,7 +199,10 @@ class TestFmsParameterGroups:
         }
 
     def test_brake_pedal(self, decoder: CanDecoder) -> None:
-        assert values(decoder.decode(0x18F0010B, frame((0, b"\xdf\x32")))) == {"abs_active": 1, "brake_pedal": 20.0}
+        assert values(decoder.decode(0x18F0010B, frame((0, b"\xdf\x32")))) == {
+            "abs_active": 1,
+            "brake_pedal": 20.0,
+        }
 
     def test_ambient_conditions(self, decoder: CanDecoder) -> None:
         # Ambient 0x21E0 * 0.03125 - 273 = -2.0 degC; inlet 0x3C - 40 = 20 degC; pressure 0xC8 * 0.5.
@@ -219,7 +232,10 @@ class TestFmsParameterGroups:
 
     def test_high_resolution_fuel(self, decoder: CanDecoder) -> None:
         data = (12_345).to_bytes(4, "little") + (987_654_321).to_bytes(4, "little")
-        assert values(decoder.decode(0x18FD0900, data)) == {"fuel_used_trip": 12.345, "fuel_used_total": 987654.321}
+        assert values(decoder.decode(0x18FD0900, data)) == {
+            "fuel_used_trip": 12.345,
+            "fuel_used_total": 987654.321,
+        }
 
     def test_weights_and_voltages(self, decoder: CanDecoder) -> None:
         data = frame((0, (1200).to_bytes(2, "little") + (4000).to_bytes(2, "little")))
@@ -228,7 +244,10 @@ class TestFmsParameterGroups:
             "gross_combination_weight": 40000,
         }
         data = frame((4, (560).to_bytes(2, "little") + (561).to_bytes(2, "little")))
-        assert values(decoder.decode(0x18FEF700, data)) == {"battery_voltage": 28.0, "keyswitch_voltage": 28.05}
+        assert values(decoder.decode(0x18FEF700, data)) == {
+            "battery_voltage": 28.0,
+            "keyswitch_voltage": 28.05,
+        }
 
     def test_fms_identity(self, decoder: CanDecoder) -> None:
         # Diagnostics supported (01), requests supported (01): 0b1111_01_01; version "0400" = 04.00.
@@ -263,7 +282,12 @@ class TestDm1:
 
     def test_no_active_dtc(self, decoder: CanDecoder) -> None:
         got = values(decoder.decode(0x18FECA00, bytes([0, 0xFF, 0, 0, 0, 0, 0xFF, 0xFF])))
-        assert got == {"mil_lamp": "off", "red_stop_lamp": "off", "amber_warning_lamp": "off", "protect_lamp": "off"}
+        assert got == {
+            "mil_lamp": "off",
+            "red_stop_lamp": "off",
+            "amber_warning_lamp": "off",
+            "protect_lamp": "off",
+        }
 
 
 class TestNotAvailable:

@@ -67,7 +67,12 @@ class TestExampleProprietaryDbc:
         # All ones: the counter keeps its value (rule switched off), the others are not available;
         # mode 14 is labelled "error" in the value table.
         got = values(decoder.decode(0x18FF2100, b"\xff" * 5 + b"\xef\xff\xff"))
-        assert got == {"fifth_wheel_locked": None, "body_pto_hours": None, "body_sequence": 15, "body_mode": None}
+        assert got == {
+            "fifth_wheel_locked": None,
+            "body_pto_hours": None,
+            "body_sequence": 15,
+            "body_mode": None,
+        }
 
     def test_non_j1939_extended_message_needs_its_exact_id(self, decoder: CanDecoder) -> None:
         data = (1234).to_bytes(2, "little") + b"\xff" * 6
