@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -63,7 +66,19 @@ def postgres_running_for(data_dir: Path) -> bool:
     return True
 
 
-def test_embedded_serve_health_restart_and_clean_stop(tmp_path: Path) -> None:
+@pytest.fixture
+def serve_dir() -> Iterator[Path]:
+    # Not pytest's tmp_path: the embedded server runs as an unprivileged user when tests run as root,
+    # and pytest keeps resetting its base directory to 0700 (another pytest process may start meanwhile).
+    path = Path(tempfile.mkdtemp(prefix="fleet-serve-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_embedded_serve_health_restart_and_clean_stop(serve_dir: Path) -> None:
+    tmp_path = serve_dir
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DATABASE_", "API_", "TEST_"))}
     env.update(DATA_DIR=str(tmp_path / "var"), API_PORT=str(port), ENV="development", LOG_FORMAT="json")
