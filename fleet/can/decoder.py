@@ -68,7 +68,9 @@ class CanDecoder:
         # 29-bit identifier -> (message, source label), filled as J1939 frames are resolved by PGN.
         self._resolved: dict[int, tuple[MessageSpec, str]] = {}
 
-    def decode(self, can_id: int, data: bytes, extended: bool | None = None) -> list[CanSignal]:
+    def decode(
+        self, can_id: int, data: bytes | bytearray | memoryview, extended: bool | None = None
+    ) -> list[CanSignal]:
         """Decode one frame; return [] for unknown or malformed frames (counted in ``stats``)."""
         stats = self.stats
         stats.frames += 1
