@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
 from .convert import Converter
 from .fields import FIELD_100_SIZES, MAX_FIELD, field_spec
-from .records import FlexRecord
+from .records import FlexRecord, new_flex_record
 
 __all__ = [
     "FlexLayout",
@@ -55,6 +56,61 @@ def mask_from_fields(fields: Iterable[int], bit_count: int = 255) -> bytes:
     return bytes(mask)
 
 
+def _getter(slots: list[int]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    """Return a function picking ``slots`` out of a tuple, always as a tuple."""
+    if not slots:
+        return lambda values: ()
+    if len(slots) == 1:
+        only = slots[0]
+        return lambda values: (values[only],)
+    return itemgetter(*slots)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plans:
+    """Precompiled recipes for FlexRecord.fields and FlexRecord.attributes."""
+
+    scalar_numbers: tuple[int, ...]  # fields with one value
+    scalar_get: Callable[[tuple[Any, ...]], tuple[Any, ...]]
+    multi_fields: tuple[tuple[int, int, int], ...]  # (number, start, count) of multi-value fields
+    plain_names: tuple[str, ...]  # attributes taken as they are
+    plain_get: Callable[[tuple[Any, ...]], tuple[Any, ...]]
+    converted_names: tuple[str, ...]  # one value, one name, one converter
+    converters: tuple[Callable[[Any], Any], ...]
+    converted_get: Callable[[tuple[Any, ...]], tuple[Any, ...]]
+    general: tuple[tuple[tuple[str, ...], int, int, Callable[[Any], Any] | None], ...]  # everything else
+
+    @classmethod
+    def build(
+        cls,
+        spans: list[tuple[int, int, int]],
+        plan: list[tuple[tuple[str, ...], int, int, Converter | None]],
+    ) -> _Plans:
+        scalar = [(number, start) for number, start, count in spans if count == 1]
+        plain = [(names[0], start) for names, start, count, conv in plan if count == 1 and conv is None and len(names) == 1]
+        converted = [
+            (names[0], start, conv)
+            for names, start, count, conv in plan
+            if count == 1 and conv is not None and len(names) == 1
+        ]
+        general = [
+            (names, start, count, None if conv is None else conv.compiled())
+            for names, start, count, conv in plan
+            if not (count == 1 and len(names) == 1)
+        ]
+        return cls(
+            scalar_numbers=tuple(number for number, _ in scalar),
+            scalar_get=_getter([start for _, start in scalar]),
+            multi_fields=tuple(span for span in spans if span[2] != 1),
+            plain_names=tuple(name for name, _ in plain),
+            plain_get=_getter([start for _, start in plain]),
+            converted_names=tuple(name for name, _, _ in converted),
+            converters=tuple(conv.compiled() for _, _, conv in converted),
+            converted_get=_getter([start for _, start, _ in converted]),
+            general=tuple(general),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class FlexLayout:
     """The record structure for one negotiated field set; decodes and encodes records.
@@ -71,10 +127,9 @@ class FlexLayout:
     slot: tuple[int, ...] = field(init=False, compare=False, repr=False)
     # (field number, first slot, value count) per present field.
     spans: tuple[tuple[int, int, int], ...] = field(init=False, compare=False, repr=False)
-    # (attribute names, first slot, value count, converter or None) per present non-core field.
-    attribute_plan: tuple[tuple[tuple[str, ...], int, int, Converter | None], ...] = field(
-        init=False, compare=False, repr=False
-    )
+    # How FlexRecord.fields / .attributes are built, split by shape so that the common cases (one value,
+    # one name) run through itemgetter/zip in C instead of a Python loop per field.
+    plans: _Plans = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.field100_size not in FIELD_100_SIZES:
@@ -100,7 +155,7 @@ class FlexLayout:
         object.__setattr__(self, "size", compiled.size)
         object.__setattr__(self, "slot", tuple(slot))
         object.__setattr__(self, "spans", tuple(spans))
-        object.__setattr__(self, "attribute_plan", tuple(plan))
+        object.__setattr__(self, "plans", _Plans.build(spans, plan))
 
     def mask(self, bit_count: int | None = None) -> bytes:
         """Return the bit mask selecting this layout's fields (default: the smallest FLEX version's size)."""
@@ -115,16 +170,18 @@ class FlexLayout:
         end = offset + count * size
         if size == 0:
             return [FlexRecord(self, (), b"") for _ in range(count)]
-        view = memoryview(data)[offset:end]
+        make = new_flex_record
         return [
-            FlexRecord(self, values, data[start : start + size])
-            for values, start in zip(self.struct.iter_unpack(view), range(offset, end, size), strict=True)
+            make(self, values, data[start : start + size])
+            for values, start in zip(
+                self.struct.iter_unpack(memoryview(data)[offset:end]), range(offset, end, size), strict=True
+            )
         ]
 
     def decode_one(self, data: bytes, offset: int = 0) -> FlexRecord:
         """Decode the single record at ``offset``."""
         size = self.size
-        return FlexRecord(self, self.struct.unpack_from(data, offset), bytes(data[offset : offset + size]))
+        return new_flex_record(self, self.struct.unpack_from(data, offset), bytes(data[offset : offset + size]))
 
     def encode(self, values: Mapping[int, Any]) -> bytes:
         """Encode one record from ``{field number: wire value}``; absent fields are zero.

@@ -157,17 +157,26 @@ class FlexRecord:
     def fields(self) -> dict[int, Any]:
         """Return ``{field number: wire value}`` for every field of the layout."""
         values = self.values
-        return {
-            number: values[start] if count == 1 else values[start : start + count]
-            for number, start, count in self.layout.spans
-        }
+        plans = self.layout.plans
+        out = dict(zip(plans.scalar_numbers, plans.scalar_get(values), strict=True))
+        for number, start, count in plans.multi_fields:
+            out[number] = values[start : start + count]
+        return out
 
     @property
     def attributes(self) -> dict[str, Any]:
         """Return ``{name: converted value}`` for every present field not exposed as a property."""
         values = self.values
-        out: dict[str, Any] = {}
-        for names, start, count, converter in self.layout.attribute_plan:
+        plans = self.layout.plans
+        out: dict[str, Any] = dict(zip(plans.plain_names, plans.plain_get(values), strict=True))
+        out.update(
+            zip(
+                plans.converted_names,
+                [convert(value) for convert, value in zip(plans.converters, plans.converted_get(values), strict=True)],
+                strict=True,
+            )
+        )
+        for names, start, count, converter in plans.general:
             value = values[start] if count == 1 else values[start : start + count]
             if converter is not None:
                 value = converter(value)
@@ -277,3 +286,21 @@ class CanFrame:
     data: bytes
     extended: bool
     time: datetime | None
+
+
+# Decoding an archive builds one FlexRecord per record; storing the three slots through their member
+# descriptors skips the frozen dataclass __init__ (object.__setattr__ per field) and is ~15 % faster on
+# the hot path. Only the codec uses this; everyone else constructs records normally.
+_new_object = object.__new__
+_set_layout = FlexRecord.layout.__set__  # type: ignore[attr-defined]
+_set_values = FlexRecord.values.__set__  # type: ignore[attr-defined]
+_set_raw = FlexRecord.raw.__set__  # type: ignore[attr-defined]
+
+
+def new_flex_record(layout: FlexLayout, values: tuple[Any, ...], raw: bytes) -> FlexRecord:
+    """Return ``FlexRecord(layout, values, raw)`` built without the dataclass ``__init__``."""
+    record = _new_object(FlexRecord)
+    _set_layout(record, layout)
+    _set_values(record, values)
+    _set_raw(record, raw)
+    return record

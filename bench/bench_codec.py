@@ -1,0 +1,227 @@
+"""Benchmark the Navtelecom FLEX codec against a plain struct.iter_unpack baseline; prints JSON.
+
+Usage: ``python bench/bench_codec.py [--records 20000] [--repeat 5]``
+
+For each full mask (FLEX 1.0 = fields 1-69, 2.0 = 1-122, 3.0 = 1-255) the same record bytes are run
+through, best of ``--repeat`` runs, single thread:
+
+* ``baseline_iter_unpack``: ``struct.iter_unpack`` with the layout's fixed format over all record bytes
+  in one call, tuples discarded (the most favourable case for the baseline);
+* ``decode``: ``FlexLayout.decode`` of the records of each ``~A`` frame (8 records) → ``FlexRecord``
+  objects, which are then dropped as a listener does after storing them;
+* ``decode_all_kept``: one ``decode`` call for all records, all kept alive (shows the cost of the
+  garbage collector walking many live objects; not how the listener works);
+* ``frames_via_session``: ``NavtelecomSession.feed`` of each frame: framing, CRC-8 check, decode, outputs;
+* ``materialise_as_dict``: ``decode`` plus ``as_dict()`` on every record (all core properties and
+  attributes converted: what storing every value costs).
+
+Targets from the issue: ``decode`` ≥ 50 % of ``baseline`` and ≥ 200,000 FLEX 2.0 records/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import struct
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fleet.protocol.navtelecom import (  # noqa: E402
+    NavtelecomSession,
+    Negotiation,
+    archive,
+    build_record,
+    layout_for_fields,
+    mask_from_fields,
+)
+from fleet.protocol.navtelecom.fields import field_spec  # noqa: E402
+
+VERSIONS = {"1.0": (10, 69), "2.0": (20, 122), "3.0": (30, 255)}
+RECORDS_PER_FRAME = 8
+
+
+def cpu_model() -> str:
+    """Return the CPU model name from /proc/cpuinfo (Linux) or platform.processor()."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def random_wire_value(rng: random.Random, fmt: str) -> Any:
+    """Return a random wire value for a field format (tuple for multi-part fields)."""
+    items = []
+    for code, count in _codes(fmt):
+        for _ in range(count if code != "s" else 1):
+            items.append(_random_item(rng, code, count))
+    return items[0] if len(items) == 1 else tuple(items)
+
+
+def _codes(fmt: str) -> list[tuple[str, int]]:
+    result, digits = [], ""
+    for char in fmt:
+        if char.isdigit():
+            digits += char
+        else:
+            result.append((char, int(digits or 1)))
+            digits = ""
+    return result
+
+
+def _random_item(rng: random.Random, code: str, count: int) -> Any:
+    if code == "s":
+        return rng.randbytes(count)
+    if code == "f":
+        return struct.unpack("<f", struct.pack("<f", rng.uniform(0, 1000)))[0]
+    size = struct.calcsize("<" + code)
+    if code.islower():
+        return rng.randrange(-(1 << (8 * size - 1)), 1 << (8 * size - 1))
+    return rng.randrange(0, 1 << (8 * size))
+
+
+def make_records(fields: tuple[int, ...], count: int, seed: int = 1) -> list[bytes]:
+    """Return ``count`` encoded records with plausible core values and random other fields."""
+    rng = random.Random(seed)
+    layout = layout_for_fields(fields)
+    records = []
+    for i in range(count):
+        extra = {
+            n: random_wire_value(rng, field_spec(n).fmt)
+            for n in fields
+            if n not in (1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15, 19, 20)
+        }
+        records.append(
+            build_record(
+                layout,
+                index=i,
+                event_code=0x1250,
+                device_time=1_700_000_000 + i,
+                fix_time=1_700_000_000 + i,
+                valid=True,
+                satellites=12,
+                latitude=55.75 + i * 1e-5,
+                longitude=37.61,
+                altitude_m=150.5,
+                speed_kmh=rng.uniform(0, 120),
+                course=rng.randrange(360),
+                odometer_km=1234.5,
+                power_v=12.6,
+                battery_v=4.1,
+                fields=extra,
+            )
+        )
+    return records
+
+
+def best_rate(func: Callable[[], int], repeat: int) -> float:
+    """Return the best records/s over ``repeat`` runs of ``func`` (which returns its record count)."""
+    best = 0.0
+    for _ in range(repeat):
+        start = time.perf_counter()
+        n = func()
+        elapsed = time.perf_counter() - start
+        best = max(best, n / elapsed)
+    return best
+
+
+def bench_version(name: str, count: int, repeat: int) -> dict[str, Any]:
+    version, bits = VERSIONS[name]
+    fields = tuple(range(1, bits + 1))
+    layout = layout_for_fields(fields)
+    records = make_records(fields, count)
+    data = b"".join(records)
+    baseline_struct = struct.Struct(layout.struct.format)
+    frames = [archive(records[i : i + RECORDS_PER_FRAME]) for i in range(0, count, RECORDS_PER_FRAME)]
+    negotiation = Negotiation(version, version, bits, mask_from_fields(fields, bits))
+
+    def baseline() -> int:
+        n = 0
+        for _ in baseline_struct.iter_unpack(data):
+            n += 1
+        return n
+
+    def decode() -> int:
+        n = 0
+        for frame in frames:
+            n += len(layout.decode(frame, 3, frame[2]))
+        return n
+
+    def decode_all_kept() -> int:
+        return len(layout.decode(data, 0, count))
+
+    def through_session() -> int:
+        session = NavtelecomSession.restore(negotiation)
+        n = 0
+        for frame in frames:
+            for out in session.feed(frame):
+                n += len(out.records)
+        return n
+
+    def materialise() -> int:
+        n = 0
+        for frame in frames:
+            for record in layout.decode(frame, 3, frame[2]):
+                record.as_dict()
+                n += 1
+        return n
+
+    assert decode() == baseline() == through_session() == decode_all_kept() == count
+    rates = {
+        "baseline_iter_unpack": best_rate(baseline, repeat),
+        "decode": best_rate(decode, repeat),
+        "decode_all_kept": best_rate(decode_all_kept, repeat),
+        "frames_via_session": best_rate(through_session, repeat),
+        "materialise_as_dict": best_rate(materialise, repeat),
+    }
+    return {
+        "fields": bits,
+        "record_bytes": layout.size,
+        "records": count,
+        "records_per_second": {key: round(value) for key, value in rates.items()},
+        "ratio_to_baseline": {
+            key: round(value / rates["baseline_iter_unpack"], 3)
+            for key, value in rates.items()
+            if key != "baseline_iter_unpack"
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--records", type=int, default=20000)
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    results = {name: bench_version(name, args.records, args.repeat) for name in VERSIONS}
+    flex20 = results["2.0"]["records_per_second"]["decode"]
+    report = {
+        "machine": {
+            "cpu_model": cpu_model(),
+            "cores": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "implementation": platform.python_implementation(),
+            "platform": platform.platform(),
+        },
+        "results": results,
+        "targets": {
+            "decode_at_least_half_of_baseline": all(
+                r["ratio_to_baseline"]["decode"] >= 0.5 for r in results.values()
+            ),
+            "flex20_decode_at_least_200k_per_s": flex20 >= 200_000,
+        },
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
