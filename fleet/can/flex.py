@@ -1,10 +1,10 @@
 """Canonical CAN signals from the CAN fields of Navtelecom FLEX records (fields 53-69 and 201-204).
 
 The tracker reads the vehicle bus itself and reports finished values in these fields (meanings from
-the protocol document v6.1, appendix A.1, see /work/shared/spec/navtelecom.md section 3). The FLEX
-decoder hands them over as ``{field number: value}`` with the "not read" sentinels already turned
-into ``None``; the sentinels are checked again here so that raw values cannot leak through as
-readings. Everything comes out under the same names and units as decoded J1939 / OBD-II frames.
+the protocol document v6.1, appendix A.1, see /work/shared/spec/navtelecom.md section 3). The input
+is ``FlexRecord.fields`` of fleet.protocol.navtelecom: ``{field number: wire value}``, lossless, so
+each field's "not read" sentinel is recognised here; ``None`` for a field is accepted as "not read"
+too. Everything comes out under the same names and units as decoded J1939 / OBD-II frames.
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ _NUMERIC: dict[int, _Numeric] = {
     65: _Numeric("engine_load", "%", not_read=U8_NOT_READ),
     # Seconds on the wire; hours everywhere else. Six decimals keep the one-second resolution.
     67: _Numeric("engine_hours", "h", scale=1 / SECONDS_PER_HOUR, decimals=6),
-    # The FLEX decoder delivers kilometres (the wire unit is 5 km); "not read" is -1 on the wire.
-    68: _Numeric("service_distance", "km", negative_is_missing=True),
+    # I16 in units of 5 km; "not read" is -1 (0xFFFF).
+    68: _Numeric("service_distance", "km", scale=5, negative_is_missing=True),
     69: _Numeric("vehicle_speed", "km/h", not_read=U8_NOT_READ),
 }
 

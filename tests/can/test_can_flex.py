@@ -28,7 +28,7 @@ def one(fields: dict[int, Any]) -> CanSignal:
         (64, 15, CanSignal("brake_pedal", 15, "%", "FLEX:F64")),
         (65, 55, CanSignal("engine_load", 55, "%", "FLEX:F65")),
         (67, 36_000_180, CanSignal("engine_hours", 10000.05, "h", "FLEX:F67")),
-        (68, 1500, CanSignal("service_distance", 1500, "km", "FLEX:F68")),
+        (68, 300, CanSignal("service_distance", 1500, "km", "FLEX:F68")),  # 5 km units
         (69, 80, CanSignal("vehicle_speed", 80, "km/h", "FLEX:F69")),
     ],
 )
@@ -189,3 +189,51 @@ def test_same_names_and_units_as_can_frames() -> None:
     }
     from_flex = {(s.name, s.value, s.unit) for s in flex_can_signals(flex)}
     assert from_flex <= from_can
+
+
+def test_wire_values_of_a_decoded_flex_record() -> None:
+    """The contract with fleet.protocol.navtelecom: FlexRecord.fields in, canonical signals out."""
+    from fleet.protocol.navtelecom import layout_for_fields
+    from fleet.protocol.navtelecom.encoder import build_record
+
+    layout = layout_for_fields((*range(53, 70), 201, 202, 203, 204))
+    wire = {
+        53: 0x8000 | 62,  # 62 %
+        54: 15000.5,
+        55: 0xFFFF,  # not read
+        56: 85,
+        57: -1.0,  # not read
+        58: 7100,
+        63: 0xFF,  # not read
+        66: 205,  # 20.5 l
+        67: 36_000_000,
+        68: 400,  # 400 * 5 km
+        69: 72,
+        201: 1 | 1 << 14,
+        202: 1,
+        203: 1 << 8,
+        204: (0b0000_0001, 0x00FA_0203),
+    }
+    record = layout.decode_one(build_record(layout, fields=wire))
+    got = {s.name: (s.value, s.unit) for s in flex_can_signals(record.fields)}
+    assert got["fuel_level"] == (62, "%")
+    assert got["fuel_used_total"] == (15000.5, "l")
+    assert got["engine_speed"] == (None, "rpm")
+    assert got["coolant_temperature"] == (85, "°C")
+    assert got["vehicle_distance"] == (None, "km")
+    assert got["axle_weight_1"] == (7100, "kg")
+    assert got["axle_weight_2"] == (0, "kg")
+    assert got["accelerator_pedal"] == (None, "%")
+    assert got["adblue_level_volume"] == (20.5, "l")
+    assert got["engine_hours"] == (10000.0, "h")
+    assert got["service_distance"] == (2000, "km")
+    assert got["vehicle_speed"] == (72, "km/h")
+    assert (got["ignition"], got["engine_running"], got["driver_door_open"]) == (
+        (1, None),
+        (1, None),
+        (0, None),
+    )
+    assert got["security_last_event"] == ("locked_by_key_fob", None)
+    assert got["warning_check_engine"] == (1, None)
+    assert got["mil_lamp"] == ("on", None)
+    assert got["dtc_code"] == (0x00FA_0203, None)
