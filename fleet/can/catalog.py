@@ -2,7 +2,9 @@
 
 Everything that can be worked out once per message — which index it lives in, each signal's unit,
 "not available" range and rounding — is computed here at load time, so that decoding a frame is a
-dict lookup, one cantools decode and a short loop.
+dict lookup, one cantools decode and a short loop. The indexes replace cantools'
+``get_message_by_frame_id``, which matches whole identifiers only: J1939 messages must match by PGN
+whatever the priority, source and destination address.
 """
 
 from __future__ import annotations

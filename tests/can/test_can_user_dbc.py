@@ -74,6 +74,12 @@ class TestExampleProprietaryDbc:
             "body_mode": None,
         }
 
+    def test_pdu1_message_matched_whatever_the_destination(self, decoder: CanDecoder) -> None:
+        for can_id in (0x18EF0021, 0x18EF17FE, 0x1CEFFF00):
+            signals = decoder.decode(can_id, b"\x07" + b"\xff" * 7)
+            assert [(s.name, s.value) for s in signals] == [("body_command", 7)]
+        assert signals[0].source == "J1939:PGN61184:SA0"
+
     def test_non_j1939_extended_message_needs_its_exact_id(self, decoder: CanDecoder) -> None:
         data = (1234).to_bytes(2, "little") + b"\xff" * 6
         assert decoder.decode(0x18FF5017, data) == [CanSignal("crane_load", 1234, "kg", "CAN:0x18FF5017")]
