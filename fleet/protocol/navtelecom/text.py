@@ -299,6 +299,11 @@ class DeviceSession:
         """Return the fatal error that ended the stream, if any."""
         return self.session.fatal if self.session else None
 
+    @property
+    def buffered(self) -> int:
+        """Return the number of received bytes not yet framed."""
+        return self.session.buffered if self.session else len(self._pending)
+
     def feed(self, data: bytes) -> list[Output]:
         """Consume received bytes; return outputs (see ``NavtelecomSession.feed``)."""
         if self.session is None:
