@@ -2,22 +2,93 @@
 
 `create_app()` with no runtime builds a self-contained app whose lifespan starts the database (used by
 tests and `uvicorn --factory`); `fleet serve` passes its own Runtime, which already owns the pool and the
-other roles, so the lifespan only attaches to it.
+other roles, so the lifespan only attaches to it. Either way the lifespan owns what the API itself needs:
+the rate limiter (Redis or in-process), the Redis readiness check, and the mail sender task.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
+import structlog
 from fastapi import FastAPI
 
 import fleet
 from fleet.api.errors import install_error_handlers
-from fleet.api.routes import health
+from fleet.api.middleware import BodySizeLimit
+from fleet.api.routes import admin, api_keys, audit, auth, devices, google, health, metrics, vehicles
+from fleet.api.state import ApiState, parse_networks
 from fleet.config import Settings, load_settings
 from fleet.db import Database
+from fleet.mail.sender import MailSender
+from fleet.ops.metrics_http import HttpMetricsMiddleware
+from fleet.ops.ratelimit import RateLimiter
 from fleet.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+DESCRIPTION = """
+Telematics server: vehicles, trackers, positions, measurements, alarms.
+
+**Authentication.** `POST /auth/login` returns a 15-minute access token (JWT) and sets a 30-day refresh
+token in an HttpOnly cookie scoped to `/auth`; `POST /auth/refresh` rotates it. Send
+`Authorization: Bearer <access token>` — or a personal API key (`POST /auth/api-keys`), or the server's
+static `API_KEY` — with every other request. New accounts are `pending` until a superuser approves them:
+they can sign in, but data endpoints answer `403 pending_approval`.
+
+**Tenancy.** Every request runs in a database transaction that carries the caller's identity; row-level
+security shows an owner only the vehicles assigned to them. Another owner's vehicle answers `404`.
+
+**Errors** always look like `{"error": {"code": "...", "message": "..."}}`. **Lists** take `limit`/`offset`
+and answer `total` and `has_more`.
+"""
+
+OPENAPI_TAGS = [
+    {"name": "auth", "description": "Registration, sign-in (password or Google), sessions"},
+    {"name": "api keys", "description": "Personal API keys"},
+    {"name": "vehicles", "description": "The fleet, status, alarms and history"},
+    {"name": "admin", "description": "Approvals, blocking, vehicle assignment (superusers)"},
+    {"name": "audit", "description": "Admin audit log (superusers)"},
+    {"name": "device api v2", "description": "Seed-000 device API"},
+    {"name": "device api v1", "description": "Deprecated: use v2"},
+    {"name": "device api (README aliases)", "description": "Short paths from the seed's README"},
+    {"name": "health", "description": "Liveness, readiness, metrics"},
+]
+
+
+async def _redis_ping_factory(redis_url: str, stack: AsyncExitStack) -> object:
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
+    stack.push_async_callback(client.aclose)
+
+    async def ping() -> bool:
+        try:
+            return bool(await client.ping())
+        except (aioredis.RedisError, OSError, TimeoutError):
+            return False
+
+    return ping
+
+
+@asynccontextmanager
+async def api_resources(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
+    """Create what the API owns for the lifetime of the app, and release it in reverse order."""
+    settings = runtime.settings
+    async with AsyncExitStack() as stack:
+        limiter = RateLimiter.from_settings(settings)
+        stack.push_async_callback(limiter.close)
+        state = ApiState(runtime=runtime, limiter=limiter, trusted_proxies=parse_networks(settings.trusted_proxies))
+        if settings.redis_url and "redis_ping" not in runtime.extras:
+            runtime.extras["redis_ping"] = await _redis_ping_factory(settings.redis_url, stack)
+        if settings.smtp_url:
+            state.mail_sender = MailSender(runtime.db, settings)
+            task = runtime.spawn(state.mail_sender.run(), name="mail-sender")
+            stack.callback(task.cancel)
+        app.state.api = state
+        log.info("api_started", rate_limits=limiter.backend, mail="smtp" if settings.smtp_url else "outbox only")
+        yield
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
@@ -27,14 +98,16 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if runtime is not None:
             app.state.runtime = runtime
-            yield
+            async with api_resources(app, runtime):
+                yield
             return
         own_settings = settings or load_settings()
         db = Database(own_settings)
         await db.start()
         app.state.runtime = Runtime(settings=own_settings, db=db, roles=["api"])
         try:
-            yield
+            async with api_resources(app, app.state.runtime):
+                yield
         finally:
             await app.state.runtime.cancel_tasks()
             await db.close()
@@ -42,9 +115,25 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app = FastAPI(
         title="Fleet Server API",
         version=fleet.__version__,
-        description="Telematics server: devices, vehicles, positions, measurements, alarms.",
+        description=DESCRIPTION,
+        openapi_tags=OPENAPI_TAGS,
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.include_router(health.router)
+    app.add_middleware(BodySizeLimit)
+    app.add_middleware(HttpMetricsMiddleware)
+    for router in (
+        health.router,
+        metrics.router,
+        auth.router,
+        google.router,
+        api_keys.router,
+        vehicles.router,
+        admin.router,
+        audit.router,
+        devices.build_router("v2"),
+        devices.build_router("v1"),
+        devices.aliases,
+    ):
+        app.include_router(router)
     return app

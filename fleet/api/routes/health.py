@@ -40,6 +40,9 @@ async def ready(request: Request) -> JSONResponse:
         checks["redis"] = await redis_check()
     ok = all(checks.values())
     return JSONResponse(
-        {"status": "ready" if ok else "not_ready", "checks": {k: "ok" if v else "down" for k, v in checks.items()}},
+        {
+            "status": "ready" if ok else "not_ready",
+            "checks": {k: "ok" if v else "down" for k, v in checks.items()},
+        },
         status_code=200 if ok else 503,
     )

@@ -1,0 +1,256 @@
+"""Dependencies: who is calling, from where, how often, and the tenant-context connection they get.
+
+Every authenticated handler receives its connection from `open_session`, which opens the request's one
+transaction *as the caller* (`Tenant.owner(uid)` or `Tenant.superuser(uid)`), so row-level security
+filters every query the handler runs, whatever the handler forgets. In the same transaction the caller's
+access token is checked against the database (token version, session revocation, account status):
+blocking a user or logging a session out takes effect on the next request.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from typing import Annotated, Literal
+
+import asyncpg
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from fleet.api.errors import ApiError
+from fleet.api.state import ApiState
+from fleet.auth import tokens
+from fleet.db import Tenant
+from fleet.db.queries import auth as auth_q
+
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description=(
+        "An access token from `POST /auth/login` (JWT, 15 minutes), a personal API key "
+        "(`flt_<prefix>_<secret>` from `POST /auth/api-keys`) or the server's static `API_KEY`."
+    ),
+)
+
+UNAUTHORIZED_HEADERS = {"WWW-Authenticate": "Bearer"}
+
+
+def api_state(request: Request) -> ApiState:
+    state: ApiState = request.app.state.api
+    return state
+
+
+State = Annotated[ApiState, Depends(api_state)]
+
+
+def resolve_client_address(peer: str | None, forwarded_for: str | None, state: ApiState) -> str | None:
+    """The client's address: the socket peer, or X-Forwarded-For when the peer is a trusted proxy.
+
+    X-Forwarded-For is read right to left, skipping trusted proxies, so a client cannot choose its own
+    address by sending the header itself.
+    """
+    if peer is None:
+        return None
+    if not forwarded_for or not _trusted(peer, state):
+        return peer
+    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            return peer  # a malformed chain is not trusted at all
+        if not _trusted(hop, state):
+            return hop
+    return hops[0] if hops else peer
+
+
+def _trusted(address: str, state: ApiState) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in state.trusted_proxies)
+
+
+def client_address(request: Request) -> str | None:
+    peer = request.client.host if request.client else None
+    return resolve_client_address(peer, request.headers.get("x-forwarded-for"), api_state(request))
+
+
+ClientAddr = Annotated[str | None, Depends(client_address)]
+
+
+def rate_limit(scope: str) -> object:
+    """A dependency counting the request against the `scope` limit of the client's address."""
+
+    async def check(request: Request, state: State, address: ClientAddr) -> None:
+        await enforce(state, scope, address or "unknown")
+
+    return Depends(check)
+
+
+async def enforce(state: ApiState, scope: str, key: str) -> None:
+    decision = await state.limiter.hit(scope, key)
+    if not decision.allowed:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"too many requests; retry in {decision.retry_after} s",
+            headers={"Retry-After": str(decision.retry_after)},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated caller."""
+
+    user_id: int | None
+    role: Literal["superuser", "owner"]
+    kind: Literal["jwt", "api_key", "static_key"]
+    status: str = "active"
+    email: str | None = None
+    session_id: str | None = None
+    token_version: int | None = None
+    api_key_id: int | None = None
+
+    @property
+    def tenant(self) -> Tenant:
+        if self.user_id is None:
+            return Tenant.system()
+        if self.role == "superuser":
+            return Tenant.superuser(self.user_id)
+        return Tenant.owner(self.user_id)
+
+    @property
+    def is_superuser(self) -> bool:
+        return self.role == "superuser"
+
+    @property
+    def rate_key(self) -> str:
+        if self.kind == "api_key":
+            return f"key:{self.api_key_id}"
+        if self.kind == "static_key":
+            return "static"
+        return f"user:{self.user_id}"
+
+
+def _unauthorized(code: str, message: str) -> ApiError:
+    return ApiError(401, code, message, headers=UNAUTHORIZED_HEADERS)
+
+
+async def authenticate(
+    state: State,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Principal:
+    """Identify the caller from `Authorization: Bearer …` and count the request against their API limit."""
+    if credentials is None or not credentials.credentials:
+        raise _unauthorized("unauthorized", "sign in: send 'Authorization: Bearer <token or API key>'")
+    principal = await principal_for(state, credentials.credentials)
+    await enforce(state, "api", principal.rate_key)
+    return principal
+
+
+async def principal_for(state: ApiState, token: str) -> Principal:
+    """Resolve a bearer credential (access JWT, personal API key or the static API key)."""
+    settings = state.settings
+    static = settings.api_key.get_secret_value() if settings.api_key else None
+    if static and tokens.same_secret(token, static):
+        return Principal(user_id=None, role="superuser", kind="static_key", email=None)
+    prefix = tokens.api_key_prefix(token)
+    if prefix is not None:
+        async with state.db.system() as conn:
+            row = await auth_q.lookup_api_key(conn, prefix)
+            if row is None or not tokens.same_secret(tokens.sha256_hex(token), row["key_hash"]):
+                raise _unauthorized("invalid_api_key", "the API key is not valid or has been revoked")
+            await auth_q.touch_api_key(conn, row["id"])
+        return Principal(
+            user_id=row["user_id"],
+            role=row["role"],
+            kind="api_key",
+            status=row["status"],
+            email=row["email"],
+            api_key_id=row["id"],
+        )
+    assert settings.secret_key is not None, "settings are finalised with a SECRET_KEY"
+    try:
+        claims = tokens.decode_access_token(settings.secret_key.get_secret_value(), token)
+    except tokens.TokenError as err:
+        raise _unauthorized(err.code, err.message) from err
+    return Principal(
+        user_id=claims.user_id,
+        role="superuser" if claims.role == "superuser" else "owner",
+        kind="jwt",
+        status="unknown",
+        session_id=claims.session_id,
+        token_version=claims.token_version,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """An authenticated request: its caller and its tenant-context connection (one transaction)."""
+
+    principal: Principal
+    conn: asyncpg.Connection
+
+
+async def open_session(
+    state: State, principal: Annotated[Principal, Depends(authenticate)]
+) -> AsyncIterator[Session]:
+    """Open the request's transaction as the caller and verify that their token is still good."""
+    async with state.db.tenant(principal.tenant) as conn:
+        if principal.kind == "jwt":
+            assert principal.user_id is not None and principal.session_id is not None
+            row = await auth_q.session_state(conn, principal.user_id, principal.session_id)
+            if (
+                row is None
+                or row["session_revoked"]
+                or row["token_version"] != principal.token_version
+                or row["role"] != principal.role
+            ):
+                raise _unauthorized("token_revoked", "this session has ended; sign in again")
+            principal = replace(principal, status=row["status"], email=row["email"])
+        if principal.status == "blocked":
+            raise ApiError(403, "account_blocked", "this account is blocked")
+        yield Session(principal, conn)
+
+
+# One Depends object: every alias below shares the same (cached) session in a request, and its
+# transaction ends when the handler returns, before the response is sent.
+_SESSION = Depends(open_session, scope="function")
+AnySession = Annotated[Session, _SESSION]
+
+
+async def require_active(session: AnySession) -> Session:
+    if session.principal.status == "pending":
+        raise ApiError(
+            403,
+            "pending_approval",
+            "your account is awaiting approval by an administrator; you will get an e-mail when it is activated",
+        )
+    return session
+
+
+ActiveSession = Annotated[Session, Depends(require_active)]
+
+
+async def require_superuser(session: ActiveSession) -> Session:
+    if not session.principal.is_superuser:
+        raise ApiError(403, "forbidden", "this operation needs a superuser")
+    return session
+
+
+AdminSession = Annotated[Session, Depends(require_superuser)]
+
+
+async def _active_conn(session: ActiveSession) -> asyncpg.Connection:
+    return session.conn
+
+
+async def _active_user(session: ActiveSession) -> Principal:
+    return session.principal
+
+
+DbConn = Annotated[asyncpg.Connection, Depends(_active_conn)]
+CurrentUser = Annotated[Principal, Depends(_active_user)]

@@ -1,0 +1,1 @@
+"""Authentication: access tokens (JWT), refresh tokens, API keys and OpenID Connect sign-in."""

@@ -1,0 +1,1 @@
+"""Outgoing e-mail: messages queued in `mail_outbox`, delivered by a sender task over SMTP."""

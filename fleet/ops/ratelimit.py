@@ -1,0 +1,104 @@
+"""Rate limits (the `limits` library): Redis-backed when REDIS_URL is set, in-process otherwise.
+
+Each limit is a named scope (`login`, `register`, `refresh`, `api`) with its own rate; callers hit it
+with a key (a client address, a user, an API key). A moving window is used so that "5 per minute"
+means at most five in any sixty seconds, not ten across a window boundary.
+
+When Redis fails the limiter lets requests through and logs it: an outage of an optional cache must not
+lock every user out, and /ready reports Redis as down meanwhile.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import structlog
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+from prometheus_client import Counter
+
+from fleet.config import Settings
+
+log = structlog.get_logger(__name__)
+
+RATE_LIMITED = Counter("fleet_rate_limited_total", "Requests refused by a rate limit", ["scope"])
+RATE_LIMIT_ERRORS = Counter(
+    "fleet_rate_limit_errors_total", "Rate-limit checks that failed (storage down) and let requests through"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    retry_after: int = 0  # seconds until a retry can succeed (when refused)
+
+
+def limits_from_settings(settings: Settings) -> dict[str, str]:
+    """Scope name → rate string, from the RATE_LIMIT_* settings."""
+    return {
+        "login": f"{settings.rate_limit_login_per_minute}/minute",
+        "register": f"{settings.rate_limit_register_per_hour}/hour",
+        "refresh": f"{settings.rate_limit_refresh_per_minute}/minute",
+        "api": f"{settings.rate_limit_api_per_minute}/minute",
+    }
+
+
+def redis_storage_uri(redis_url: str) -> str:
+    """`redis://…` → the async URI `limits` expects (`async+redis://…`)."""
+    return redis_url if redis_url.startswith("async+") else f"async+{redis_url}"
+
+
+class RateLimiter:
+    """Named moving-window limits over one storage."""
+
+    def __init__(self, rates: dict[str, str], storage: Storage) -> None:
+        self.items: dict[str, RateLimitItem] = {name: parse(rate) for name, rate in rates.items()}
+        self.storage = storage
+        self._limiter = MovingWindowRateLimiter(storage)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RateLimiter:
+        storage: Storage
+        if settings.redis_url:
+            storage = storage_from_string(  # type: ignore[assignment]
+                redis_storage_uri(settings.redis_url),
+                implementation="redispy",
+                key_prefix=settings.rate_limit_key_prefix,
+            )
+        else:
+            storage = MemoryStorage()
+        return cls(limits_from_settings(settings), storage)
+
+    @property
+    def backend(self) -> str:
+        return "memory" if isinstance(self.storage, MemoryStorage) else "redis"
+
+    async def hit(self, scope: str, key: str) -> Decision:
+        """Count one request of `key` against `scope`; refuse it when the limit is reached."""
+        item = self.items[scope]
+        try:
+            if await self._limiter.hit(item, scope, key):
+                return Decision(True)
+            stats = await self._limiter.get_window_stats(item, scope, key)
+        except Exception as err:  # storage errors must not turn into 500s for every request
+            RATE_LIMIT_ERRORS.inc()
+            log.warning("rate_limit_storage_error", scope=scope, error=str(err))
+            return Decision(True)
+        RATE_LIMITED.labels(scope).inc()
+        retry = max(1, math.ceil(stats.reset_time - time.time()))
+        return Decision(False, retry)
+
+    async def reset(self) -> None:
+        """Forget every counter (used between tests and by operators after an incident)."""
+        await self.storage.reset()
+
+    async def close(self) -> None:
+        close = getattr(self.storage, "close", None)
+        if close is not None:
+            result = close()
+            if hasattr(result, "__await__"):
+                await result
