@@ -291,7 +291,7 @@ class NavtelecomSession:
         record = self._answer_record(body) if body.startswith(_RECORD_ANSWERS) else None
         if record is not None:
             return CommandAnswer(bytes(body[:3]).decode("ascii"), record, raw)
-        text = bytes(body).rstrip(b"\x00").decode("ascii", "backslashreplace")
+        text = _printable(bytes(body).rstrip(b"\x00"))
         return CommandAnswer(text, None, raw, parse_version_answer(text))
 
     def _answer_record(self, body: bytes) -> FlexRecord | None:
@@ -309,6 +309,13 @@ class NavtelecomSession:
             if own.fields and len(payload) == 34 + own.size:
                 return own.decode_one(payload, 34)
         return None
+
+
+def _printable(data: bytes) -> str:
+    """Return ASCII text with every byte outside 0x20..0x7E escaped as \\xNN (safe to store and log)."""
+    if all(0x20 <= byte < 0x7F for byte in data):
+        return data.decode("ascii")
+    return "".join(chr(byte) if 0x20 <= byte < 0x7F else f"\\x{byte:02x}" for byte in data)
 
 
 def decode_frame(
