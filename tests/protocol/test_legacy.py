@@ -46,7 +46,7 @@ def test_u16_format_id_and_radian_formats() -> None:
     # A leading 0 announces a U16 (little-endian) format id; none is defined, so it is a format error.
     with pytest.raises(DecodeError, match="0x600"):
         decode_legacy_single(b"*>T\x00\x06" + f6_record()[1:])
-    nav = bytes((0x02,)) + TIME + struct.pack("<ffffHff2H", math.radians(53.5), math.radians(-87.25), 10.0, 5, 1.0, 0.5, 1, 2)
+    nav = bytes((0x02,)) + TIME + struct.pack("<fffHff2H", math.radians(53.5), math.radians(-87.25), 10.0, 5, 1.0, 0.5, 1, 2)
     f2 = header(0x02) + struct.pack("<HHHHhHH2I", 3, 4, 12000, 4000, -5, 7, 8, 1, 2) + nav
     record = decode_legacy_single(b"*>T" + f2)
     assert (record.outputs, record.inputs, record.temperature_c, record.adc) == (3, 4, -5, (7, 8))
