@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fleet.protocol.navtelecom import (  # noqa: E402
+from fleet.protocol.navtelecom import (
     NavtelecomSession,
     Negotiation,
     archive,
@@ -42,7 +42,7 @@ from fleet.protocol.navtelecom import (  # noqa: E402
     layout_for_fields,
     mask_from_fields,
 )
-from fleet.protocol.navtelecom.fields import field_spec  # noqa: E402
+from fleet.protocol.navtelecom.fields import field_spec
 
 VERSIONS = {"1.0": (10, 69), "2.0": (20, 122), "3.0": (30, 255)}
 RECORDS_PER_FRAME = 8

@@ -9,7 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fleet.protocol.navtelecom.checksum import CRC8_TABLE, crc8, crc8_bytewise, xor8
-from fleet.protocol.navtelecom.flex import ack_archive, ack_current, ack_event, ack_extra_archive, ack_extra_event
+from fleet.protocol.navtelecom.flex import (
+    ack_archive,
+    ack_current,
+    ack_event,
+    ack_extra_archive,
+    ack_extra_event,
+)
 
 
 def crc8_bitwise(data: bytes) -> int:
@@ -28,7 +34,22 @@ def test_catalogue_check_value() -> None:
 
 def test_table_matches_the_document() -> None:
     assert CRC8_TABLE[:16] == (
-        0x00, 0x31, 0x62, 0x53, 0xC4, 0xF5, 0xA6, 0x97, 0xB9, 0x88, 0xDB, 0xEA, 0x7D, 0x4C, 0x1F, 0x2E,
+        0x00,
+        0x31,
+        0x62,
+        0x53,
+        0xC4,
+        0xF5,
+        0xA6,
+        0x97,
+        0xB9,
+        0x88,
+        0xDB,
+        0xEA,
+        0x7D,
+        0x4C,
+        0x1F,
+        0x2E,
     )
     assert CRC8_TABLE[-4:] == (0xFF, 0xCE, 0x9D, 0xAC)
 

@@ -116,8 +116,9 @@ def test_random_bytes_into_a_fresh_session(data: bytes) -> None:
 @given(st.data())
 def test_random_bytes_into_a_negotiated_session(data: st.DataObject) -> None:
     layout = data.draw(layouts())
-    session = NavtelecomSession.restore(Negotiation(30, 30, 255, mask_from_fields(layout.fields, 255),
-                                                    layout.field100_size))
+    session = NavtelecomSession.restore(
+        Negotiation(30, 30, 255, mask_from_fields(layout.fields, 255), layout.field100_size)
+    )
     prefix = data.draw(st.sampled_from([b"", b"~A", b"~T", b"~C", b"~E", b"~X", b"@NTC", b"\x7f"]))
     chunks = data.draw(st.lists(st.binary(max_size=200), max_size=4))
     check_invariants(session, [prefix, *chunks])
@@ -174,7 +175,9 @@ def _describe(out: Output) -> str:
     return f"{name}:{code}" if code else name
 
 
-@pytest.mark.parametrize("case", json.loads(CORPUS.read_text(encoding="utf-8")), ids=lambda case: case["name"])
+@pytest.mark.parametrize(
+    "case", json.loads(CORPUS.read_text(encoding="utf-8")), ids=lambda case: case["name"]
+)
 def test_regression_corpus(case: dict[str, Any]) -> None:
     data = bytes.fromhex(case["hex"])
     whole = check_invariants(_session_for_case(case), [data])
@@ -190,7 +193,16 @@ def test_regression_corpus(case: dict[str, Any]) -> None:
 def test_corpus_builder_is_in_sync() -> None:
     """The corpus is literal bytes; this rebuilds the encoder-made cases to catch encoder drift."""
     layout = layout_for_fields((1, 2, 3, 8, 9, 10, 11))
-    record = build_record(layout, index=3, event_code=1, device_time=1_700_000_000, valid=True,
-                          satellites=5, fix_time=1_700_000_000, latitude=1.5, longitude=-2.5)
+    record = build_record(
+        layout,
+        index=3,
+        event_code=1,
+        device_time=1_700_000_000,
+        valid=True,
+        satellites=5,
+        fix_time=1_700_000_000,
+        latitude=1.5,
+        longitude=-2.5,
+    )
     cases = {case["name"]: case for case in json.loads(CORPUS.read_text(encoding="utf-8"))}
     assert bytes.fromhex(cases["archive_then_bad_crc_then_event"]["hex"]).startswith(archive([record]))

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from fleet.protocol.navtelecom import FIELDS, LayoutError, fields_from_mask, layout_for_fields, mask_from_fields
+from fleet.protocol.navtelecom import (
+    FIELDS,
+    LayoutError,
+    fields_from_mask,
+    layout_for_fields,
+    mask_from_fields,
+)
 from fleet.protocol.navtelecom.docgen import render
 from fleet.protocol.navtelecom.layout import layout_for_mask
 
@@ -101,7 +107,9 @@ def test_fuel_error_codes_are_not_levels() -> None:
 
 
 def test_can_levels_and_sentinels() -> None:
-    attributes = _decode({53: 0x8000 | 55, 66: 1234, 55: 0xFFFF, 56: -128, 57: -1.0, 54: 12.5, 69: 255, 68: -1})
+    attributes = _decode(
+        {53: 0x8000 | 55, 66: 1234, 55: 0xFFFF, 56: -128, 57: -1.0, 54: 12.5, 69: 255, 68: -1}
+    )
     assert (attributes["can_fuel_pct"], attributes["can_fuel_l"]) == (55, None)
     assert (attributes["can_adblue_pct"], attributes["can_adblue_l"]) == (None, 123.4)
     assert attributes["can_rpm"] is None
@@ -136,7 +144,13 @@ def test_structured_fields() -> None:
     assert attributes["temperature1_c"] is None and attributes["temperature2_c"] == 21
     assert attributes["satellites_visible"] == (8, 10, 0, 0, 0, 0, 0, 0)
     assert attributes["hp_latitude"] == pytest.approx(55.7039816667)
-    assert attributes["lbs_cells"][0] == {"cell_id": 1001, "lac": 2, "mcc": 250, "mnc": 1, "rx_level_dbm": -70}
+    assert attributes["lbs_cells"][0] == {
+        "cell_id": 1001,
+        "lac": 2,
+        "mcc": 250,
+        "mnc": 1,
+        "rx_level_dbm": -70,
+    }
     assert attributes["lbs_time"] == datetime.fromtimestamp(1_600_000_000, UTC)
     assert attributes["tyres_1_2"] == ({"wheel": 1, "pressure_bar": 8.2, "temperature_c": 20},)
     assert attributes["acceleration_mg"] == (None, 10, -20)

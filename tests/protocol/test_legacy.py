@@ -25,7 +25,11 @@ def f6_record() -> bytes:
     body += bytes((0x05, 0x81)) + struct.pack("<HH", 12600, 4100)  # outputs, inputs, power, battery
     body += struct.pack("<3H2I", 1, 2, 3, 10, 20)  # adc1-3, counters
     body += bytes(28) + struct.pack("<4biH", 21, -128, 5, -128, 7000, 2100)  # fuel, temps, axle, rpm
-    body += bytes((0x2B,)) + TIME + struct.pack("<iiifHff2H", 33_803_978, 26_284_574, 929, 47.5, 90, 12.5, 0.25, 30, 29)
+    body += (
+        bytes((0x2B,))
+        + TIME
+        + struct.pack("<iiifHff2H", 33_803_978, 26_284_574, 929, 47.5, 90, 12.5, 0.25, 30, 29)
+    )
     return body
 
 
@@ -46,13 +50,22 @@ def test_u16_format_id_and_radian_formats() -> None:
     # A leading 0 announces a U16 (little-endian) format id; none is defined, so it is a format error.
     with pytest.raises(DecodeError, match="0x600"):
         decode_legacy_single(b"*>T\x00\x06" + f6_record()[1:])
-    nav = bytes((0x02,)) + TIME + struct.pack("<fffHff2H", math.radians(53.5), math.radians(-87.25), 10.0, 5, 1.0, 0.5, 1, 2)
+    nav = (
+        bytes((0x02,))
+        + TIME
+        + struct.pack("<fffHff2H", math.radians(53.5), math.radians(-87.25), 10.0, 5, 1.0, 0.5, 1, 2)
+    )
     f2 = header(0x02) + struct.pack("<HHHHhHH2I", 3, 4, 12000, 4000, -5, 7, 8, 1, 2) + nav
     record = decode_legacy_single(b"*>T" + f2)
     assert (record.outputs, record.inputs, record.temperature_c, record.adc) == (3, 4, -5, (7, 8))
     assert record.latitude == pytest.approx(53.5) and record.longitude == pytest.approx(-87.25)
     assert record.satellites is None and record.valid is True
-    f4 = header(0x04) + bytes((0x0F,)) + struct.pack("<HHH", 0x1234, 12000, 4000) + struct.pack("<4b", 1, 2, 3, -128)
+    f4 = (
+        header(0x04)
+        + bytes((0x0F,))
+        + struct.pack("<HHH", 0x1234, 12000, 4000)
+        + struct.pack("<4b", 1, 2, 3, -128)
+    )
     record = decode_legacy_single(b"*>T" + f4)
     assert record.temperatures_c == (1, 2, 3, None) and record.fix_time is None
 
@@ -73,7 +86,9 @@ def test_archive_of_two_records_and_its_ack() -> None:
 
 def test_single_record_ack_carries_its_index() -> None:
     (out,) = NavtelecomSession().feed(build_packet(b"*>T" + f6_record(), 1, 0))
-    assert out.kind is TelemetryKind.LEGACY_SINGLE and out.ack == build_packet(b"*<T" + (501475).to_bytes(4, "little"), 0, 1)
+    assert out.kind is TelemetryKind.LEGACY_SINGLE and out.ack == build_packet(
+        b"*<T" + (501475).to_bytes(4, "little"), 0, 1
+    )
 
 
 def test_wrong_lengths_are_format_errors() -> None:
@@ -83,7 +98,11 @@ def test_wrong_lengths_are_format_errors() -> None:
         + build_packet(b"*>A\x02" + f6_record(), 1, 0)
         + build_packet(b"*>A", 1, 0)
     )
-    assert [out.code for out in outputs] == [RejectCode.BAD_FORMAT, RejectCode.BAD_FORMAT, RejectCode.UNKNOWN_MESSAGE]
+    assert [out.code for out in outputs] == [
+        RejectCode.BAD_FORMAT,
+        RejectCode.BAD_FORMAT,
+        RejectCode.UNKNOWN_MESSAGE,
+    ]
 
 
 def test_invalid_six_byte_time_is_none() -> None:

@@ -112,7 +112,11 @@ def test_full_session_per_flex_version(version: int) -> None:
     assert session.negotiation is not None and session.negotiation.struct_version == version
     assert outputs[1].data.endswith(b"*<FLEX\xb0" + bytes((version, version)))
     assert outputs[2].ack == b"~A\x02" + outputs[2].ack[3:] and len(outputs[2].ack) == 4
-    assert [out.kind for out in outputs[2:]] == [TelemetryKind.ARCHIVE, TelemetryKind.EVENT, TelemetryKind.CURRENT]
+    assert [out.kind for out in outputs[2:]] == [
+        TelemetryKind.ARCHIVE,
+        TelemetryKind.EVENT,
+        TelemetryKind.CURRENT,
+    ]
     for out in outputs[2:]:
         for record in out.records:
             assert isinstance(record, FlexRecord)
@@ -134,7 +138,9 @@ def test_full_session_per_flex_version(version: int) -> None:
     card=st.binary(min_size=16, max_size=16),
     event_index=st.integers(0, 2**32 - 1),
 )
-def test_extra_records_round_trip(index: int, event_code: int, key: int, card: bytes, event_index: int) -> None:
+def test_extra_records_round_trip(
+    index: int, event_code: int, key: int, card: bytes, event_index: int
+) -> None:
     when = datetime(2023, 1, 2, 3, 4, 5, tzinfo=UTC)
     one = extra_record(
         index=index,
@@ -160,7 +166,11 @@ def test_extra_records_round_trip(index: int, event_code: int, key: int, card: b
     first = outputs[0].records[0]
     assert isinstance(first, ExtraRecord)
     assert (first.index, first.event_code, first.device_time, first.valid, first.satellites) == (
-        index, event_code, when, True, 9
+        index,
+        event_code,
+        when,
+        True,
+        9,
     )
     assert first.latitude == pytest.approx(55.178877, abs=1e-6)
     assert first.altitude_m == pytest.approx(180.7)

@@ -43,8 +43,19 @@ IMEI = "861785005205079"
 FIELDS = (1, 2, 3, 8, 9, 10, 11, 13, 19)
 LAYOUT = layout_for_fields(FIELDS)
 WHEN = datetime(2024, 2, 29, 23, 59, 58, tzinfo=UTC)
-RECORD = build_record(LAYOUT, index=7, event_code=0x1705, device_time=WHEN, fix_time=WHEN, valid=True,
-                      satellites=9, latitude=56.33996, longitude=43.80762, speed_kmh=12.5, power_v=12.3)
+RECORD = build_record(
+    LAYOUT,
+    index=7,
+    event_code=0x1705,
+    device_time=WHEN,
+    fix_time=WHEN,
+    valid=True,
+    satellites=9,
+    latitude=56.33996,
+    longitude=43.80762,
+    speed_kmh=12.5,
+    power_v=12.3,
+)
 
 
 def negotiated(version: int = 20) -> tuple[NavtelecomSession, list[object]]:
@@ -73,14 +84,22 @@ def test_states_and_exposed_values() -> None:
 
 @pytest.mark.parametrize(
     ("requested", "answered"),
-    [((10, 10), (10, 10)), ((20, 20), (20, 20)), ((30, 30), (30, 30)), ((10, 20), (10, 20)),
-     ((0x28, 0x28), (30, 30)), ((0x0F, 0x19), (10, 20)), ((0xFF, 30), (30, 30))],
+    [
+        ((10, 10), (10, 10)),
+        ((20, 20), (20, 20)),
+        ((30, 30), (30, 30)),
+        ((10, 20), (10, 20)),
+        ((0x28, 0x28), (30, 30)),
+        ((0x0F, 0x19), (10, 20)),
+        ((0xFF, 30), (30, 30)),
+    ],
 )
 def test_negotiation_answers(requested: tuple[int, int], answered: tuple[int, int]) -> None:
     session = NavtelecomSession()
     session.feed(handshake(IMEI))
-    (reply,) = session.feed(flex_negotiation(FIELDS, version=requested[0], struct_version=requested[1],
-                                             bit_count=122))
+    (reply,) = session.feed(
+        flex_negotiation(FIELDS, version=requested[0], struct_version=requested[1], bit_count=122)
+    )
     assert isinstance(reply, Reply) and reply.kind is ReplyKind.NEGOTIATION
     assert reply.data[16:] == negotiation_reply(*answered)
     header = parse_header(reply.data)
@@ -195,9 +214,13 @@ def test_keepalives() -> None:
 
 def test_unknown_and_unsupported_ntcb_messages_are_reported_not_answered() -> None:
     session, _ = negotiated()
-    outputs = session.feed(device_answer(b"*>TMKEY\x01\x02") + device_answer(b"*>CODE\x01") + device_answer(b"*>U2S"))
+    outputs = session.feed(
+        device_answer(b"*>TMKEY\x01\x02") + device_answer(b"*>CODE\x01") + device_answer(b"*>U2S")
+    )
     assert [out.code for out in outputs] == [
-        RejectCode.UNKNOWN_MESSAGE, RejectCode.UNSUPPORTED, RejectCode.UNKNOWN_MESSAGE
+        RejectCode.UNKNOWN_MESSAGE,
+        RejectCode.UNSUPPORTED,
+        RejectCode.UNKNOWN_MESSAGE,
     ]
 
 
@@ -262,8 +285,12 @@ def test_decode_frame_redecodes_stored_frames() -> None:
     frame = archive([RECORD])
     (live,) = session.feed(frame)
     assert session.negotiation is not None
-    stored = Negotiation(session.negotiation.protocol_version, session.negotiation.struct_version,
-                         session.negotiation.bit_count, session.negotiation.mask)
+    stored = Negotiation(
+        session.negotiation.protocol_version,
+        session.negotiation.struct_version,
+        session.negotiation.bit_count,
+        session.negotiation.mask,
+    )
     assert decode_frame(frame, stored) == live
     assert decode_frame(handshake(IMEI)).kind is ReplyKind.HANDSHAKE
     assert decode_frame(frame[:-1], stored).code is RejectCode.TRUNCATED

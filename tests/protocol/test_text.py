@@ -34,9 +34,21 @@ STREAM = POSITION + b"\r\n" + CAN + CAN_EXT + b"\n" + EVENT
 
 @pytest.mark.parametrize(
     ("first", "dialect"),
-    [(b"", None), (b"~", None), (b"~A", None), (b"~A1", Dialect.TEXT), (b"~T9", Dialect.TEXT),
-     (b"~X0", Dialect.TEXT), (b"~E5", Dialect.TEXT), (b"~A\x01", Dialect.NTCB), (b"~Q1", Dialect.NTCB),
-     (b"@NT", Dialect.NTCB), (b"@", Dialect.NTCB), (b"\x7f", Dialect.NTCB), (b"~a1", Dialect.NTCB)],
+    [
+        (b"", None),
+        (b"~", None),
+        (b"~A", None),
+        (b"~A1", Dialect.TEXT),
+        (b"~T9", Dialect.TEXT),
+        (b"~X0", Dialect.TEXT),
+        (b"~E5", Dialect.TEXT),
+        (b"~A\x01", Dialect.NTCB),
+        (b"~Q1", Dialect.NTCB),
+        (b"@NT", Dialect.NTCB),
+        (b"@", Dialect.NTCB),
+        (b"\x7f", Dialect.NTCB),
+        (b"~a1", Dialect.NTCB),
+    ],
 )
 def test_detect_dialect(first: bytes, dialect: Dialect | None) -> None:
     assert detect_dialect(first) == dialect
@@ -55,7 +67,9 @@ def test_valid_frames_and_exact_acks() -> None:
     assert can_ext.kind is TelemetryKind.TEXT_CAN_EXTENDED and can_ext.ack == f"~XACK,{IMEI}~".encode()
     assert can_ext.records == [CanFrame(0x18FEF100, b"\xff\xff\x00\x10", True, None)]
     assert event.ack == f"~EACK,{IMEI}~".encode()
-    assert event.records == [TextEvent(IMEI, 12, datetime.fromtimestamp(1700000005, UTC), "door opened, rear")]
+    assert event.records == [
+        TextEvent(IMEI, 12, datetime.fromtimestamp(1700000005, UTC), "door opened, rear")
+    ]
     assert [out.raw for out in outputs] == [POSITION, CAN, CAN_EXT, EVENT]
 
 

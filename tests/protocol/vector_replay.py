@@ -56,8 +56,9 @@ def session_for(group: list[Vector]) -> NavtelecomSession:
     assert fields is not None, "group with FLEX frames but no mask"
     mask = mask_from_fields(fields, 69 if max(fields) <= 69 else 255)
     bit_count = 69 if max(fields) <= 69 else 255
-    return NavtelecomSession.restore(Negotiation(10 if bit_count == 69 else 30, 10 if bit_count == 69 else 30,
-                                                 bit_count, mask))
+    return NavtelecomSession.restore(
+        Negotiation(10 if bit_count == 69 else 30, 10 if bit_count == 69 else 30, bit_count, mask)
+    )
 
 
 def replay(group: list[Vector], chunks: str) -> list[list[Output]]:
@@ -98,7 +99,9 @@ def check_flex_reference(record: FlexRecord, ref: dict[str, Any]) -> None:
         "index": lambda: record.index == ref["index"],
         "event": lambda: record.event_code == ref["event"],
         "event_time": lambda: record.device_time == utc(ref["event_time"]),
-        "status": lambda: record.fields[4] == ref["status"] and record.attributes["device_status"] == ref["status"],
+        "status": lambda: (
+            record.fields[4] == ref["status"] and record.attributes["device_status"] == ref["status"]
+        ),
         "modules1": lambda: record.fields[5] == ref["modules1"],
         "modules2": lambda: record.fields[6] == ref["modules2"],
         "gsm": lambda: record.fields[7] == ref["gsm"],
@@ -114,13 +117,17 @@ def check_flex_reference(record: FlexRecord, ref: dict[str, Any]) -> None:
         "odometer_km": lambda: record.odometer_km == approx(ref["odometer_km"], 5e-4),
         "segment_km": lambda: record.attributes["segment_km"] == approx(ref["segment_km"], 5e-5),
         "power_mv": lambda: record.fields[19] == ref["power_mv"] and record.power_v == ref["power_mv"] / 1000,
-        "battery_mv": lambda: record.fields[20] == ref["battery_mv"] and record.battery_v == ref["battery_mv"] / 1000,
+        "battery_mv": lambda: (
+            record.fields[20] == ref["battery_mv"] and record.battery_v == ref["battery_mv"] / 1000
+        ),
         "in1_8": lambda: record.fields[29] == ref["in1_8"] and record.inputs & 0xFF == ref["in1_8"],
         "out1_8": lambda: record.fields[31] == ref["out1_8"] and record.outputs & 0xFF == ref["out1_8"],
         "temp1": lambda: record.attributes["temperature1_c"] == ref["temp1"],
         "can_fuel_raw": lambda: record.fields[53] == ref["can_fuel_raw"],
-        "sat_visible": lambda: list(record.fields[70]) == ref["sat_visible"]
-        and list(record.attributes["satellites_visible"]) == ref["sat_visible"],
+        "sat_visible": lambda: (
+            list(record.fields[70]) == ref["sat_visible"]
+            and list(record.attributes["satellites_visible"]) == ref["sat_visible"]
+        ),
         "hdop": lambda: record.hdop == approx(ref["hdop"], 1e-9),
         "pdop": lambda: record.pdop == approx(ref["pdop"], 1e-9),
     }
@@ -251,9 +258,10 @@ def check_extra(out: Telemetry, exp: dict[str, Any], ref: dict[str, Any]) -> Non
     assert record.index == exp["index"]
     assert record.event_code == exp["event"]
     assert record.raw[12] == int(exp["nav_state"], 16)
-    assert [(item.type, item.value.hex() if isinstance(item.value, bytes) else item.value) for item in record.items] == [
-        (d["type"], d["hex"]) for d in exp["dynamic"]
-    ]
+    assert [
+        (item.type, item.value.hex() if isinstance(item.value, bytes) else item.value)
+        for item in record.items
+    ] == [(d["type"], d["hex"]) for d in exp["dynamic"]]
     assert record.device_time == utc(ref["event_time_utc"])
     assert record.latitude == approx(ref["lat"], 1e-5)
     assert record.longitude == approx(ref["lon"], 1e-5)

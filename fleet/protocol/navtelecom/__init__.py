@@ -22,7 +22,14 @@ from .encoder import (
 from .fields import FIELDS, FieldSpec
 from .flex import ack_archive, ack_current, ack_event, ack_extra_archive, ack_extra_event
 from .framing import MAX_FRAME_BYTES, Frame, FrameKind, Framer, FramingError
-from .layout import FlexLayout, LayoutError, fields_from_mask, layout_for_fields, layout_for_mask, mask_from_fields
+from .layout import (
+    FlexLayout,
+    LayoutError,
+    fields_from_mask,
+    layout_for_fields,
+    layout_for_mask,
+    mask_from_fields,
+)
 from .ntcb import command, command_set_outputs, command_sync, parse_version_answer, query_state, query_version
 from .outputs import (
     CommandAnswer,
@@ -40,7 +47,7 @@ from .outputs import (
 )
 from .records import CanFrame, ExtraItem, ExtraRecord, FlexRecord, LegacyRecord
 from .session import NavtelecomSession, Negotiation, SessionState, decode_frame
-from .text import Dialect, DeviceSession, TextEvent, TextPosition, TextSession, detect_dialect
+from .text import DeviceSession, Dialect, TextEvent, TextPosition, TextSession, detect_dialect
 
 __all__ = [
     "FIELDS",

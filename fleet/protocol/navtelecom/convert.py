@@ -203,7 +203,7 @@ class Items(Converter):
 
     def __call__(self, value: tuple[Any, ...]) -> tuple[Any, ...]:
         none_if, mul, div = self.none_if, self.mul, self.div
-        out = []
+        out: list[Any] = []
         for item in value:
             if item == none_if:
                 out.append(None)

@@ -103,7 +103,9 @@ def decode_flex(raw: bytes, layout: FlexLayout) -> FlexMessage:
         length = int.from_bytes(raw[6:8], "little")
         if len(raw) != 9 + length:
             raise DecodeError("~X length does not match its record length")
-        return FlexMessage("X", [decode_extra_record(raw[8 : 8 + length])], ack_extra_event(event_index), event_index)
+        return FlexMessage(
+            "X", [decode_extra_record(raw[8 : 8 + length])], ack_extra_event(event_index), event_index
+        )
     raise DecodeError(f"not a FLEX telemetry message: ~{letter}")
 
 
@@ -122,8 +124,8 @@ def decode_extra_record(body: bytes) -> ExtraRecord:
         raise DecodeError(f"unknown extra-record static version {version}")
     if static_length < _EXTRA_STATIC.size or 2 + static_length > len(body):
         raise DecodeError("extra-record static part has a wrong length")
-    (index, event, event_time, nav, fix_time, lat, lon, alt, speed, course, mileage) = _EXTRA_STATIC.unpack_from(
-        body, 2
+    (index, event, event_time, nav, fix_time, lat, lon, alt, speed, course, mileage) = (
+        _EXTRA_STATIC.unpack_from(body, 2)
     )
     # A longer static part (a future version) is skipped up to its declared length.
     cursor = 2 + static_length

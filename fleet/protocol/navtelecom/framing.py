@@ -103,7 +103,9 @@ def measure_frame(
             return None
         kind = _FLEX_KINDS.get(buf[pos + 1])
         if kind is None:
-            return _error(FatalCode.UNKNOWN_FLEX_TYPE, f"unknown FLEX message type 0x{buf[pos + 1]:02X}", buf, pos)
+            return _error(
+                FatalCode.UNKNOWN_FLEX_TYPE, f"unknown FLEX message type 0x{buf[pos + 1]:02X}", buf, pos
+            )
         if kind is FrameKind.FLEX_ARCHIVE:
             if available < 3:
                 return None

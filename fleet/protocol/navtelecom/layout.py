@@ -87,7 +87,11 @@ class _Plans:
         plan: list[tuple[tuple[str, ...], int, int, Converter | None]],
     ) -> _Plans:
         scalar = [(number, start) for number, start, count in spans if count == 1]
-        plain = [(names[0], start) for names, start, count, conv in plan if count == 1 and conv is None and len(names) == 1]
+        plain = [
+            (names[0], start)
+            for names, start, count, conv in plan
+            if count == 1 and conv is None and len(names) == 1
+        ]
         converted = [
             (names[0], start, conv)
             for names, start, count, conv in plan
@@ -181,7 +185,9 @@ class FlexLayout:
     def decode_one(self, data: bytes, offset: int = 0) -> FlexRecord:
         """Decode the single record at ``offset``."""
         size = self.size
-        return new_flex_record(self, self.struct.unpack_from(data, offset), bytes(data[offset : offset + size]))
+        return new_flex_record(
+            self, self.struct.unpack_from(data, offset), bytes(data[offset : offset + size])
+        )
 
     def encode(self, values: Mapping[int, Any]) -> bytes:
         """Encode one record from ``{field number: wire value}``; absent fields are zero.

@@ -20,7 +20,9 @@ _U8 = struct.Struct("<B")
 _U16 = struct.Struct("<H")
 _I16 = struct.Struct("<h")
 _HEADER = struct.Struct("<IH6sBBB")  # index, event, event time, armed/alarm, status, GSM level
-_NAV_RADIANS = struct.Struct("<B6sfffHff2H")  # state, time, lat rad, lon rad, speed, course, odo, segment, 2 × s
+_NAV_RADIANS = struct.Struct(
+    "<B6sfffHff2H"
+)  # state, time, lat rad, lon rad, speed, course, odo, segment, 2 × s
 _NAV_F6 = struct.Struct("<B6siiifHff2H")  # state, time, lat, lon (1/600000 deg), alt dm, speed, ...
 _F6_BLOCK = struct.Struct("<28s4biH")  # fuel sensors (kept raw), 4 temperatures, axle weight, rpm
 
@@ -108,10 +110,14 @@ def _decode(data: bytes, offset: int) -> tuple[LegacyRecord, int]:
             offset += 8
         elif block == "f6":
             fuel, t1, t2, t3, t4, axle, rpm = _F6_BLOCK.unpack_from(data, offset)
-            values.update(fuel_raw=fuel, temperatures_c=_temperatures((t1, t2, t3, t4)), axle_weight=axle, rpm=rpm)
+            values.update(
+                fuel_raw=fuel, temperatures_c=_temperatures((t1, t2, t3, t4)), axle_weight=axle, rpm=rpm
+            )
             offset += _F6_BLOCK.size
         elif block == "nav_radians":
-            state, fix, lat, lon, speed, course, odometer, segment, s1, s2 = _NAV_RADIANS.unpack_from(data, offset)
+            state, fix, lat, lon, speed, course, odometer, segment, s1, s2 = _NAV_RADIANS.unpack_from(
+                data, offset
+            )
             offset += _NAV_RADIANS.size
             values.update(
                 valid=bool(state & 2),
@@ -125,7 +131,9 @@ def _decode(data: bytes, offset: int) -> tuple[LegacyRecord, int]:
                 segment_times_s=(s1, s2),
             )
         elif block == "nav_f6":
-            state, fix, lat, lon, alt, speed, course, odometer, segment, s1, s2 = _NAV_F6.unpack_from(data, offset)
+            state, fix, lat, lon, alt, speed, course, odometer, segment, s1, s2 = _NAV_F6.unpack_from(
+                data, offset
+            )
             offset += _NAV_F6.size
             values.update(
                 valid=bool(state & 2),

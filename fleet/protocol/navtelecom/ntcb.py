@@ -73,7 +73,9 @@ def command(text: str | bytes, receiver_id: int = DEVICE_ID, sender_id: int = SE
     return build_packet(body, receiver_id, sender_id)
 
 
-def command_set_outputs(states: dict[int, bool], receiver_id: int = DEVICE_ID, sender_id: int = SERVER_ID) -> bytes:
+def command_set_outputs(
+    states: dict[int, bool], receiver_id: int = DEVICE_ID, sender_id: int = SERVER_ID
+) -> bytes:
     """Encode ``*!SETOUT 1Y,2N...`` switching outputs (1-based numbers) on (Y) or off (N)."""
     if not states or not all(1 <= number <= 32 for number in states):
         raise ValueError("output numbers must be within 1..32")

@@ -172,7 +172,10 @@ class FlexRecord:
         out.update(
             zip(
                 plans.converted_names,
-                [convert(value) for convert, value in zip(plans.converters, plans.converted_get(values), strict=True)],
+                [
+                    convert(value)
+                    for convert, value in zip(plans.converters, plans.converted_get(values), strict=True)
+                ],
                 strict=True,
             )
         )
@@ -292,9 +295,10 @@ class CanFrame:
 # descriptors skips the frozen dataclass __init__ (object.__setattr__ per field) and is ~15 % faster on
 # the hot path. Only the codec uses this; everyone else constructs records normally.
 _new_object = object.__new__
-_set_layout = FlexRecord.layout.__set__  # type: ignore[attr-defined]
-_set_values = FlexRecord.values.__set__  # type: ignore[attr-defined]
-_set_raw = FlexRecord.raw.__set__  # type: ignore[attr-defined]
+_slots = vars(FlexRecord)
+_set_layout = _slots["layout"].__set__
+_set_values = _slots["values"].__set__
+_set_raw = _slots["raw"].__set__
 
 
 def new_flex_record(layout: FlexLayout, values: tuple[Any, ...], raw: bytes) -> FlexRecord:

@@ -221,16 +221,21 @@ class TextSession:
             if pos >= len(buf):
                 break
             if buf[pos] != _TILDE:
-                self.fatal = Fatal(FatalCode.BAD_START, f"byte 0x{buf[pos]:02X} cannot start a text frame",
-                                   bytes(buf[pos : pos + 32]))
+                self.fatal = Fatal(
+                    FatalCode.BAD_START,
+                    f"byte 0x{buf[pos]:02X} cannot start a text frame",
+                    bytes(buf[pos : pos + 32]),
+                )
                 outputs.append(self.fatal)
                 break
             end = buf.find(b"~", pos + 1, pos + self.max_frame_bytes)
             if end < 0:
                 if len(buf) - pos >= self.max_frame_bytes:
-                    self.fatal = Fatal(FatalCode.TOO_LARGE,
-                                       f"no closing '~' within {self.max_frame_bytes} bytes",
-                                       bytes(buf[pos : pos + 32]))
+                    self.fatal = Fatal(
+                        FatalCode.TOO_LARGE,
+                        f"no closing '~' within {self.max_frame_bytes} bytes",
+                        bytes(buf[pos : pos + 32]),
+                    )
                     outputs.append(self.fatal)
                 break
             raw = bytes(buf[pos : end + 1])
