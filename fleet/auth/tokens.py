@@ -11,6 +11,7 @@ high-entropy, so a slow hash adds nothing) and looks them up by a public identif
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -52,6 +53,12 @@ class AccessClaims:
     expires_at: int
 
 
+@functools.lru_cache(maxsize=8)
+def signing_key(secret: str) -> bytes:
+    """The HS256 key derived from SECRET_KEY: always 32 bytes, and used for access tokens only."""
+    return hmac.new(secret.encode("utf-8"), b"fleet-access-token", hashlib.sha256).digest()
+
+
 def sha256_hex(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
@@ -88,7 +95,7 @@ def issue_access_token(
         "iat": claims.issued_at,
         "exp": claims.expires_at,
     }
-    return jwt.encode(payload, secret, algorithm=ALGORITHM), claims
+    return jwt.encode(payload, signing_key(secret), algorithm=ALGORITHM), claims
 
 
 def decode_access_token(secret: str, token: str) -> AccessClaims:
@@ -96,7 +103,7 @@ def decode_access_token(secret: str, token: str) -> AccessClaims:
     try:
         payload = jwt.decode(
             token,
-            secret,
+            signing_key(secret),
             algorithms=[ALGORITHM],
             issuer=ISSUER,
             leeway=LEEWAY_SEC,
