@@ -12,15 +12,14 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
-# deadline=None: CI machines vary in speed and a slow example is not a bug; the example counts keep the
-# whole protocol suite well under a minute.
-settings.register_profile(
-    "protocol",
+# Applied per test (not as a global profile, which would change other packages' tests). deadline=None:
+# CI machines vary in speed and a slow example is not a bug; the example counts keep the whole protocol
+# suite well under a minute. HYPOTHESIS_PROTOCOL_EXAMPLES raises them for a longer local fuzzing run.
+PROTOCOL_SETTINGS = settings(
     deadline=None,
-    max_examples=150,
+    max_examples=int(os.environ.get("HYPOTHESIS_PROTOCOL_EXAMPLES", "300")),
     suppress_health_check=[HealthCheck.too_slow],
 )
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "protocol"))
 
 _HERE = Path(__file__).parent
 _REPO = _HERE.parents[1]

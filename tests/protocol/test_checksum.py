@@ -17,6 +17,8 @@ from fleet.protocol.navtelecom.flex import (
     ack_extra_event,
 )
 
+from .conftest import PROTOCOL_SETTINGS
+
 
 def crc8_bitwise(data: bytes) -> int:
     """The textbook bit-by-bit definition from the spec, as an independent oracle."""
@@ -67,16 +69,19 @@ def test_reply_constants_from_the_spec() -> None:
     assert crc8(ack_extra_event(7)) == 0
 
 
+@PROTOCOL_SETTINGS
 @given(st.binary(max_size=4000))
 def test_folded_crc_equals_bytewise_and_bitwise(data: bytes) -> None:
     assert crc8(data) == crc8_bytewise(data) == crc8_bitwise(data)
 
 
+@PROTOCOL_SETTINGS
 @given(st.binary(min_size=1, max_size=3000))
 def test_crc_over_frame_with_its_crc_is_zero(data: bytes) -> None:
     assert crc8(data + bytes((crc8(data),))) == 0
 
 
+@PROTOCOL_SETTINGS
 @given(st.binary(max_size=70000))
 def test_xor8_equals_reduce(data: bytes) -> None:
     assert xor8(data) == reduce(xor, data, 0)

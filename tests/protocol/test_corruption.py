@@ -33,7 +33,7 @@ from fleet.protocol.navtelecom import (
     mask_from_fields,
 )
 
-from .conftest import vector_groups
+from .conftest import PROTOCOL_SETTINGS, vector_groups
 from .strategies import layouts, record_values
 from .vector_replay import session_for
 
@@ -108,11 +108,13 @@ def test_every_single_byte_flip_is_rejected_or_harmless(group: str) -> None:
                         assert out in accepted, f"{where}: damaged data accepted: {out}"
 
 
+@PROTOCOL_SETTINGS
 @given(st.binary(max_size=600))
 def test_random_bytes_into_a_fresh_session(data: bytes) -> None:
     check_invariants(NavtelecomSession(), [data])
 
 
+@PROTOCOL_SETTINGS
 @given(st.data())
 def test_random_bytes_into_a_negotiated_session(data: st.DataObject) -> None:
     layout = data.draw(layouts())
@@ -124,7 +126,7 @@ def test_random_bytes_into_a_negotiated_session(data: st.DataObject) -> None:
     check_invariants(session, [prefix, *chunks])
 
 
-@settings(max_examples=100)
+@settings(PROTOCOL_SETTINGS, max_examples=100)
 @given(st.data())
 def test_mutated_valid_streams(data: st.DataObject) -> None:
     layout = data.draw(layouts().filter(lambda lay: lay.size <= 200))
@@ -144,6 +146,7 @@ def test_mutated_valid_streams(data: st.DataObject) -> None:
     check_invariants(NavtelecomSession(field100_size=layout.field100_size), chunks)
 
 
+@PROTOCOL_SETTINGS
 @given(st.binary(max_size=700))
 def test_random_bytes_into_text_and_auto_sessions(data: bytes) -> None:
     check_invariants(TextSession(), [data])
@@ -151,6 +154,7 @@ def test_random_bytes_into_text_and_auto_sessions(data: bytes) -> None:
     check_invariants(DeviceSession(), [data])
 
 
+@PROTOCOL_SETTINGS
 @given(st.text(alphabet="~ATXE0123456789,.-abcdefABCDEF\r\n", max_size=300))
 def test_text_like_noise(text: str) -> None:
     check_invariants(TextSession(), [text.encode("ascii")])

@@ -32,6 +32,7 @@ from fleet.protocol.navtelecom import (
     ping,
 )
 
+from .conftest import PROTOCOL_SETTINGS
 from .strategies import layouts, record_values
 
 FULL = {10: 69, 20: 122, 30: 255}
@@ -42,6 +43,7 @@ def negotiated(layout_fields: tuple[int, ...], field100_size: int = 2) -> Navtel
     return NavtelecomSession.restore(Negotiation(30, 30, 255, mask, field100_size))
 
 
+@PROTOCOL_SETTINGS
 @given(st.data())
 def test_encode_decode_any_mask(data: st.DataObject) -> None:
     layout = data.draw(layouts())
@@ -54,7 +56,7 @@ def test_encode_decode_any_mask(data: st.DataObject) -> None:
     record.as_dict()  # every converter accepts every wire value
 
 
-@settings(max_examples=40)
+@settings(PROTOCOL_SETTINGS, max_examples=40)
 @given(st.data())
 def test_frames_cut_at_every_position_give_the_same_result(data: st.DataObject) -> None:
     layout = data.draw(layouts().filter(lambda lay: lay.size <= 300))
@@ -131,6 +133,7 @@ def test_full_session_per_flex_version(version: int) -> None:
     assert session.command("*?V")[4:12] == device_id.to_bytes(4, "little") + b"\x01\x00\x00\x00"
 
 
+@PROTOCOL_SETTINGS
 @given(
     index=st.integers(0, 2**32 - 1),
     event_code=st.integers(0, 0xFFFF),

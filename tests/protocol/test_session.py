@@ -292,6 +292,8 @@ def test_decode_frame_redecodes_stored_frames() -> None:
         session.negotiation.mask,
     )
     assert decode_frame(frame, stored) == live
+    assert decode_frame(frame, session.negotiation.mask, bit_count=122) == live
+    assert decode_frame(frame, session.negotiation.mask) == live  # the unused mask bits are zero
     assert decode_frame(handshake(IMEI)).kind is ReplyKind.HANDSHAKE
     assert decode_frame(frame[:-1], stored).code is RejectCode.TRUNCATED
     assert decode_frame(frame + frame, stored).code is RejectCode.BAD_FORMAT

@@ -320,15 +320,23 @@ def _printable(data: bytes) -> str:
 
 def decode_frame(
     raw: bytes,
-    negotiation: Negotiation | None = None,
+    negotiation: Negotiation | bytes | None = None,
     *,
+    bit_count: int | None = None,
+    field100_size: int = 2,
     imei: str | None = None,
 ) -> Output:
     """Decode one stored frame as the session would have, given the negotiation in force at the time.
 
-    Used to redecode ``raw_frames``; returns ``Rejected(TRUNCATED)`` for an incomplete frame and
-    ``Rejected(BAD_FORMAT)`` when ``raw`` holds more than one frame.
+    ``negotiation`` is the stored :class:`Negotiation`, or just its mask bytes (then ``bit_count``
+    defaults to every bit of the mask, at most 255, and ``field100_size`` to 2). Used to redecode
+    ``raw_frames``; returns ``Rejected(TRUNCATED)`` for an incomplete frame and ``Rejected(BAD_FORMAT)``
+    when ``raw`` holds more than one frame.
     """
+    if isinstance(negotiation, bytes | bytearray):
+        mask = bytes(negotiation)
+        bits = min(len(mask) * 8, 255) if bit_count is None else bit_count
+        negotiation = Negotiation(30, 30, bits, mask, field100_size)
     session = NavtelecomSession.restore(negotiation, imei=imei)
     outputs = session.feed(raw)
     if not outputs:
