@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from datetime import UTC, datetime
 
 import pytest
@@ -307,3 +308,12 @@ def test_restore_resumes_a_connection() -> None:
     resumed = NavtelecomSession.restore(session.negotiation, imei=IMEI, device_id=5)
     assert resumed.state is SessionState.NEGOTIATED and resumed.imei == IMEI
     assert resumed.feed(current(RECORD)) == session.feed(current(RECORD))
+
+
+def test_outputs_survive_pickling() -> None:
+    """Listeners may hand decoded frames to worker processes."""
+    session, _ = negotiated()
+    (out,) = session.feed(archive([RECORD, RECORD]))
+    copy = pickle.loads(pickle.dumps(out))
+    assert copy == out and copy.records[0].layout is out.records[0].layout
+    assert copy.records[0].as_dict() == out.records[0].as_dict()

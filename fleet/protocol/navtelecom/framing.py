@@ -22,6 +22,7 @@ __all__ = [
     "FrameKind",
     "Framer",
     "FramingError",
+    "check_frame",
     "measure_frame",
 ]
 

@@ -161,6 +161,10 @@ class FlexLayout:
         object.__setattr__(self, "spans", tuple(spans))
         object.__setattr__(self, "plans", _Plans.build(spans, plan))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as "the cached layout for these fields" (the compiled parts are rebuilt, not copied)."""
+        return (layout_for_fields, (self.fields, self.field100_size))
+
     def mask(self, bit_count: int | None = None) -> bytes:
         """Return the bit mask selecting this layout's fields (default: the smallest FLEX version's size)."""
         if bit_count is None:

@@ -6,7 +6,7 @@ import struct
 from dataclasses import dataclass
 
 from .checksum import xor8
-from .framing import NTCB_HEADER_SIZE, NTCB_PREAMBLE
+from .framing import NTCB_PREAMBLE
 from .outputs import DeviceVersion
 
 __all__ = [
@@ -112,8 +112,3 @@ def parse_version_answer(text: str) -> DeviceVersion | None:
     if not model or not firmware:
         return None
     return DeviceVersion(model=model, firmware=firmware, date=date, locale=locale)
-
-
-def body_of(packet: bytes) -> bytes:
-    """Return the body of a delimited NTCB packet."""
-    return packet[NTCB_HEADER_SIZE:]
