@@ -30,6 +30,7 @@ RoleFactory = Callable[["Runtime"], AbstractAsyncContextManager[None]]
 # Role name → "module:factory". Order matters: storage-side roles start before the API.
 ROLES: dict[str, str] = {
     "maintenance": "fleet.ops.maintenance:maintenance_role",
+    "ingest": "fleet.ingest.role:ingest_role",
     "api": "fleet.api.server:api_role",
 }
 

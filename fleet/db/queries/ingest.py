@@ -1,0 +1,399 @@
+"""SQL of the ingest role: the device registry, the group-commit batch, partitions and raw-frame reads.
+
+A batch is written in one transaction:
+
+1. binary COPY of each kind of row into a session-lifetime temp table (``ON COMMIT DELETE ROWS``, so every
+   transaction starts with empty staging tables and no catalog churn per batch). COPY goes to staging
+   rather than straight into the tables because PostgreSQL refuses ``COPY FROM`` into tables with
+   row-level security, and because ``ON CONFLICT`` needs an ``INSERT``;
+2. one ``INSERT … SELECT … ON CONFLICT DO NOTHING`` per target table. A retransmitted record (same
+   device, black-box index and device time) hits the unique key and is skipped. ``vehicle_id`` comes from
+   a join with ``devices`` at write time, so rows follow a device's current assignment and rows of a
+   device deleted meanwhile are dropped instead of failing the batch;
+3. the positions statement returns one summary row per device (stored count, last fix) for the live bus.
+
+Redecoding uses the same staging with ``DO UPDATE`` instead, so that a fixed decoder's values replace
+the old ones and running it twice changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+# --- device registry ------------------------------------------------------------------------------------
+
+DEVICE_COLUMNS = (
+    "id, imei, vehicle_id, protocol, flex_protocol_version, flex_struct_version, flex_mask, firmware, "
+    "last_connected_at, last_seen_at, last_peer"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStateUpdate:
+    """What a connection learned about a device; None leaves a column as it is."""
+
+    device_id: int
+    connected_at: datetime | None = None
+    peer: str | None = None
+    seen_at: datetime | None = None
+    flex_protocol_version: int | None = None
+    flex_struct_version: int | None = None
+    flex_mask: bytes | None = None
+    firmware: str | None = None
+
+    def merge(self, newer: DeviceStateUpdate) -> DeviceStateUpdate:
+        """Return this update overlaid with the non-None values of a newer one."""
+        return DeviceStateUpdate(
+            device_id=self.device_id,
+            connected_at=newer.connected_at or self.connected_at,
+            peer=newer.peer or self.peer,
+            seen_at=newer.seen_at or self.seen_at,
+            flex_protocol_version=newer.flex_protocol_version or self.flex_protocol_version,
+            flex_struct_version=newer.flex_struct_version or self.flex_struct_version,
+            flex_mask=newer.flex_mask if newer.flex_mask is not None else self.flex_mask,
+            firmware=newer.firmware or self.firmware,
+        )
+
+
+async def find_devices(conn: asyncpg.Connection, imeis: Sequence[str]) -> list[asyncpg.Record]:
+    """Return the devices with these IMEIs (unknown ones are simply absent)."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"SELECT {DEVICE_COLUMNS} FROM devices WHERE imei = ANY($1::text[])", list(imeis)
+    )
+    return rows
+
+
+async def register_devices(conn: asyncpg.Connection, imeis: Sequence[str]) -> list[asyncpg.Record]:
+    """Create unassigned devices for the IMEIs not yet known, then return all of them.
+
+    A new device has no vehicle: only superusers see it (and its data) until an admin assigns it.
+    """
+    await conn.execute(
+        "INSERT INTO devices (imei) SELECT DISTINCT unnest($1::text[]) ON CONFLICT (imei) DO NOTHING",
+        list(imeis),
+    )
+    return await find_devices(conn, imeis)
+
+
+async def get_device(conn: asyncpg.Connection, imei: str) -> asyncpg.Record | None:
+    """Return one device by IMEI."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT {DEVICE_COLUMNS} FROM devices WHERE imei = $1", imei
+    )
+    return row
+
+
+async def apply_device_updates(conn: asyncpg.Connection, updates: Sequence[DeviceStateUpdate]) -> None:
+    """Write connection, last-seen and negotiation state of many devices in one statement."""
+    if not updates:
+        return
+    await conn.execute(
+        """UPDATE devices AS d SET
+               last_connected_at = coalesce(u.connected_at, d.last_connected_at),
+               last_peer = coalesce(u.peer, d.last_peer),
+               last_seen_at = greatest(u.seen_at, d.last_seen_at),
+               flex_protocol_version = coalesce(u.proto, d.flex_protocol_version),
+               flex_struct_version = coalesce(u.struct, d.flex_struct_version),
+               flex_mask = coalesce(u.mask, d.flex_mask),
+               firmware = coalesce(u.firmware, d.firmware)
+           FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::timestamptz[], $5::smallint[],
+                       $6::smallint[], $7::bytea[], $8::text[])
+                AS u(id, connected_at, peer, seen_at, proto, struct, mask, firmware)
+           WHERE d.id = u.id""",
+        [u.device_id for u in updates],
+        [u.connected_at for u in updates],
+        [u.peer for u in updates],
+        [u.seen_at for u in updates],
+        [u.flex_protocol_version for u in updates],
+        [u.flex_struct_version for u in updates],
+        [u.flex_mask for u in updates],
+        [u.firmware for u in updates],
+    )
+
+
+# --- staging --------------------------------------------------------------------------------------------
+
+STAGE_SCHEMA = "pg_temp"
+STAGE_POSITIONS = "ingest_stage_positions"
+STAGE_RAW = "ingest_stage_raw"
+STAGE_CAN = "ingest_stage_can"
+STAGE_EVENTS = "ingest_stage_events"
+
+# Column order of the row tuples the ingest code builds (fleet.ingest.rows) - keep the two in step.
+POSITION_COLUMNS = (
+    "device_id",
+    "record_index",
+    "event_code",
+    "device_time",
+    "fix_time",
+    "valid",
+    "latitude",
+    "longitude",
+    "altitude",
+    "speed",
+    "course",
+    "satellites",
+    "hdop",
+    "attributes",
+)
+RAW_COLUMNS = ("device_id", "received_at", "protocol", "frame_type", "peer", "data", "outcome", "error")
+CAN_COLUMNS = ("device_id", "record_index", "time", "name", "value", "value_text", "unit", "source")
+EVENT_COLUMNS = ("device_id", "time", "event_code", "event_type", "description", "record_index", "attributes")
+
+# `attributes` is staged as text holding JSON: the rows carry pre-serialised JSON, which the binary COPY
+# passes through untouched, and the cast to jsonb happens once, in the INSERT.
+_CREATE_STAGING = f"""
+CREATE TEMP TABLE IF NOT EXISTS {STAGE_POSITIONS} (
+    device_id bigint, record_index bigint, event_code integer, device_time timestamptz,
+    fix_time timestamptz, valid boolean, latitude double precision, longitude double precision,
+    altitude double precision, speed real, course real, satellites smallint, hdop real, attributes text
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS {STAGE_RAW} (
+    device_id bigint, received_at timestamptz, protocol text, frame_type text, peer text, data bytea,
+    outcome text, error text
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS {STAGE_CAN} (
+    device_id bigint, record_index bigint, time timestamptz, name text, value double precision,
+    value_text text, unit text, source text
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS {STAGE_EVENTS} (
+    device_id bigint, time timestamptz, event_code integer, event_type text, description text,
+    record_index bigint, attributes text
+) ON COMMIT DELETE ROWS;
+"""
+
+
+async def prepare_staging(conn: asyncpg.Connection) -> None:
+    """Create this session's staging tables when missing (a no-op on a connection that has them)."""
+    await conn.execute(_CREATE_STAGING)
+
+
+async def stage(conn: asyncpg.Connection, table: str, columns: Sequence[str], rows: Sequence[tuple]) -> None:
+    """Binary COPY rows into a staging table."""
+    if rows:
+        await conn.copy_records_to_table(table, records=rows, columns=list(columns), schema_name=STAGE_SCHEMA)
+
+
+# --- batch statements -------------------------------------------------------------------------------------
+
+_POSITION_SELECT = f"""
+    SELECT s.device_id, d.vehicle_id, s.record_index, s.event_code, s.device_time, s.fix_time, s.valid,
+           s.latitude, s.longitude, s.altitude, s.speed, s.course, s.satellites, s.hdop, s.attributes::jsonb
+    FROM {STAGE_POSITIONS} s JOIN devices d ON d.id = s.device_id"""
+_POSITION_INSERT = """
+    INSERT INTO positions AS p (device_id, vehicle_id, record_index, event_code, device_time, fix_time, valid,
+                                latitude, longitude, altitude, speed, course, satellites, hdop, attributes)"""
+_POSITION_RETURNING = """
+    RETURNING p.id, p.device_id, p.vehicle_id, p.record_index, p.device_time, p.latitude, p.longitude,
+              p.speed, p.course"""
+_POSITION_UPSERT = """
+    ON CONFLICT (device_id, record_index, device_time) DO UPDATE SET
+        vehicle_id = EXCLUDED.vehicle_id, event_code = EXCLUDED.event_code, fix_time = EXCLUDED.fix_time,
+        valid = EXCLUDED.valid, latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude,
+        altitude = EXCLUDED.altitude, speed = EXCLUDED.speed, course = EXCLUDED.course,
+        satellites = EXCLUDED.satellites, hdop = EXCLUDED.hdop, attributes = EXCLUDED.attributes"""
+# CAN signals of FLEX records are linked to the position they came with. Joining with the rows the INSERT
+# returned (not with `positions`) keeps the lookup inside the batch; a retransmitted position returns no
+# row, and its signals were stored with it the first time.
+_CAN_LINKED = f"""
+    INSERT INTO can_data AS cd (device_id, vehicle_id, position_id, time, name, value, value_text, unit, source)
+    SELECT DISTINCT ON (c.device_id, c.time, c.source, c.name)
+           c.device_id, i.vehicle_id, i.id, c.time, c.name, c.value, c.value_text, c.unit, c.source
+    FROM {STAGE_CAN} c
+    JOIN ins i ON i.device_id = c.device_id AND i.record_index = c.record_index AND i.device_time = c.time
+    ORDER BY c.device_id, c.time, c.source, c.name"""
+_CAN_UPSERT = """
+    ON CONFLICT (device_id, time, source, name) DO UPDATE SET
+        vehicle_id = EXCLUDED.vehicle_id, position_id = EXCLUDED.position_id, value = EXCLUDED.value,
+        value_text = EXCLUDED.value_text, unit = EXCLUDED.unit"""
+_SUMMARY = """
+    SELECT device_id, vehicle_id, count(*)::int AS stored, max(device_time) AS last_time,
+           (array_agg(latitude ORDER BY device_time DESC))[1] AS latitude,
+           (array_agg(longitude ORDER BY device_time DESC))[1] AS longitude,
+           (array_agg(speed ORDER BY device_time DESC))[1] AS speed,
+           (array_agg(course ORDER BY device_time DESC))[1] AS course,
+           ({can_count}) AS can_stored
+    FROM ins GROUP BY device_id, vehicle_id"""
+
+
+def _positions_statement(with_can: bool, upsert: bool) -> str:
+    select = _POSITION_SELECT
+    if upsert:
+        # DO UPDATE may touch a row once per statement: keep one staged copy of each key.
+        select = select.replace(
+            "SELECT s.device_id", "SELECT DISTINCT ON (s.device_id, s.record_index, s.device_time) s.device_id"
+        ) + " ORDER BY s.device_id, s.record_index, s.device_time"
+    conflict = _POSITION_UPSERT if upsert else " ON CONFLICT (device_id, record_index, device_time) DO NOTHING"
+    parts = [f"WITH ins AS ({_POSITION_INSERT} {select} {conflict} {_POSITION_RETURNING})"]
+    if with_can:
+        can_conflict = _CAN_UPSERT if upsert else " ON CONFLICT (device_id, time, source, name) DO NOTHING"
+        parts.append(f", can AS ({_CAN_LINKED} {can_conflict} RETURNING 1)")
+    parts.append(_SUMMARY.format(can_count="SELECT count(*) FROM can" if with_can else "0"))
+    return "".join(parts)
+
+
+_POSITION_STATEMENTS = {(c, u): _positions_statement(c, u) for c in (False, True) for u in (False, True)}
+
+_RAW_INSERT = f"""
+INSERT INTO raw_frames (device_id, vehicle_id, received_at, protocol, frame_type, peer, data, outcome, error)
+SELECT r.device_id, d.vehicle_id, r.received_at, r.protocol, r.frame_type, r.peer, r.data, r.outcome, r.error
+FROM {STAGE_RAW} r LEFT JOIN devices d ON d.id = r.device_id;"""
+_CAN_STANDALONE = f"""
+INSERT INTO can_data (device_id, vehicle_id, time, name, value, value_text, unit, source)
+SELECT DISTINCT ON (c.device_id, c.time, c.source, c.name)
+       c.device_id, d.vehicle_id, c.time, c.name, c.value, c.value_text, c.unit, c.source
+FROM {STAGE_CAN} c JOIN devices d ON d.id = c.device_id
+WHERE c.record_index IS NULL
+ORDER BY c.device_id, c.time, c.source, c.name
+{{conflict}};"""
+_EVENTS_INSERT = f"""
+INSERT INTO events (device_id, vehicle_id, time, event_code, event_type, description, record_index, attributes)
+SELECT e.device_id, d.vehicle_id, e.time, e.event_code, e.event_type, e.description, e.record_index,
+       e.attributes::jsonb
+FROM {STAGE_EVENTS} e JOIN devices d ON d.id = e.device_id
+ON CONFLICT (device_id, time, event_code, record_index) DO {{action}};"""
+_EVENTS_UPDATE = (
+    "UPDATE SET vehicle_id = EXCLUDED.vehicle_id, event_type = EXCLUDED.event_type, "
+    "description = EXCLUDED.description, attributes = EXCLUDED.attributes"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSummary:
+    """What one batch stored for one device (new positions only, retransmissions excluded)."""
+
+    device_id: int
+    vehicle_id: int | None
+    stored: int
+    last_time: datetime
+    latitude: float | None
+    longitude: float | None
+    speed: float | None
+    course: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """Counts of one committed batch."""
+
+    positions_stored: int
+    can_stored: int
+    summaries: list[DeviceSummary]
+
+
+async def store_batch(
+    conn: asyncpg.Connection,
+    *,
+    positions: Sequence[tuple],
+    raw_frames: Sequence[tuple] = (),
+    can: Sequence[tuple] = (),
+    events: Sequence[tuple] = (),
+    upsert: bool = False,
+) -> BatchOutcome:
+    """Write one batch (inside the caller's transaction); ``upsert`` replaces existing rows (redecode)."""
+    await prepare_staging(conn)
+    await stage(conn, STAGE_POSITIONS, POSITION_COLUMNS, positions)
+    await stage(conn, STAGE_RAW, RAW_COLUMNS, raw_frames)
+    await stage(conn, STAGE_CAN, CAN_COLUMNS, can)
+    await stage(conn, STAGE_EVENTS, EVENT_COLUMNS, events)
+    summaries: list[DeviceSummary] = []
+    can_stored = 0
+    if positions:
+        linked = any(row[1] is not None for row in can)
+        rows = await conn.fetch(_POSITION_STATEMENTS[(linked, upsert)])
+        summaries = [
+            DeviceSummary(
+                r["device_id"], r["vehicle_id"], r["stored"], r["last_time"], r["latitude"], r["longitude"],
+                r["speed"], r["course"],
+            )
+            for r in rows
+        ]
+        if rows:
+            can_stored = rows[0]["can_stored"]
+    tail = []
+    if raw_frames:
+        tail.append(_RAW_INSERT)
+    if any(row[1] is None for row in can):
+        conflict = _CAN_UPSERT if upsert else "ON CONFLICT (device_id, time, source, name) DO NOTHING"
+        tail.append(_CAN_STANDALONE.format(conflict=conflict))
+    if events:
+        tail.append(_EVENTS_INSERT.format(action=_EVENTS_UPDATE if upsert else "NOTHING"))
+    if tail:
+        # No parameters: the simple-query protocol runs them all in one round trip.
+        await conn.execute("\n".join(tail))
+    return BatchOutcome(sum(s.stored for s in summaries), can_stored, summaries)
+
+
+# --- partitions -------------------------------------------------------------------------------------------
+
+
+async def ensure_partition(conn: asyncpg.Connection, table: str, at: datetime) -> bool:
+    """Create the monthly partition of ``table`` holding ``at`` if missing; True when created."""
+    return bool(await conn.fetchval("SELECT fleet_ensure_partition($1, $2)", table, at))
+
+
+# --- raw frames (redecode) ------------------------------------------------------------------------------------
+
+
+async def raw_frames_page(
+    conn: asyncpg.Connection,
+    device_id: int,
+    since: datetime,
+    until: datetime | None,
+    after: tuple[datetime, int] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """Return a device's stored frames in reception order, keyset-paginated by (received_at, id)."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """SELECT id, received_at, protocol, frame_type, peer, data, outcome
+           FROM raw_frames
+           WHERE device_id = $1 AND received_at >= $2 AND ($3::timestamptz IS NULL OR received_at < $3)
+             AND ($4::timestamptz IS NULL OR (received_at, id) > ($4, $5))
+           ORDER BY received_at, id
+           LIMIT $6""",
+        device_id,
+        since,
+        until,
+        after[0] if after else None,
+        after[1] if after else 0,
+        limit,
+    )
+    return rows
+
+
+async def mark_frames_decoded(conn: asyncpg.Connection, frames: Sequence[tuple[int, datetime]]) -> None:
+    """Set outcome 'ok' on frames that a redecode could now decode."""
+    if frames:
+        await conn.execute(
+            """UPDATE raw_frames r SET outcome = 'ok', error = NULL
+               FROM unnest($1::bigint[], $2::timestamptz[]) AS f(id, received_at)
+               WHERE r.id = f.id AND r.received_at = f.received_at AND r.outcome <> 'ok'""",
+            [f[0] for f in frames],
+            [f[1] for f in frames],
+        )
+
+
+__all__ = [
+    "CAN_COLUMNS",
+    "DEVICE_COLUMNS",
+    "EVENT_COLUMNS",
+    "POSITION_COLUMNS",
+    "RAW_COLUMNS",
+    "BatchOutcome",
+    "DeviceStateUpdate",
+    "DeviceSummary",
+    "apply_device_updates",
+    "ensure_partition",
+    "find_devices",
+    "get_device",
+    "mark_frames_decoded",
+    "prepare_staging",
+    "raw_frames_page",
+    "register_devices",
+    "stage",
+    "store_batch",
+]

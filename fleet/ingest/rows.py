@@ -1,0 +1,300 @@
+"""Turn decoded telemetry into the row tuples the writer stages (column order: fleet.db.queries.ingest).
+
+What goes where:
+
+* ``positions`` - every FLEX main record (``~A``, ``~T``, ``~C``), legacy NTCB record (``*>T``/``*>A``) and
+  text ``~A``. Core values get columns; everything else decoded goes to ``attributes`` (jsonb).
+* ``can_data`` - CAN values the tracker reports in FLEX fields (via :func:`fleet.can.flex_can_signals`),
+  linked to their position; raw CAN frames of the text dialect (``~T``/``~X``) decoded by
+  :class:`fleet.can.CanDecoder` (an unknown identifier is kept as one ``raw`` row with the data in hex).
+  Signals the vehicle reported as "not available" are not stored (the raw frame still holds them).
+* ``events`` - what the device reported *as* an event: out-of-turn ``~T`` records (alarms, which the device
+  sends ahead of its archive), FLEX 2.0 extra records (``~E``/``~X``: cards, keys, RFID tags) and text
+  ``~E``. The event code of ordinary archive records stays in ``positions.event_code``: most of them are
+  periodic track points (by time, distance or heading), and copying each into ``events`` would double the
+  write volume to repeat what the positions table already indexes by time.
+
+Records without an index get -1 (the ``events`` default), without an event time the fix time, and
+without either the reception time (such records cannot be recognised when retransmitted; FLEX masks
+without field 3 are not seen in practice). Coordinates outside the valid ranges are dropped (kept in
+``attributes``) rather than failing the batch on the table's CHECK constraint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from fleet.can import CanDecoder, CanSignal, flex_can_signals
+from fleet.can.flex import CAN_FIELDS
+from fleet.protocol.navtelecom import (
+    CanFrame,
+    ExtraRecord,
+    FlexLayout,
+    FlexRecord,
+    LegacyRecord,
+    Telemetry,
+    TelemetryKind,
+    TextEvent,
+    TextPosition,
+)
+
+NO_INDEX = -1
+_CAN_FIELD_SET = frozenset(CAN_FIELDS)
+# FlexRecord properties that are not columns and not in `attributes`: stored in attributes under these names.
+_FLEX_EXTRA_PROPERTIES = ("pdop", "odometer_km", "power_v", "battery_v", "inputs", "outputs")
+_LEGACY_COLUMNS = frozenset(
+    {"index", "event_code", "device_time", "fix_time", "valid", "latitude", "longitude", "altitude_m", "speed_kmh",
+     "course", "satellites", "raw"}
+)
+_LEGACY_ATTRIBUTES = tuple(f.name for f in dataclasses.fields(LegacyRecord) if f.name not in _LEGACY_COLUMNS)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    return str(value)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def to_json(data: dict[str, Any]) -> str:
+    """Serialise attributes for jsonb: compact, bytes as hex, NaN/Infinity (invalid in JSON) as null."""
+    try:
+        return json.dumps(data, separators=(",", ":"), default=_json_default, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(data), separators=(",", ":"), default=_json_default, allow_nan=False)
+
+
+def _coordinates(lat: float | None, lon: float | None, attributes: dict[str, Any]) -> tuple[Any, Any]:
+    if lat is None or lon is None:
+        return None, None
+    if -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0:
+        return lat, lon
+    attributes["invalid_latitude"] = lat if math.isfinite(lat) else None
+    attributes["invalid_longitude"] = lon if math.isfinite(lon) else None
+    return None, None
+
+
+def _real(value: float | None) -> float | None:
+    return value if value is None or math.isfinite(value) else None
+
+
+class FrameRows:
+    """The rows one telemetry frame contributes to a batch."""
+
+    __slots__ = ("can", "events", "positions", "records")
+
+    def __init__(self) -> None:
+        self.positions: list[tuple[Any, ...]] = []
+        self.can: list[tuple[Any, ...]] = []
+        self.events: list[tuple[Any, ...]] = []
+        self.records = 0
+
+
+class RowBuilder:
+    """Builds rows for one process; holds the CAN decoder (not thread-safe, like the event loop)."""
+
+    def __init__(self, can_decoder: CanDecoder | None = None) -> None:
+        self.can_decoder = can_decoder or CanDecoder()
+        self._can_plans: dict[FlexLayout, tuple[int, ...]] = {}
+
+    def telemetry(self, device_id: int, telemetry: Telemetry, received: datetime) -> FrameRows:
+        """Return the rows of one decoded telemetry frame."""
+        out = FrameRows()
+        kind = telemetry.kind
+        for record in telemetry.records:
+            out.records += 1
+            if isinstance(record, FlexRecord):
+                self._flex(out, device_id, record, kind, telemetry.event_index, received)
+            elif isinstance(record, LegacyRecord):
+                self._legacy(out, device_id, record, kind, received)
+            elif isinstance(record, ExtraRecord):
+                self._extra(out, device_id, record, kind, telemetry.event_index, received)
+            elif isinstance(record, TextPosition):
+                self._text_position(out, device_id, record)
+            elif isinstance(record, CanFrame):
+                self._text_can(out, device_id, record, received)
+            elif isinstance(record, TextEvent):
+                out.events.append(
+                    (device_id, record.time, record.event_type, "text", record.description, NO_INDEX, "{}")
+                )
+        return out
+
+    # --- FLEX --------------------------------------------------------------------------------------------
+    def _flex(
+        self,
+        out: FrameRows,
+        device_id: int,
+        record: FlexRecord,
+        kind: TelemetryKind,
+        event_index: int | None,
+        received: datetime,
+    ) -> None:
+        attributes = record.attributes
+        for name in _FLEX_EXTRA_PROPERTIES:
+            value = getattr(record, name)
+            if value is not None:
+                attributes[name] = value
+        if kind is not TelemetryKind.ARCHIVE:
+            attributes["frame"] = kind.value
+        index = record.index
+        index = NO_INDEX if index is None else index
+        fix_time = record.fix_time
+        device_time = record.device_time or fix_time or received
+        lat, lon = _coordinates(record.latitude, record.longitude, attributes)
+        event_code = record.event_code
+        out.positions.append(
+            (
+                device_id,
+                index,
+                event_code,
+                device_time,
+                fix_time,
+                bool(record.valid),
+                lat,
+                lon,
+                record.altitude_m,
+                _real(record.speed_kmh),
+                record.course,
+                record.satellites,
+                record.hdop,
+                to_json(attributes),
+            )
+        )
+        can_fields = self._can_fields(record.layout)
+        if can_fields:
+            values = record.fields
+            signals = flex_can_signals({number: values[number] for number in can_fields})
+            out.can.extend(_can_rows(device_id, index, device_time, signals))
+        if kind is TelemetryKind.EVENT:
+            details = {"frame": "T", "event_index": event_index}
+            out.events.append((device_id, device_time, event_code or 0, "alarm", None, index, to_json(details)))
+
+    def _can_fields(self, layout: FlexLayout) -> tuple[int, ...]:
+        plan = self._can_plans.get(layout)
+        if plan is None:
+            plan = tuple(number for number in layout.fields if number in _CAN_FIELD_SET)
+            self._can_plans[layout] = plan
+        return plan
+
+    # --- legacy NTCB, FLEX 2.0 extra records ---------------------------------------------------------------
+    def _legacy(
+        self, out: FrameRows, device_id: int, record: LegacyRecord, kind: TelemetryKind, received: datetime
+    ) -> None:
+        attributes = {name: getattr(record, name) for name in _LEGACY_ATTRIBUTES}
+        attributes["frame"] = kind.value
+        lat, lon = _coordinates(record.latitude, record.longitude, attributes)
+        device_time = record.device_time or record.fix_time or received
+        out.positions.append(
+            (
+                device_id,
+                record.index,
+                record.event_code,
+                device_time,
+                record.fix_time,
+                bool(record.valid),
+                lat,
+                lon,
+                record.altitude_m,
+                _real(record.speed_kmh),
+                record.course,
+                record.satellites,
+                None,
+                to_json(attributes),
+            )
+        )
+
+    def _extra(
+        self,
+        out: FrameRows,
+        device_id: int,
+        record: ExtraRecord,
+        kind: TelemetryKind,
+        event_index: int | None,
+        received: datetime,
+    ) -> None:
+        lat, lon = (record.latitude, record.longitude) if record.valid else (None, None)
+        details: dict[str, Any] = {
+            "frame": kind.value,
+            "valid": record.valid,
+            "satellites": record.satellites,
+            "fix_time": record.fix_time,
+            "latitude": lat,
+            "longitude": lon,
+            "altitude_m": record.altitude_m,
+            "speed_kmh": record.speed_kmh,
+            "course": record.course,
+            "odometer_km": record.odometer_km,
+            "items": [{"type": item.type, "value": item.value} for item in record.items],
+        }
+        if event_index is not None:
+            details["event_index"] = event_index
+        time = record.device_time or record.fix_time or received
+        out.events.append((device_id, time, record.event_code, "extra", None, record.index, to_json(details)))
+
+    # --- text dialect ------------------------------------------------------------------------------------------
+    def _text_position(self, out: FrameRows, device_id: int, record: TextPosition) -> None:
+        out.positions.append(
+            (
+                device_id,
+                NO_INDEX,
+                None,
+                record.time,
+                record.time,
+                record.satellites > 0,
+                record.latitude,
+                record.longitude,
+                None,
+                record.speed_kmh,
+                record.course,
+                record.satellites,
+                record.hdop,
+                '{"frame":"text"}',
+            )
+        )
+
+    def _text_can(self, out: FrameRows, device_id: int, frame: CanFrame, received: datetime) -> None:
+        time = frame.time or received
+        signals = self.can_decoder.decode(frame.can_id, frame.data, frame.extended)
+        if signals:
+            out.can.extend(_can_rows(device_id, None, time, signals))
+            return
+        width = 8 if frame.extended else 3
+        out.can.append(
+            (device_id, None, time, "raw", None, frame.data.hex(), None, f"CAN:0x{frame.can_id:0{width}X}")
+        )
+
+
+def _can_rows(
+    device_id: int, index: int | None, time: datetime, signals: Iterable[CanSignal]
+) -> list[tuple[Any, ...]]:
+    rows = []
+    for signal in signals:
+        value = signal.value
+        if value is None:
+            continue  # "not available": nothing to store (the raw frame still has it)
+        if isinstance(value, str):
+            rows.append((device_id, index, time, signal.name, None, value, signal.unit, signal.source))
+        else:
+            number = float(value)
+            if not math.isfinite(number):
+                continue
+            rows.append((device_id, index, time, signal.name, number, None, signal.unit, signal.source))
+    return rows

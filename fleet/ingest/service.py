@@ -1,0 +1,291 @@
+"""The ingest service: TCP listener, connection bookkeeping, the shared writer, the live-bus hook.
+
+One instance per process (the `ingest` role). It owns every resource of the role and releases them in
+reverse order on :meth:`stop`: stop accepting, stop reading, commit what was received (sending the ACKs
+of what committed), close the connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from fleet.db.queries.ingest import DeviceSummary
+from fleet.errors import ConfigError
+from fleet.ingest.connection import PAUSE_GLOBAL, DeviceConnection
+from fleet.ingest.registry import DeviceRegistry
+from fleet.ingest.rows import RowBuilder
+from fleet.ingest.stats import (
+    BACKPRESSURE_EPISODES,
+    BACKPRESSURE_SECONDS,
+    CONNECTIONS_ACTIVE,
+    CONNECTIONS_OPENED,
+    IngestStats,
+)
+from fleet.ingest.writer import BatchWriter
+
+if TYPE_CHECKING:
+    from fleet.config import Settings
+    from fleet.db import Database
+    from fleet.ops.bus import LiveBus
+
+log = structlog.get_logger(__name__)
+
+LIVE_TOPIC = "positions"
+LISTEN_BACKLOG = 4096
+REFUSED_LOG_INTERVAL_SEC = 10.0
+MAX_SWEEP_INTERVAL_SEC = 1.0
+# Live events waiting for the bus; beyond this the oldest are dropped (the bus is best-effort).
+MAX_PENDING_LIVE_EVENTS = 20000
+
+
+class LivePublisher:
+    """Publishes "new positions" events after commits without ever delaying an ACK.
+
+    At most one publish is in flight; events committed meanwhile are coalesced into the next one.
+    """
+
+    def __init__(self, bus: LiveBus) -> None:
+        self._bus = bus
+        self._pending: list[dict[str, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    def add(self, events: list[dict[str, Any]]) -> None:
+        self._pending.extend(events)
+        overflow = len(self._pending) - MAX_PENDING_LIVE_EVENTS
+        if overflow > 0:
+            del self._pending[:overflow]
+            self.dropped += overflow
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="ingest-live-publish")
+
+    async def _run(self) -> None:
+        while self._pending:
+            events, self._pending = self._pending, []
+            try:
+                await self._bus.publish_many(LIVE_TOPIC, events)
+            except Exception as err:  # a broken bus must not break ingestion
+                log.warning("ingest_live_publish_failed", error=str(err), events=len(events))
+
+    async def close(self, timeout: float = 5.0) -> None:
+        if self._task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._task, timeout)
+
+
+def live_event(summary: DeviceSummary, imei: str | None) -> dict[str, Any]:
+    """Return the compact bus payload for one device's newly stored positions."""
+    return {
+        "type": "positions",
+        "device_id": summary.device_id,
+        "imei": imei,
+        "vehicle_id": summary.vehicle_id,
+        "count": summary.stored,
+        "time": summary.last_time.isoformat(),
+        "latitude": summary.latitude,
+        "longitude": summary.longitude,
+        "speed": summary.speed,
+        "course": summary.course,
+    }
+
+
+class IngestService:
+    """Accepts device connections and stores what they send (see the package docs).
+
+    Construct it inside the running event loop that will serve it.
+    """
+
+    def __init__(self, settings: Settings, db: Database, bus: LiveBus | None = None) -> None:
+        self.settings = settings
+        self.db = db
+        self.bus = bus
+        self.stats = IngestStats()
+        self.rows = RowBuilder()
+        self.registry = DeviceRegistry(db, settings.unknown_device_policy, self.stats)
+        self.connections: set[DeviceConnection] = set()
+        self.loop = asyncio.get_running_loop()  # construct inside the loop that will serve
+        self.writer: BatchWriter
+        self.port: int | None = None
+        self.stopping = False
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._publisher: LivePublisher | None = None
+        self._pressure_since: float | None = None
+        self._refused_unlogged = 0
+        self._refused_logged_at = float("-inf")
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the writer and listen on SERVER_HOST:SERVER_PORT (port 0: any free port, see ``port``)."""
+        settings = self.settings
+        self.loop = asyncio.get_running_loop()
+        self.writer = BatchWriter(
+            self.db,
+            self.stats,
+            window_ms=settings.ingest_batch_window_ms,
+            max_records=settings.ingest_batch_max_records,
+            high_water=settings.ingest_queue_high_water,
+            low_water=settings.ingest_queue_low_water,
+            on_pressure=self._on_pressure,
+            on_committed=self._on_committed,
+        )
+        self.writer.start()
+        if self.bus is not None:
+            self._publisher = LivePublisher(self.bus)
+        factory: Callable[[], DeviceConnection] = lambda: DeviceConnection(self)  # noqa: E731
+        try:
+            self._server = await self.loop.create_server(
+                factory, settings.server_host, settings.server_port, backlog=LISTEN_BACKLOG, reuse_address=True
+            )
+        except OSError as err:
+            await self.writer.stop(0)
+            raise ConfigError(
+                f"the device listener cannot bind {settings.server_host}:{settings.server_port}: {err}"
+            ) from err
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._sweeper = self.loop.create_task(self._sweep(), name="ingest-sweep")
+        log.info(
+            "ingest_listening",
+            host=settings.server_host,
+            port=self.port,
+            event_loop=type(self.loop).__module__.split(".")[0],
+            unknown_device_policy=settings.unknown_device_policy,
+            max_connections=settings.ingest_max_connections,
+        )
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting, commit and acknowledge what was received (within ``grace`` seconds), close."""
+        if self.stopping:
+            return
+        self.stopping = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.pause(PAUSE_GLOBAL)
+        await self.writer.stop(grace)
+        for conn in list(self.connections):
+            conn.close("shutdown")
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        await self.registry.close()
+        if self._publisher is not None:
+            await self._publisher.close()
+        if self._server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+        if self._pressure_since is not None:
+            BACKPRESSURE_SECONDS.inc(self.loop.time() - self._pressure_since)
+            self._pressure_since = None
+        log.info("ingest_stopped", **{k: v for k, v in self.stats.as_dict().items() if k in ("frames", "stored")})
+
+    # --- connections -----------------------------------------------------------------------------------------
+    def admit(self, conn: DeviceConnection) -> None:
+        """Register a new connection, or refuse it when over the limit or stopping."""
+        if self.stopping or len(self.connections) >= self.settings.ingest_max_connections:
+            self.stats.refused("limit" if not self.stopping else "stopping")
+            self._log_refusal(conn)
+            conn.close("refused", abort=True)
+            return
+        self.connections.add(conn)
+        self.stats.connections_opened += 1
+        CONNECTIONS_OPENED.inc()
+        CONNECTIONS_ACTIVE.inc()
+        if self.writer.paused:
+            conn.pause(PAUSE_GLOBAL)
+
+    def forget(self, conn: DeviceConnection) -> None:
+        if conn in self.connections:
+            self.connections.discard(conn)
+            CONNECTIONS_ACTIVE.dec()
+        if conn.device is not None:
+            self.registry.release(conn.device.id, conn)
+
+    def _log_refusal(self, conn: DeviceConnection) -> None:
+        now = self.loop.time()
+        self._refused_unlogged += 1
+        if now - self._refused_logged_at >= REFUSED_LOG_INTERVAL_SEC:
+            log.warning(
+                "ingest_connection_refused",
+                peer=conn.peer,
+                reason="stopping" if self.stopping else "connection limit reached",
+                limit=self.settings.ingest_max_connections,
+                refused_since_last_log=self._refused_unlogged,
+            )
+            self._refused_logged_at = now
+            self._refused_unlogged = 0
+
+    async def _sweep(self) -> None:
+        settings = self.settings
+        interval = min(
+            MAX_SWEEP_INTERVAL_SEC, settings.ingest_handshake_timeout_sec / 4, settings.ingest_idle_timeout_sec / 4
+        )
+        while True:
+            await asyncio.sleep(interval)
+            now = self.loop.time()
+            for conn in list(self.connections):
+                try:
+                    conn.check_timeouts(now)
+                except Exception:  # one connection's trouble must not stop the sweep for the others
+                    log.exception("ingest_sweep_error", peer=conn.peer)
+
+    # --- writer hooks ---------------------------------------------------------------------------------------------
+    def _on_pressure(self, paused: bool) -> None:
+        writer = self.writer
+        if paused:
+            self._pressure_since = self.loop.time()
+            self.stats.backpressure_episodes += 1
+            BACKPRESSURE_EPISODES.inc()
+            log.warning(
+                "ingest_backpressure_on",
+                queued_records=writer.queued_records,
+                queued_bytes=writer.queued_bytes,
+                high_water=writer.high_water,
+                connections=len(self.connections),
+            )
+            for conn in list(self.connections):
+                conn.pause(PAUSE_GLOBAL)
+            return
+        paused_for = self.loop.time() - (self._pressure_since or self.loop.time())
+        self._pressure_since = None
+        BACKPRESSURE_SECONDS.inc(paused_for)
+        log.info("ingest_backpressure_off", paused_for_s=round(paused_for, 3), queued_records=writer.queued_records)
+        if self.stopping:
+            return
+        for conn in list(self.connections):
+            conn.resume(PAUSE_GLOBAL)
+
+    def _on_committed(self, summaries: list[DeviceSummary]) -> None:
+        registry = self.registry
+        for summary in summaries:
+            registry.note_vehicle(summary.device_id, summary.vehicle_id)
+        if self._publisher is not None:
+            self._publisher.add([live_event(s, registry.imei_of(s.device_id)) for s in summaries])
+
+    # --- stats ---------------------------------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """Return the ingest statistics as plain data (for `/api/v2/stats`)."""
+        writer = self.writer
+        data = self.stats.as_dict()
+        data["listening"] = f"{self.settings.server_host}:{self.port}"
+        data["connections"] = {
+            "active": len(self.connections),
+            "devices": self.registry.connected_devices,
+            "max": self.settings.ingest_max_connections,
+        }
+        data["queue"] = {
+            "records": writer.queued_records,
+            "bytes": writer.queued_bytes,
+            "frames_in_flight": writer.in_flight,
+            "high_water": writer.high_water,
+            "low_water": writer.low_water,
+            "backpressure": writer.paused,
+            "backpressure_episodes": self.stats.backpressure_episodes,
+        }
+        data["live_events_dropped"] = self._publisher.dropped if self._publisher else 0
+        return data

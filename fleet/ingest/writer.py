@@ -1,0 +1,417 @@
+"""The group-commit writer shared by every connection: many frames, one transaction, then the ACKs.
+
+Connections hand over one :class:`Pending` per received frame (its rows, its raw bytes, the ACK it is
+waiting for). Workers take whatever accumulated - waiting at most ``ingest_batch_window_ms`` after the
+oldest item, or less once ``ingest_batch_max_records`` are queued - and write it in one transaction
+(``fleet.db.queries.ingest.store_batch``). Only after the COMMIT returns are the items marked committed
+and their connections told to send ACKs; a connection sends its ACKs strictly in arrival order, so two
+workers committing out of order cannot reorder them.
+
+Failures: an error that says nothing about the rows (connection lost, timeout, lock, the server
+restarting) is retried with exponential backoff, the same batch, until it commits - the devices wait
+meanwhile, and they retransmit anyway. An error caused by the data itself (a value PostgreSQL refuses)
+would fail every retry, so the batch is split in halves until the offending frame is isolated; that frame
+gets no ACK and its raw bytes are kept with outcome ``error``. Nothing is acknowledged before it is stored.
+
+Backpressure: the queue is measured in records and bytes; crossing the high-water mark calls
+``on_pressure(True)`` (the listener pauses every socket), falling below the low-water mark calls
+``on_pressure(False)``. Memory is bounded by the marks plus at most one read per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+import asyncpg
+import structlog
+
+from fleet.db.queries.ingest import (
+    BatchOutcome,
+    DeviceStateUpdate,
+    DeviceSummary,
+    apply_device_updates,
+    ensure_partition,
+    store_batch,
+)
+from fleet.errors import DatabaseUnavailable
+from fleet.ingest.stats import BACKPRESSURE_ACTIVE, QUEUE_BYTES, QUEUE_RECORDS, IngestStats
+
+if TYPE_CHECKING:
+    from fleet.db import Database
+
+log = structlog.get_logger(__name__)
+
+WAITING, COMMITTED, FAILED = 0, 1, 2
+# Frame bytes queued before reading pauses regardless of the record count (a stream of large frames with
+# few records each must not grow memory unnoticed), and the level at which it resumes.
+QUEUE_HIGH_WATER_BYTES = 64 * 1024 * 1024
+QUEUE_LOW_WATER_BYTES = 16 * 1024 * 1024
+# Concurrent batches: while one commits (PostgreSQL busy, Python idle) the next is encoded and copied.
+WRITER_CONCURRENCY = 2
+RETRY_MIN_SEC = 0.1
+RETRY_MAX_SEC = 5.0
+# Months outside this window are not given partitions on the fly (their rows land in the default
+# partition, where maintenance re-homes them): a device with a broken clock must not create tables.
+PARTITION_PAST = timedelta(days=800)
+PARTITION_FUTURE = timedelta(days=62)
+_PARTITIONED = (("positions", 3, "positions"), ("can", 2, "can_data"), ("raw", 1, "raw_frames"))
+
+
+class AckSink(Protocol):
+    """What the writer needs from a connection: a nudge to send the ACKs that became sendable."""
+
+    def flush_outbox(self) -> None: ...
+
+
+class Pending:
+    """One frame on its way to the database (and, for telemetry, an ACK waiting for the commit)."""
+
+    __slots__ = (
+        "ack",
+        "can",
+        "conn",
+        "device_update",
+        "enqueued",
+        "events",
+        "nbytes",
+        "positions",
+        "raw",
+        "received",
+        "records",
+        "state",
+    )
+
+    def __init__(
+        self,
+        conn: AckSink | None,
+        ack: bytes | None,
+        received: float,
+        positions: list[tuple[Any, ...]] | None = None,
+        can: list[tuple[Any, ...]] | None = None,
+        events: list[tuple[Any, ...]] | None = None,
+        raw: tuple[Any, ...] | None = None,
+        device_update: DeviceStateUpdate | None = None,
+        records: int = 0,
+        nbytes: int = 0,
+    ) -> None:
+        self.conn = conn
+        self.ack = ack
+        self.received = received  # loop time of reception, for the ACK latency
+        self.enqueued = received
+        self.positions = positions or []
+        self.can = can or []
+        self.events = events or []
+        self.raw = raw
+        self.device_update = device_update
+        self.records = records
+        self.nbytes = nbytes
+        self.state = WAITING
+
+
+def _weight(item: Pending) -> int:
+    """Queue weight in records: a frame without records still costs one slot."""
+    return item.records or 1
+
+
+def _is_data_error(err: BaseException) -> bool:
+    """True when the rows themselves caused the failure (retrying the same rows cannot succeed)."""
+    if isinstance(err, asyncpg.DataError | asyncpg.IntegrityConstraintViolationError):
+        return True
+    if isinstance(err, asyncpg.PostgresError | OSError | asyncpg.InterfaceError | TimeoutError):
+        return False
+    if isinstance(err, DatabaseUnavailable | ConnectionError):
+        return False
+    # Anything else (a value the COPY encoder refuses, or a bug) would also fail every retry.
+    return True
+
+
+class PartitionCache:
+    """Months known to have partitions, per table, so fleet_ensure_partition runs once per new month."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._known: set[tuple[str, int, int]] = set()
+
+    async def ensure(self, wanted: set[tuple[str, int, int]]) -> None:
+        missing = wanted - self._known
+        if not missing:
+            return
+        now = datetime.now(UTC)
+        for table, year, month in sorted(missing):
+            start = datetime(year, month, 1, tzinfo=UTC)
+            if not now - PARTITION_PAST <= start <= now + PARTITION_FUTURE:
+                self._known.add((table, year, month))  # default partition; maintenance decides later
+                continue
+            try:
+                async with self._db.system() as conn:
+                    created = await ensure_partition(conn, table, start)
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError, DatabaseUnavailable) as err:
+                # Not fatal: rows of that month go to the default partition. Try again next batch.
+                log.warning("ingest_partition_failed", table=table, month=f"{year}-{month:02d}", error=str(err))
+                continue
+            if created:
+                log.info("ingest_partition_created", table=table, month=f"{year}-{month:02d}")
+            self._known.add((table, year, month))
+
+
+class BatchWriter:
+    """Collects :class:`Pending` items from all connections and commits them in batches."""
+
+    def __init__(
+        self,
+        db: Database,
+        stats: IngestStats,
+        *,
+        window_ms: float,
+        max_records: int,
+        high_water: int,
+        low_water: int,
+        on_pressure: Callable[[bool], None] | None = None,
+        on_committed: Callable[[list[DeviceSummary]], None] | None = None,
+        concurrency: int = WRITER_CONCURRENCY,
+        high_water_bytes: int = QUEUE_HIGH_WATER_BYTES,
+        low_water_bytes: int = QUEUE_LOW_WATER_BYTES,
+    ) -> None:
+        self._db = db
+        self._stats = stats
+        self.window = window_ms / 1000
+        self.max_records = max_records
+        self.high_water = high_water
+        self.low_water = min(low_water, high_water)
+        self.high_water_bytes = high_water_bytes
+        self.low_water_bytes = min(low_water_bytes, high_water_bytes)
+        self._on_pressure = on_pressure
+        self._on_committed = on_committed
+        self._concurrency = concurrency
+        self._queue: deque[Pending] = deque()
+        self.queued_records = 0
+        self.queued_bytes = 0
+        self.in_flight = 0  # items taken by workers, not yet committed or failed
+        self.paused = False
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._workers: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._give_up_at: float | None = None
+        self._partitions = PartitionCache(db)
+        self._failing_since: float | None = None
+        self._loop = asyncio.get_running_loop()
+
+    # --- intake ------------------------------------------------------------------------------------------
+    def submit(self, item: Pending) -> None:
+        """Queue one frame's work (called from connection callbacks; never blocks)."""
+        was_empty = not self._queue
+        item.enqueued = self._loop.time()
+        self._queue.append(item)
+        before = self.queued_records
+        self.queued_records += _weight(item)
+        self.queued_bytes += item.nbytes
+        self._idle.clear()
+        if was_empty or (before < self.max_records <= self.queued_records):
+            self._wake.set()
+        if not self.paused and (
+            self.queued_records >= self.high_water or self.queued_bytes >= self.high_water_bytes
+        ):
+            self._set_paused(True)
+
+    def _set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        BACKPRESSURE_ACTIVE.set(1 if paused else 0)
+        if self._on_pressure is not None:
+            self._on_pressure(paused)
+
+    def _take(self) -> list[Pending]:
+        queue = self._queue
+        batch: list[Pending] = []
+        records = 0
+        while queue and (not batch or records + _weight(queue[0]) <= self.max_records):
+            item = queue.popleft()
+            batch.append(item)
+            records += _weight(item)
+            self.queued_bytes -= item.nbytes
+        self.queued_records -= records
+        self.in_flight += len(batch)
+        if self.paused and self.queued_records <= self.low_water and self.queued_bytes <= self.low_water_bytes:
+            self._set_paused(False)
+        return batch
+
+    # --- lifecycle ------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        for number in range(self._concurrency):
+            self._workers.append(asyncio.create_task(self._work(), name=f"ingest-writer-{number}"))
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Commit what is queued (giving up after ``timeout`` seconds), then stop the workers."""
+        self._stopping = True
+        self._give_up_at = self._loop.time() + timeout
+        self._wake.set()
+        if self._workers:
+            done, pending = await asyncio.wait(self._workers, timeout=timeout + 1)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*self._workers, return_exceptions=True)
+            self._workers.clear()
+        left = len(self._queue)
+        if left:
+            log.warning("ingest_writer_stopped_with_queue", frames=left, records=self.queued_records)
+            for item in self._queue:
+                item.state = FAILED
+            self._queue.clear()
+            self.queued_records = self.queued_bytes = 0
+
+    async def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until nothing is queued or in flight; False on timeout."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    # --- workers --------------------------------------------------------------------------------------------------
+    async def _work(self) -> None:
+        loop = self._loop
+        while True:
+            if not self._queue:
+                if self._stopping:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if not self._stopping and self.queued_records < self.max_records:
+                delay = self._queue[0].enqueued + self.window - loop.time()
+                if delay > 0:
+                    # Group commit: let the batch fill until the oldest item has waited one window,
+                    # unless max_records arrive first (submit() wakes us then).
+                    self._wake.clear()
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), delay)
+                    except TimeoutError:
+                        pass
+                    continue
+            batch = self._take()
+            QUEUE_RECORDS.set(self.queued_records)
+            QUEUE_BYTES.set(self.queued_bytes)
+            if not batch:
+                continue
+            try:
+                await self._commit(batch)
+            finally:
+                self.in_flight -= len(batch)
+                if not self._queue and not self.in_flight:
+                    self._idle.set()
+
+    async def _commit(self, batch: list[Pending]) -> None:
+        delay = RETRY_MIN_SEC
+        loop = self._loop
+        while True:
+            started = loop.time()
+            try:
+                outcome = await self._write(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # classified below; the listener must never see it
+                if _is_data_error(err):
+                    self._stats.batch_failure("data")
+                    await self._isolate(batch, err)
+                    return
+                self._stats.batch_failure("retryable")
+                if self._failing_since is None:
+                    self._failing_since = started
+                    log.error(
+                        "ingest_batch_failed",
+                        error=str(err) or type(err).__name__,
+                        error_type=type(err).__name__,
+                        frames=len(batch),
+                        retry_in_s=delay,
+                    )
+                if self._give_up_at is not None and loop.time() + delay > self._give_up_at:
+                    log.error("ingest_batch_abandoned_at_shutdown", frames=len(batch))
+                    for item in batch:
+                        item.state = FAILED
+                    self._notify(batch)
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_SEC)
+                continue
+            if self._failing_since is not None:
+                log.info("ingest_batch_recovered", failed_for_s=round(started - self._failing_since, 3))
+                self._failing_since = None
+            self._committed(batch, outcome, loop.time() - started)
+            return
+
+    async def _isolate(self, batch: list[Pending], err: BaseException) -> None:
+        """Split a batch the database refused until the frame that causes it is alone, then drop that one."""
+        if len(batch) > 1:
+            middle = len(batch) // 2
+            await self._commit(batch[:middle])
+            await self._commit(batch[middle:])
+            return
+        item = batch[0]
+        raw = item.raw
+        log.error(
+            "ingest_frame_unstorable",
+            error=str(err) or type(err).__name__,
+            error_type=type(err).__name__,
+            excerpt=raw[5][:32].hex() if raw is not None else None,
+        )
+        item.state = FAILED
+        self._notify(batch)
+        if raw is not None:
+            # Keep the evidence: the frame itself, with what went wrong.
+            evidence = (*raw[:6], "error", f"store failed: {type(err).__name__}: {err}"[:500])
+            try:
+                async with self._db.system() as conn:
+                    await store_batch(conn, positions=(), raw_frames=[evidence])
+            except Exception as second:  # the evidence is best effort, the frame is already unacknowledged
+                log.warning("ingest_raw_evidence_failed", error=str(second))
+
+    async def _write(self, batch: list[Pending]) -> BatchOutcome:
+        positions = list(itertools.chain.from_iterable(item.positions for item in batch))
+        can = list(itertools.chain.from_iterable(item.can for item in batch))
+        events = list(itertools.chain.from_iterable(item.events for item in batch))
+        raw = [item.raw for item in batch if item.raw is not None]
+        updates: dict[int, DeviceStateUpdate] = {}
+        for item in batch:
+            update = item.device_update
+            if update is not None:
+                known = updates.get(update.device_id)
+                updates[update.device_id] = update if known is None else known.merge(update)
+        wanted = set()
+        for name, column, table in _PARTITIONED:
+            rows = positions if name == "positions" else can if name == "can" else raw
+            wanted.update((table, row[column].year, row[column].month) for row in rows)
+        await self._partitions.ensure(wanted)
+        async with self._db.system() as conn:
+            if updates:
+                await apply_device_updates(conn, list(updates.values()))
+            outcome = await store_batch(conn, positions=positions, raw_frames=raw, can=can, events=events)
+        stats = self._stats
+        stats.stored("positions", outcome.positions_stored)
+        stats.duplicate(len(positions) - outcome.positions_stored)
+        stats.stored("raw_frames", len(raw))
+        stats.stored("events", len(events))
+        stats.stored("can_data", len(can))
+        return outcome
+
+    def _committed(self, batch: list[Pending], outcome: BatchOutcome, seconds: float) -> None:
+        for item in batch:
+            item.state = COMMITTED
+        self._stats.batch(sum(item.records for item in batch), seconds)
+        self._notify(batch)
+        if self._on_committed is not None and outcome.summaries:
+            self._on_committed(outcome.summaries)
+
+    @staticmethod
+    def _notify(batch: list[Pending]) -> None:
+        seen: set[int] = set()
+        for item in batch:
+            conn = item.conn
+            if conn is not None and id(conn) not in seen:
+                seen.add(id(conn))
+                conn.flush_outbox()
