@@ -1,8 +1,19 @@
 """Navtelecom NTCB + FLEX codec (and the SVOI text dialect): bytes in, frames, records and replies out.
 
-The listener uses :class:`DeviceSession` (or :class:`NavtelecomSession` / :class:`TextSession` directly)
-per connection: ``feed(data)`` returns outputs (:class:`Reply`, :class:`Telemetry`, :class:`CommandAnswer`,
-:class:`KeepAlive`, :class:`Rejected`, :class:`Fatal`). See ``outputs`` for the contract.
+Pure code: no sockets, no clocks, no database. Per connection the listener creates a
+:class:`DeviceSession` (dialect auto-detected; or :class:`NavtelecomSession` / :class:`TextSession`)
+and calls ``feed(data)``, which returns one output per consumed frame: :class:`Reply` (send now),
+:class:`Telemetry` (store, commit, then send ``ack``), :class:`CommandAnswer`, :class:`KeepAlive`,
+:class:`Rejected` (no answer, connection stays) and finally :class:`Fatal` (close). See ``outputs``.
+
+* Redecode stored frames: :func:`decode_frame` with the stored :class:`Negotiation` (or mask bytes).
+* Server commands: :func:`command`, :func:`command_set_outputs`, :func:`command_sync`,
+  :func:`query_version`, :func:`query_state` (or ``session.command(text)`` to use the device's ids).
+* Device side, for tests and the simulator: :func:`handshake`, :func:`flex_negotiation`,
+  :func:`build_record`, :func:`archive`, :func:`event`, :func:`current`, :func:`extra_record`,
+  :func:`extra_archive`, :func:`extra_event`, :func:`device_answer`, :func:`ping`.
+* Field table: :data:`FIELDS` (published as docs/navtelecom_fields.md); layouts via
+  :func:`layout_for_mask` / :func:`layout_for_fields`.
 """
 
 from .checksum import crc8, xor8
