@@ -26,6 +26,7 @@ with warnings.catch_warnings():
 
     warnings.filterwarnings("ignore", message=r".*httpx module is deprecated.*")
     from authlib.integrations.starlette_client import OAuth, OAuthError  # noqa: F401 (re-exported)
+    from joserfc.errors import JoseError  # noqa: F401 (re-exported: an ID token that fails verification)
 
 PROVIDER = "google"
 STATE_COOKIE = "fleet_oidc"

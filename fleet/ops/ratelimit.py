@@ -97,8 +97,8 @@ class RateLimiter:
         await self.storage.reset()
 
     async def close(self) -> None:
-        close = getattr(self.storage, "close", None)
-        if close is not None:
-            result = close()
-            if hasattr(result, "__await__"):
-                await result
+        """Close the Redis connections (the in-process storage holds none)."""
+        bridge = getattr(self.storage, "bridge", None)
+        client = getattr(bridge, "storage", None)
+        if client is not None and hasattr(client, "aclose"):
+            await client.aclose()

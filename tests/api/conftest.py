@@ -15,6 +15,7 @@ import httpx
 import pytest
 import uvicorn
 from aiosmtpd.controller import Controller
+from pydantic import SecretStr
 
 from fleet.api.app import create_app
 from fleet.auth import tokens
@@ -132,7 +133,7 @@ def api_settings(
             "rate_limit_key_prefix": f"fleet-test:{uuid.uuid4().hex[:8]}",
             "smtp_url": f"smtp://127.0.0.1:{smtp_server[1]}",
             "google_client_id": oidc_provider.client_id,
-            "google_client_secret": oidc_provider.client_secret,
+            "google_client_secret": SecretStr(oidc_provider.client_secret),
             "oidc_discovery_url": f"{oidc_provider.issuer}/.well-known/openid-configuration",
         }
     )

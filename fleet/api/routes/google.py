@@ -125,7 +125,7 @@ async def google_callback(request: Request, state: State, address: ClientAddr) -
         raise ApiError(400, "oauth_failed", f"sign-in was not completed: {err.error or 'error'}") from err
     except httpx.HTTPError as err:
         raise _provider_down(err) from err
-    except (ValueError, KeyError, TypeError) as err:  # invalid ID token (signature, audience, nonce, ...)
+    except (oidc.JoseError, ValueError, KeyError, TypeError) as err:  # invalid ID token (signature, nonce...)
         AUTH_ATTEMPTS.labels("google", "rejected").inc()
         raise ApiError(400, "oauth_failed", "the identity provider's answer could not be verified") from err
     claims = token.get("userinfo")
