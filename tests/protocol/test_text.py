@@ -96,7 +96,7 @@ def test_byte_by_byte_and_one_read_agree() -> None:
         f"~A{IMEI},1700000000,55.7,37.6,60,90,9,1.2,7~",  # one too many
         "~A12345678901234X,1700000000,55.7,37.6,60,90,9,1.2~",
         "~A1234567890123,1700000000,55.7,37.6,60,90,9,1.2~",
-        f"~T{IMEI},800,01~",  # 11-bit id overflow
+        f"~T{IMEI},20000000,01~",  # over 29 bits
         f"~X{IMEI},20000000,01~",  # 29-bit id overflow
         f"~T{IMEI},7E8,1,02~",  # one hex digit
         f"~T{IMEI},7E8,0G~",
@@ -154,3 +154,10 @@ def test_text_dialect_can_be_disabled() -> None:
     (fatal,) = session.feed(POSITION)
     assert session.dialect is Dialect.NTCB and fatal.code is FatalCode.NOT_NEGOTIATED
     assert session.fatal is fatal
+
+
+def test_wide_can_id_on_t_frame_is_taken_as_extended() -> None:
+    session = TextSession()
+    (out,) = session.feed(f"~T{IMEI},18FEF100,FF,FF,00,10~".encode())
+    assert out.ack == f"~TACK,{IMEI}~".encode()
+    assert out.records == [CanFrame(0x18FEF100, b"\xff\xff\x00\x10", True, None)]

@@ -7,7 +7,7 @@ which NTCB can never produce, and it can be switched off (``DeviceSession(allow_
 Frames, each between two ``~`` (at most :data:`MAX_TEXT_FRAME` bytes):
 
 * ``~A{IMEI},{unix},{lat},{lon},{speed},{course},{sats},{hdop}~`` → :class:`TextPosition`, ack ``~AACK,{IMEI}~``
-* ``~T{IMEI},{can_id},{b1},...,{b8}~`` (11-bit id, hex) → :class:`CanFrame`, ack ``~TACK,{IMEI}~``
+* ``~T{IMEI},{can_id},{b1},...,{b8}~`` (11-bit id, hex; a wider id is taken as 29-bit) → :class:`CanFrame`, ack ``~TACK,{IMEI}~``
 * ``~X{IMEI},{can_id},{b1},...,{b8}~`` (29-bit id, hex) → :class:`CanFrame`, ack ``~XACK,{IMEI}~``
 * ``~E{IMEI},{event_type},{unix},{description}~`` → :class:`TextEvent`, ack ``~EACK,{IMEI}~``
 
@@ -159,9 +159,11 @@ def _parse_can(parts: list[str], extended: bool) -> CanFrame:
     if not _HEX_ID.fullmatch(parts[0]):
         raise _Invalid("CAN id is not hexadecimal")
     can_id = int(parts[0], 16)
-    limit = _MAX_EXTENDED_ID if extended else _MAX_STANDARD_ID
-    if can_id > limit:
-        raise _Invalid(f"CAN id 0x{can_id:X} exceeds {'29' if extended else '11'} bits")
+    if can_id > _MAX_EXTENDED_ID:
+        raise _Invalid(f"CAN id 0x{can_id:X} exceeds 29 bits")
+    # The seed's own test clients send J1939 (29-bit) ids in `~T` frames too: an id that does not fit
+    # 11 bits is taken as extended rather than rejected, since it is unambiguous.
+    extended = extended or can_id > _MAX_STANDARD_ID
     if not all(_HEX_BYTE.fullmatch(part) for part in parts[1:]):
         raise _Invalid("CAN data bytes must be two hex digits each")
     return CanFrame(can_id=can_id, data=bytes.fromhex("".join(parts[1:])), extended=extended, time=None)
