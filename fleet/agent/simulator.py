@@ -154,6 +154,8 @@ class VehicleSimulator:
         self.seed = seed
         self.channels = tuple(channels)
         self._rng = random.Random(seed)
+        # Auxiliary inputs draw from their own generator, so adding channels never changes the truck.
+        self._aux_rng = random.Random(f"aux-{seed}")
         self._start_ms = start_ms
         self._rate_hz = rate_hz
         self._dt = 1.0 / rate_hz
@@ -430,14 +432,15 @@ class VehicleSimulator:
 
     def _aux_reader(self, channel: Channel) -> Callable[[], float]:
         # A generic analogue input: a slow sine across the channel's range with a little noise.
-        period_s = self._rng.uniform(120.0, 1200.0)
-        phase = self._rng.uniform(0.0, 2 * math.pi)
+        rng = self._aux_rng
+        period_s = rng.uniform(120.0, 1200.0)
+        phase = rng.uniform(0.0, 2 * math.pi)
         mid = (channel.phys_min + channel.phys_max) / 2
         amplitude = (channel.phys_max - channel.phys_min) * 0.4
 
         def read() -> float:
             wave = math.sin(2 * math.pi * self._elapsed_s / period_s + phase)
-            return round(mid + amplitude * wave + self._rng.gauss(0.0, amplitude * 0.01), 3)
+            return round(mid + amplitude * wave + rng.gauss(0.0, amplitude * 0.01), 3)
 
         return read
 

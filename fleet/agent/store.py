@@ -252,9 +252,10 @@ class AgentStore:
         whole = await self._fetch(
             "SELECT channel_id, time, value FROM samples WHERE time = ? ORDER BY channel_id", (boundary,)
         )
-        next_from = boundary + 1
-        truncated = next_from < to_ms
-        return DataPage(rows=whole, truncated=truncated, next_from=next_from if truncated else None)
+        more = await self._fetch(
+            "SELECT 1 FROM samples WHERE time > ? AND time < ? LIMIT 1", (boundary, to_ms)
+        )
+        return DataPage(rows=whole, truncated=bool(more), next_from=boundary + 1 if more else None)
 
     async def latest(self) -> list[tuple[int, int, float]]:
         """Return the newest sample of every channel that has one, by channel id."""
