@@ -21,18 +21,31 @@ def register(app: typer.Typer) -> None:
 
 
 def agent_command(
-    port: Annotated[int | None, typer.Option(help="Port to listen on [default: 8001]")] = None,
-    host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on", show_default="8001")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind", show_default="127.0.0.1")] = None,
     api_key: Annotated[
-        str | None, typer.Option("--api-key", help="X-API-Key clients must send [env: OUTBOUND_API_KEY]")
+        str | None,
+        typer.Option(
+            "--api-key",
+            help="X-API-Key clients must send (else AGENT_API_KEY or OUTBOUND_API_KEY; else a generated one)",
+        ),
     ] = None,
-    db: Annotated[Path | None, typer.Option(help="SQLite ring buffer [default: ./var/agent.db]")] = None,
+    db: Annotated[
+        Path | None, typer.Option(help="SQLite ring buffer file", show_default="./var/agent.db")
+    ] = None,
     simulate: Annotated[
-        bool | None, typer.Option("--simulate/--no-simulate", help="Generate data with the simulator")
+        bool | None,
+        typer.Option(
+            "--simulate/--no-simulate", help="Generate data with the simulator", show_default="simulate"
+        ),
     ] = None,
-    channels: Annotated[int | None, typer.Option(help="Simulated channels [default: 25]")] = None,
-    backfill: Annotated[int | None, typer.Option(help="Seconds of simulated history to write first")] = None,
-    seed: Annotated[int | None, typer.Option(help="Simulator seed, for repeatable data")] = None,
+    channels: Annotated[int | None, typer.Option(help="Simulated channels", show_default="25")] = None,
+    backfill: Annotated[
+        int | None, typer.Option(help="Seconds of simulated history to write first", show_default="0")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Simulator seed, for repeatable data", show_default="random")
+    ] = None,
 ) -> None:
     """Run the reference vehicle agent until interrupted."""
     given: dict[str, Any] = {

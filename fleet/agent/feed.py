@@ -93,13 +93,20 @@ async def prune_forever(
     interval_s: float,
     clock: Callable[[], int] = now_ms,
 ) -> None:
-    """Apply the ring buffer's retention now and then every ``interval_s`` seconds, until cancelled."""
+    """Apply the ring buffer's retention every ``interval_s`` seconds, until cancelled."""
     while True:
-        try:
-            deleted = await store.prune(older_than=clock() - retention_ms, max_rows=max_rows)
-        except StoreUnavailable as err:
-            log.error("agent.prune_failed", error=str(err))
-        else:
-            if deleted:
-                log.info("agent.pruned", rows=deleted, remaining=store.row_count)
         await asyncio.sleep(interval_s)
+        await prune_once(store, retention_ms=retention_ms, max_rows=max_rows, clock=clock)
+
+
+async def prune_once(
+    store: AgentStore, *, retention_ms: int, max_rows: int, clock: Callable[[], int] = now_ms
+) -> None:
+    """Apply the ring buffer's retention now; a database failure is logged, not raised."""
+    try:
+        deleted = await store.prune(older_than=clock() - retention_ms, max_rows=max_rows)
+    except StoreUnavailable as err:
+        log.error("agent.prune_failed", error=str(err))
+    else:
+        if deleted:
+            log.info("agent.pruned", rows=deleted, remaining=store.row_count)

@@ -16,7 +16,7 @@ from fleet.agent.channels import simulated_channels
 from fleet.agent.config import AgentConfig
 from fleet.agent.errors import AgentError
 from fleet.agent.faults import FaultInjector
-from fleet.agent.feed import SIMULATOR_SOURCE, SimulationFeed, prune_forever
+from fleet.agent.feed import SIMULATOR_SOURCE, SimulationFeed, prune_forever, prune_once
 from fleet.agent.simulator import VehicleSimulator
 from fleet.agent.store import AgentStore
 from fleet.agent.times import now_ms
@@ -65,14 +65,14 @@ class AgentRuntime:
         try:
             if config.simulate:
                 await runtime._start_simulator()
+            retention = {
+                "retention_ms": int(config.retention_hours * 3_600_000),
+                "max_rows": config.retention_rows,
+            }
+            # Once before listening, so an agent restarted after a long pause never serves expired rows.
+            await prune_once(store, **retention)
             runtime._spawn(
-                prune_forever(
-                    store,
-                    retention_ms=int(config.retention_hours * 3_600_000),
-                    max_rows=config.retention_rows,
-                    interval_s=config.prune_interval_seconds,
-                ),
-                "agent-prune",
+                prune_forever(store, interval_s=config.prune_interval_seconds, **retention), "agent-prune"
             )
         except BaseException:
             await runtime.stop()

@@ -83,9 +83,8 @@ class _EmbeddedServer(uvicorn.Server):
 @contextlib.asynccontextmanager
 async def running_agent_handle(config: AgentConfig) -> AsyncIterator[AgentHandle]:
     """Serve an agent for the duration of the block and yield its :class:`AgentHandle`."""
-    if config.api_key is None:
-        raise ValueError("a test agent needs config.api_key")
-    app = create_agent_app(config)
+    app = create_agent_app(config)  # raises ConfigError without an API key
+    api_key = config.api_key.get_secret_value() if config.api_key is not None else ""
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and with proto 0
     # every keep-alive response would wait ~40 ms for a delayed ACK (Nagle).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -107,7 +106,7 @@ async def running_agent_handle(config: AgentConfig) -> AsyncIterator[AgentHandle
         await _wait_started(server, task)
         yield AgentHandle(
             base_url=f"http://127.0.0.1:{port}",
-            api_key=config.api_key.get_secret_value(),
+            api_key=api_key,
             app=app,
             runtime=app.state.runtime,
         )
