@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 
 from fleet.agent.config import FaultEndpoint, FaultMode
 from fleet.agent.errors import ApiError
+from fleet.agent.faults import FaultSettings
 from fleet.agent.runtime import AgentRuntime
 
 API_KEY_HEADER = "X-API-Key"
@@ -36,16 +37,20 @@ def require_api_key(request: Request, runtime: Runtime) -> None:
         raise ApiError(401, "unauthorized", f"wrong {API_KEY_HEADER}")
 
 
-def fault_gate(endpoint: FaultEndpoint) -> Callable[[AgentRuntime], Awaitable[FaultMode]]:
-    """Build a dependency that applies the injected fault to ``endpoint`` and returns the mode in force."""
+def fault_gate(endpoint: FaultEndpoint) -> Callable[[AgentRuntime], Awaitable[FaultSettings | None]]:
+    """Build a dependency that applies the injected fault to ``endpoint`` and returns it (None: no fault).
 
-    async def gate(runtime: Runtime) -> FaultMode:
-        faults = runtime.faults
-        mode = faults.take(endpoint)
-        if mode is FaultMode.SLOW:
-            await asyncio.sleep(faults.delay_seconds)
-        elif mode is FaultMode.ERROR:
-            raise ApiError(faults.status, "fault_injected", f"fault injected on {endpoint.value}")
-        return mode
+    SLOW and ERROR happen here; TRUNCATE is left to the handler, which alone knows its page size.
+    """
+
+    async def gate(runtime: Runtime) -> FaultSettings | None:
+        fault = runtime.faults.take(endpoint)
+        if fault is None:
+            return None
+        if fault.mode is FaultMode.SLOW:
+            await asyncio.sleep(fault.delay_seconds)
+        elif fault.mode is FaultMode.ERROR:
+            raise ApiError(fault.status, "fault_injected", f"fault injected on {endpoint.value}")
+        return fault
 
     return gate

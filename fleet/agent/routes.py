@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from fleet.agent.config import CONTRACT_VERSION, FaultEndpoint, FaultMode
 from fleet.agent.deps import Runtime, fault_gate
 from fleet.agent.errors import BadRequest, StoreUnavailable
+from fleet.agent.faults import FaultSettings
 from fleet.agent.render import render_data_page, render_rows
 from fleet.agent.runtime import AgentRuntime
 from fleet.agent.store import Alarm
@@ -60,7 +61,7 @@ def _parse(text: str, name: str) -> int:
 
 @router.get("/status")
 async def status(
-    runtime: Runtime, _: Annotated[FaultMode, Depends(fault_gate(FaultEndpoint.STATUS))]
+    runtime: Runtime, _: Annotated[FaultSettings | None, Depends(fault_gate(FaultEndpoint.STATUS))]
 ) -> dict[str, Any]:
     """Report that the vehicle is online, its versions, database health and the span of buffered data."""
     config = runtime.config
@@ -92,7 +93,7 @@ async def status(
 
 @router.get("/channels")
 async def channels(
-    runtime: Runtime, _: Annotated[FaultMode, Depends(fault_gate(FaultEndpoint.CHANNELS))]
+    runtime: Runtime, _: Annotated[FaultSettings | None, Depends(fault_gate(FaultEndpoint.CHANNELS))]
 ) -> dict[str, Any]:
     """List the vehicle's channels with units and physical ranges."""
     return {"channels": [channel.as_json() for channel in await runtime.store.channels()]}
@@ -101,7 +102,7 @@ async def channels(
 @router.get("/data")
 async def data(
     runtime: Runtime,
-    fault: Annotated[FaultMode, Depends(fault_gate(FaultEndpoint.DATA))],
+    fault: Annotated[FaultSettings | None, Depends(fault_gate(FaultEndpoint.DATA))],
     from_: From = None,
     to: To = None,
     limit: Limit = None,
@@ -109,8 +110,8 @@ async def data(
     """Return the samples of a half-open window, ordered by time then channel, at most one page of them."""
     window = resolve_window(runtime, from_, to)
     page_limit = min(limit or runtime.config.row_limit, runtime.config.row_limit)
-    if fault is FaultMode.TRUNCATE:
-        page_limit = min(page_limit, runtime.faults.row_limit)
+    if fault is not None and fault.mode is FaultMode.TRUNCATE:
+        page_limit = min(page_limit, fault.row_limit)
     page = await runtime.store.read_window(window.start, window.end, page_limit)
     covered = page.next_from if page.next_from is not None else window.end
     runtime.served_until = max(runtime.served_until or covered, covered)
@@ -122,7 +123,7 @@ async def data(
 
 @router.get("/data/latest")
 async def data_latest(
-    runtime: Runtime, _: Annotated[FaultMode, Depends(fault_gate(FaultEndpoint.DATA_LATEST))]
+    runtime: Runtime, _: Annotated[FaultSettings | None, Depends(fault_gate(FaultEndpoint.DATA_LATEST))]
 ) -> Response:
     """Return the newest sample of every channel."""
     rows = await runtime.store.latest()
@@ -133,15 +134,15 @@ async def data_latest(
 @router.get("/alarms")
 async def alarms(
     runtime: Runtime,
-    fault: Annotated[FaultMode, Depends(fault_gate(FaultEndpoint.ALARMS))],
+    fault: Annotated[FaultSettings | None, Depends(fault_gate(FaultEndpoint.ALARMS))],
     from_: From = None,
     to: To = None,
 ) -> dict[str, Any]:
     """Return alarms raised, resolved or changed within a half-open window."""
     window = resolve_window(runtime, from_, to)
     limit = runtime.config.alarm_limit
-    if fault is FaultMode.TRUNCATE:
-        limit = min(limit, runtime.faults.row_limit)
+    if fault is not None and fault.mode is FaultMode.TRUNCATE:
+        limit = min(limit, fault.row_limit)
     found, truncated = await runtime.store.alarms_in_window(window.start, window.end, limit)
     return {
         "from": format_time(window.start),

@@ -65,14 +65,18 @@ class AgentRuntime:
         try:
             if config.simulate:
                 await runtime._start_simulator()
-            retention = {
-                "retention_ms": int(config.retention_hours * 3_600_000),
-                "max_rows": config.retention_rows,
-            }
+            retention_ms = int(config.retention_hours * 3_600_000)
+            max_rows = config.retention_rows
             # Once before listening, so an agent restarted after a long pause never serves expired rows.
-            await prune_once(store, **retention)
+            await prune_once(store, retention_ms=retention_ms, max_rows=max_rows)
             runtime._spawn(
-                prune_forever(store, interval_s=config.prune_interval_seconds, **retention), "agent-prune"
+                prune_forever(
+                    store,
+                    retention_ms=retention_ms,
+                    max_rows=max_rows,
+                    interval_s=config.prune_interval_seconds,
+                ),
+                "agent-prune",
             )
         except BaseException:
             await runtime.stop()
