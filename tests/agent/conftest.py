@@ -33,9 +33,12 @@ def make_config(tmp_path: Path) -> Callable[..., AgentConfig]:
     return make
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 async def sim_agent(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AgentHandle]:
-    """A simulating agent with two hours of history, shared by a module's tests (they only read it)."""
+    """A simulating agent with two hours of history, shared by the session's tests.
+
+    Tests only read it; a test that injects a fault clears it in a ``finally``.
+    """
     config = AgentConfig(
         api_key=API_KEY,
         db_path=tmp_path_factory.mktemp("sim") / "agent.db",

@@ -13,7 +13,7 @@ from fleet.agent.config import AgentConfig
 from fleet.agent.testing import AgentHandle, running_agent_handle
 from fleet.agent.times import format_time, now_ms
 
-from .conftest import assert_error
+from .conftest import API_KEY, assert_error
 
 Clients = Callable[..., httpx.AsyncClient]
 CHANNELS = [
@@ -86,6 +86,16 @@ async def test_python_writer_feeds_the_same_buffer(ingest_agent: AgentHandle, cl
     ]
 
 
+@pytest.fixture(scope="module")
+async def strict_agent(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AgentHandle]:
+    """One ingest-only agent for the many refused bodies: a refused request stores nothing."""
+    config = AgentConfig(api_key=API_KEY, db_path=tmp_path_factory.mktemp("strict") / "a.db", simulate=False)
+    async with running_agent_handle(config) as handle:
+        async with httpx.AsyncClient(base_url=handle.base_url, headers=handle.headers) as client:
+            assert (await client.post("/ingest", json={"channels": CHANNELS})).status_code == 200
+        yield handle
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -114,12 +124,12 @@ async def test_python_writer_feeds_the_same_buffer(ingest_agent: AgentHandle, cl
         '{"channels": [{"channel_id": 3, "name": "", "unit": "", "phys_min": 0, "phys_max": 1}]}',
     ],
 )
-async def test_invalid_bodies_are_400(ingest_agent: AgentHandle, client_for: Clients, body: str) -> None:
-    client = client_for(ingest_agent)
-    await client.post("/ingest", json={"channels": CHANNELS})
+async def test_invalid_bodies_are_400(strict_agent: AgentHandle, client_for: Clients, body: str) -> None:
+    client = client_for(strict_agent)
     response = await client.post("/ingest", content=body, headers={"Content-Type": "application/json"})
     assert_error(response, 400, "invalid_body")
-    assert ingest_agent.store.row_count == 0
+    assert strict_agent.store.row_count == 0
+    assert [c["channel_id"] for c in (await client.get("/channels")).json()["channels"]] == [1, 2]
 
 
 async def test_unknown_channel_refuses_the_whole_request(
