@@ -1,0 +1,563 @@
+"""One sync cycle, exactly as seed 003 describes it, made safe for thousands of vehicles and several workers.
+
+For every due vehicle (leased in the database, so two workers never pull the same one at once; at most
+`SYNC_CONCURRENCY` at a time, under a semaphore):
+
+1. `GET /status` → `last_seen_at`, `sync_status`, `software_version`. A timeout is journaled `timeout`, any
+   other failure `error`, and the vehicle is skipped.
+2. `GET /channels` → `channel_config` (phys_min/max → min_value/max_value). A failure is not fatal: the
+   channels stored earlier are used to check the data.
+3. Window: `from = last_sync_at ?? now − PULL_WINDOW_SEC`, `to = now`.
+4. `GET /data` → measurements (`ON CONFLICT DO NOTHING`), 1-hour windows after a gap of more than 24 hours,
+   10-minute windows after a truncated answer (`fleet.sync.windows`). `last_sync_at` moves only to the end
+   of what was stored: a failed window is asked for again next cycle. The end is the agent's answered `to`,
+   which it holds back a moment behind its clock so that no row can still arrive inside a pulled window.
+5. `GET /alarms` → `alarms_log` (a known alarm only gains `resolved_at`). Not fatal; its own cursor
+   (`alarms_synced_at`) makes a failed range be asked for again.
+6. One `sync_journal` row: status, rows written, duration, the window, and a note of anything rejected.
+
+Entries that break the contract are dropped and counted (`fleet.sync.parse`); the rest is kept. A vehicle that
+keeps failing is tried less often (`sync_failures`, `sync_next_at`), and the change is logged once when it
+starts failing and once when it recovers. Time comes from the injectable `now` callable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+
+import httpx
+import structlog
+
+from fleet.config import Settings
+from fleet.db import Database
+from fleet.db.queries.sync import (
+    JournalEntry,
+    VehicleUpdate,
+    claim_vehicles,
+    count_without_address,
+    release_leases,
+    stored_channel_ids,
+)
+from fleet.sync import metrics
+from fleet.sync.errors import LeaseLost, NoApiKey, PullError, PullProtocolError
+from fleet.sync.models import AlarmInfo, ChannelInfo, Row, VehicleTarget
+from fleet.sync.parse import REJECT_REASONS, to_millis
+from fleet.sync.puller import VehiclePuller, open_client
+from fleet.sync.status import OFFLINE, ONLINE
+from fleet.sync.windows import TRUNCATED_STEP, Window, plan, split
+from fleet.sync.writer import SyncWriter, VehicleWrite
+
+log = structlog.get_logger(__name__)
+
+Clock = Callable[[], datetime]
+
+MAX_ERROR_CHARS = 2000
+
+
+def utc_now() -> datetime:
+    """The real clock (aware, UTC)."""
+    return datetime.now(UTC)
+
+
+def worker_name() -> str:
+    """A lease owner name unique to this process: host, pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+@dataclass(slots=True)
+class VehicleReport:
+    """The outcome of one vehicle in one cycle (what the journal row says, plus the name)."""
+
+    vehicle_id: int
+    name: str
+    status: str  # ok | timeout | error
+    rows_written: int = 0
+    rows_rejected: int = 0
+    window_from: datetime | None = None
+    window_to: datetime | None = None
+    duration_ms: int = 0
+    note: str | None = None
+
+
+@dataclass(slots=True)
+class CycleReport:
+    """The outcome of one cycle."""
+
+    started_at: datetime
+    finished_at: datetime | None = None
+    duration_s: float = 0.0
+    vehicles: list[VehicleReport] = field(default_factory=list)
+    without_address: int = 0
+
+    @property
+    def rows_written(self) -> int:
+        return sum(v.rows_written for v in self.vehicles)
+
+    def count(self, status: str) -> int:
+        return sum(1 for v in self.vehicles if v.status == status)
+
+
+def backoff_delay(failures: int, interval: float, ceiling: float, *, permanent: bool = False) -> float:
+    """Seconds until the next attempt: the interval while healthy, doubling per failure after the first."""
+    if failures <= 0:
+        return interval
+    if permanent:  # a wrong API key does not fix itself in seconds
+        return max(interval, ceiling)
+    return max(interval, min(ceiling, interval * 2 ** (failures - 1)))
+
+
+def schedule_slack(interval: float) -> timedelta:
+    """How much earlier than `interval` a vehicle becomes due again.
+
+    Cycles restart `interval` after the previous one *ended*, so every vehicle of the last cycle is due by
+    then; the slack absorbs the timer's jitter so that none of them waits a whole extra cycle.
+    """
+    return timedelta(seconds=min(1.0, interval / 10))
+
+
+@dataclass(slots=True)
+class _Run:
+    """Mutable state of one vehicle's pull."""
+
+    target: VehicleTarget
+    now: datetime
+    started: float
+    cursor: datetime | None = None  # end of the stored data range (the next last_sync_at)
+    window_from: datetime | None = None
+    alarm_cursor: datetime | None = None
+    pending: list[Row] = field(default_factory=list)
+    rows_written: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    notes: list[str] = field(default_factory=list)
+    seen: bool = False
+    software_version: str | None = None
+    channels: list[ChannelInfo] = field(default_factory=list)
+    alarms: dict[int, AlarmInfo] = field(default_factory=dict)
+
+
+class SyncService:
+    """Runs sync cycles; use as `async with SyncService(db, settings) as service: await service.run_cycle()`."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        *,
+        now: Clock = utc_now,
+        owner: str | None = None,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.owner = owner or worker_name()
+        self._now = now
+        self._own_client = client is None
+        self._client = client
+        self._writer = SyncWriter(db, owner=self.owner, lease_sec=settings.sync_lease_sec, now=now)
+        self._stopping = False
+        default_key = settings.vehicle_default_api_key
+        self._default_key = default_key.get_secret_value() if default_key is not None else None
+
+    async def __aenter__(self) -> SyncService:
+        if self._client is None:
+            self._client = open_client(self.settings.sync_concurrency, self.settings.pull_timeout_sec)
+        self._writer.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Commit queued writes, give back leases still held, close the HTTP pool."""
+        await self._writer.close()
+        try:
+            async with self.db.system() as conn:
+                await release_leases(conn, self.owner)
+        except Exception as err:  # best effort: leases expire on their own anyway
+            log.warning("sync_lease_release_failed", error=str(err))
+        if self._own_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def request_stop(self) -> None:
+        """Claim no more vehicles; pulls already running finish."""
+        self._stopping = True
+
+    # --- the cycle -------------------------------------------------------------------------------------
+    async def run_cycle(self, *, force: bool = False, only: Sequence[int] | None = None) -> CycleReport:
+        """Pull every due vehicle once.
+
+        `force` pulls every vehicle, ignoring backoff and schedule (never a lease); `only` limits the cycle
+        to the given vehicle ids.
+        """
+        report = CycleReport(started_at=self._now())
+        started = time.perf_counter()
+        if only is None:
+            async with self.db.system() as conn:
+                report.without_address = await count_without_address(conn)
+        concurrency = self.settings.sync_concurrency
+        slots = asyncio.Semaphore(concurrency)
+        claim_error: BaseException | None = None
+        after_id = 0
+        async with asyncio.TaskGroup() as tasks:
+            while not self._stopping:
+                try:
+                    async with self.db.system() as conn:
+                        claimed = await claim_vehicles(
+                            conn,
+                            owner=self.owner,
+                            after_id=after_id,
+                            limit=concurrency,
+                            now=self._now(),
+                            force=force,
+                            lease_sec=self.settings.sync_lease_sec,
+                            only=only,
+                        )
+                except Exception as err:  # let the pulls in flight finish, then report the failure
+                    claim_error = err
+                    break
+                if not claimed:
+                    break
+                after_id = claimed[-1]["id"]
+                for record in claimed:
+                    await slots.acquire()
+                    tasks.create_task(self._pull_in_slot(_target(record), slots, report))
+        report.finished_at = self._now()
+        report.duration_s = time.perf_counter() - started
+        metrics.CYCLE_DURATION.observe(report.duration_s)
+        metrics.LAST_CYCLE_END.set(time.time())
+        metrics.LAST_CYCLE_FAILED.set(sum(1 for v in report.vehicles if v.status != "ok"))
+        if claim_error is not None:
+            raise claim_error
+        return report
+
+    async def _pull_in_slot(self, target: VehicleTarget, slots: asyncio.Semaphore, report: CycleReport) -> None:
+        try:
+            report.vehicles.append(await self.sync_vehicle(target))
+        finally:
+            slots.release()
+
+    # --- one vehicle -----------------------------------------------------------------------------------
+    async def sync_vehicle(self, target: VehicleTarget) -> VehicleReport:
+        """Pull one leased vehicle and store the outcome; never raises (but for cancellation)."""
+        run = _Run(target=target, now=to_millis(self._now()), started=time.perf_counter())
+        status = "ok"
+        error: PullError | None = None
+        sync_status: str | None = ONLINE
+        try:
+            api_key = target.api_key or self._default_key
+            if not api_key:
+                raise NoApiKey()
+            assert self._client is not None, "use the service as an async context manager"
+            puller = VehiclePuller(
+                self._client,
+                target,
+                api_key,
+                timeout=self.settings.pull_timeout_sec,
+                max_rows=self.settings.sync_max_rows_per_request,
+            )
+            try:
+                reply = await puller.status()
+            except PullError as err:
+                status, error, sync_status = err.journal_status, err, OFFLINE
+            else:
+                run.seen = True
+                run.software_version = reply.software_version
+                known = await self._channels(puller, run)
+                try:
+                    if known is None:
+                        raise PullProtocolError("data", "no channel list: /channels failed and none is stored")
+                    await self._pull_data(puller, run, known)
+                except PullError as err:
+                    status, error = err.journal_status, err
+                    run.notes.insert(0, str(err))
+                await self._pull_alarms(puller, run)
+        except NoApiKey as err:  # not contacted: its online/offline state is unknown, not changed
+            status, error, sync_status = err.journal_status, err, None
+        except LeaseLost:
+            status = "error"
+            run.notes.insert(0, "another sync worker took the vehicle over (lease expired)")
+        except Exception as err:  # a bug or a database failure: journal it, keep the cycle going
+            log.exception("vehicle_sync_crashed", vehicle_id=target.id)
+            status = "error"
+            run.notes.insert(0, f"unexpected {type(err).__name__}: {err}")
+        return await self._finish(run, status, sync_status, error)
+
+    async def _channels(self, puller: VehiclePuller, run: _Run) -> set[int] | None:
+        """Step 2; returns the channel ids rows are checked against (None: no list at all)."""
+        try:
+            channels, rejected = await puller.channels()
+        except PullError as err:
+            run.notes.append(f"{err} (using stored channels)")
+            async with self.db.system() as conn:
+                stored = await stored_channel_ids(conn, run.target.id)
+            return stored or None
+        run.channels = channels
+        if rejected:
+            run.notes.append("channels rejected: " + _describe_counts(rejected))
+            _count_rejections(rejected)
+        return {c.channel_id for c in channels}
+
+    async def _pull_data(self, puller: VehiclePuller, run: _Run, known: set[int]) -> None:
+        """Steps 3–4: walk the windows in order, moving the cursor only over ranges fully stored."""
+        target = run.target
+        start = target.last_sync_at or (run.now - timedelta(seconds=self.settings.pull_window_sec))
+        run.window_from = run.cursor = start
+        queue: deque[Window] = deque(plan(start, run.now))
+        while queue:
+            window = queue.popleft()
+            if window.start != run.cursor:  # windows must meet exactly: never leave a hole behind
+                break
+            page = await puller.data(window.start, window.end, channels=known, now=run.now)
+            run.rejected.update(page.rejected)
+            run.pending.extend(page.rows)
+            if page.truncated:
+                resume = page.next_from
+                if resume is None and window.width <= TRUNCATED_STEP:
+                    raise PullProtocolError("data", "a truncated answer without 'next_from'")
+                rest = resume or window.start
+                run.cursor = rest
+                if window.width > TRUNCATED_STEP and page.end - rest > TRUNCATED_STEP:
+                    queue.extendleft(reversed(split(rest, page.end, TRUNCATED_STEP)))
+                else:
+                    queue.appendleft(Window(rest, page.end))
+            else:
+                run.cursor = page.end
+                if page.end < window.end:  # the agent has nothing settled beyond this point yet
+                    break
+            if len(run.pending) >= self.settings.sync_max_rows_per_request:
+                await self._flush_rows(run)
+
+    async def _flush_rows(self, run: _Run) -> None:
+        """Store the rows gathered so far with the cursor they complete (long gap fills commit as they go)."""
+        rows, run.pending = run.pending, []
+        result = await self._writer.write(
+            VehicleWrite(
+                run.target.id,
+                rows=rows,
+                channels=run.channels,
+                update=VehicleUpdate(
+                    run.target.id,
+                    last_sync_at=run.cursor,
+                    last_seen_at=run.now if run.seen else None,
+                    sync_status=ONLINE if run.seen else None,
+                    software_version=run.software_version,
+                ),
+            )
+        )
+        run.channels = []  # stored; the final write need not repeat them
+        run.rows_written += result.inserted
+        if not result.lease_held:
+            raise LeaseLost()
+
+    async def _pull_alarms(self, puller: VehiclePuller, run: _Run) -> None:
+        """Step 5, on its own cursor; a failure is noted, not fatal."""
+        target = run.target
+        start = (
+            target.alarms_synced_at
+            or target.last_sync_at
+            or (run.now - timedelta(seconds=self.settings.pull_window_sec))
+        )
+        cursor = start
+        queue: deque[Window] = deque(plan(start, run.now))
+        try:
+            while queue:
+                window = queue.popleft()
+                if window.start != cursor:
+                    break
+                page = await puller.alarms(window.start, window.end, now=run.now)
+                run.rejected.update(page.rejected)
+                for alarm in page.alarms:
+                    run.alarms[alarm.alarm_id] = alarm
+                if page.truncated and window.width > TRUNCATED_STEP:
+                    queue.extendleft(reversed(split(window.start, page.end, TRUNCATED_STEP)))
+                    continue
+                if page.truncated:
+                    run.notes.append(f"alarms: more than one answer holds in {format_window(window)}")
+                cursor = page.end
+                if page.end < window.end:
+                    break
+        except PullError as err:
+            run.notes.append(str(err))
+        if cursor > start:
+            run.alarm_cursor = cursor
+
+    async def _finish(
+        self, run: _Run, status: str, sync_status: str | None, error: PullError | None
+    ) -> VehicleReport:
+        """Step 6: store what is left, the bookkeeping and the journal row in one write."""
+        target = run.target
+        failures = 0 if status == "ok" else target.sync_failures + 1
+        interval = self.settings.sync_interval_sec
+        delay = backoff_delay(
+            failures,
+            interval,
+            self.settings.sync_backoff_max_sec,
+            permanent=error is not None and not error.retryable,
+        )
+        finished = self._now()
+        duration_ms = int((time.perf_counter() - run.started) * 1000)
+        rejected_total = sum(run.rejected.values())
+        if rejected_total:
+            run.notes.append(f"rejected {rejected_total}: " + _describe_counts(run.rejected))
+            _count_rejections(run.rejected)
+        if error is not None and not run.notes:
+            run.notes.append(str(error))
+        note = "; ".join(run.notes)[:MAX_ERROR_CHARS] or None
+        data_moved = run.cursor is not None and run.window_from is not None and run.cursor > run.window_from
+        update = VehicleUpdate(
+            target.id,
+            last_sync_at=run.cursor if data_moved else None,
+            alarms_synced_at=run.alarm_cursor,
+            last_seen_at=run.now if run.seen else None,
+            sync_status=sync_status,
+            software_version=run.software_version,
+            finish=True,
+            failures=failures,
+            next_at=finished + timedelta(seconds=delay) - schedule_slack(interval),
+        )
+        journal = JournalEntry(
+            vehicle_id=target.id,
+            started_at=run.now,
+            finished_at=finished,
+            status=status,
+            rows_written=run.rows_written,
+            duration_ms=duration_ms,
+            window_from=run.window_from,
+            window_to=run.cursor,
+            error=note,
+        )
+        write = VehicleWrite(
+            target.id,
+            rows=run.pending,
+            channels=run.channels,
+            alarms=list(run.alarms.values()),
+            update=update,
+            journal=journal,
+        )
+        report = VehicleReport(
+            vehicle_id=target.id,
+            name=target.name,
+            status=status,
+            rows_rejected=rejected_total,
+            window_from=run.window_from,
+            window_to=run.cursor,
+            duration_ms=duration_ms,
+            note=note,
+        )
+        try:
+            result = await self._writer.write(write)
+        except Exception as err:
+            report.status = "error"
+            report.note = f"could not store the result: {err}"
+            await self._store_failure(run, report, update, journal, err)
+        else:
+            report.rows_written = run.rows_written + result.inserted
+            if not result.lease_held:
+                report.status = "error"
+                report.note = "another sync worker took the vehicle over (lease expired)"
+        metrics.VEHICLE_SYNCS.labels(report.status).inc()
+        metrics.ROWS_WRITTEN.inc(report.rows_written)
+        self._log_transition(target, report, failures, error)
+        return report
+
+    async def _store_failure(
+        self, run: _Run, report: VehicleReport, update: VehicleUpdate, journal: JournalEntry, err: Exception
+    ) -> None:
+        """The final write was refused: journal the failure alone, keeping the cursors where they were."""
+        failures = run.target.sync_failures + 1
+        try:
+            await self._writer.write(
+                VehicleWrite(
+                    run.target.id,
+                    update=VehicleUpdate(
+                        run.target.id,
+                        last_seen_at=update.last_seen_at,
+                        sync_status=update.sync_status,
+                        finish=True,
+                        failures=failures,
+                        next_at=update.next_at,
+                    ),
+                    journal=JournalEntry(
+                        vehicle_id=journal.vehicle_id,
+                        started_at=journal.started_at,
+                        finished_at=journal.finished_at,
+                        status="error",
+                        rows_written=run.rows_written,
+                        duration_ms=journal.duration_ms,
+                        window_from=journal.window_from,
+                        window_to=journal.window_from,
+                        error=report.note,
+                    ),
+                )
+            )
+        except Exception as again:
+            log.error("sync_journal_failed", vehicle_id=run.target.id, error=str(again), first_error=str(err))
+
+    def _log_transition(
+        self, target: VehicleTarget, report: VehicleReport, failures: int, error: PullError | None
+    ) -> None:
+        """Log once when a vehicle starts failing and once when it recovers; stay quiet in between."""
+        if report.status != "ok" and target.sync_failures == 0:
+            event = log.error if error is not None and not error.retryable else log.warning
+            event(
+                "vehicle_sync_failing",
+                vehicle_id=target.id,
+                vehicle=target.name,
+                status=report.status,
+                kind=error.kind if error is not None else "error",
+                error=report.note,
+            )
+        elif report.status == "ok" and target.sync_failures > 0:
+            log.info(
+                "vehicle_sync_recovered",
+                vehicle_id=target.id,
+                vehicle=target.name,
+                failed_cycles=target.sync_failures,
+            )
+        else:
+            log.debug(
+                "vehicle_synced",
+                vehicle_id=target.id,
+                status=report.status,
+                rows=report.rows_written,
+                failures=failures,
+            )
+
+
+def _target(record: object) -> VehicleTarget:
+    row = dict(record)  # type: ignore[call-overload]
+    return VehicleTarget(
+        id=row["id"],
+        name=row["name"],
+        host=row["host"],
+        port=row["api_port"],
+        api_key=row["api_key"],
+        last_sync_at=row["last_sync_at"],
+        alarms_synced_at=row["alarms_synced_at"],
+        sync_failures=row["sync_failures"],
+    )
+
+
+def _describe_counts(counts: Counter[str] | dict[str, int]) -> str:
+    return ", ".join(f"{reason} {count}" for reason, count in sorted(counts.items()))
+
+
+def _count_rejections(counts: Counter[str] | dict[str, int]) -> None:
+    for reason, count in counts.items():
+        metrics.ROWS_REJECTED.labels(reason if reason in REJECT_REASONS else "other").inc(count)
+
+
+def format_window(window: Window) -> str:
+    return f"[{window.start.isoformat()}, {window.end.isoformat()})"

@@ -1,0 +1,43 @@
+"""The one definition of a vehicle's status as users see it: online, offline or unknown.
+
+The sync service records facts — `last_seen_at` (the last successful `/status`) and `sync_status` (the outcome
+of the latest attempt: `online` after an answer, `offline` after a timeout or error). What a user expects is
+derived from them here, so the API, the web UI and the CLI never disagree:
+
+* `unknown` — never contacted: no successful `/status` and no failed attempt either;
+* `online`  — the latest attempt succeeded and it is recent: within two sync intervals (one missed cycle is
+  tolerated, so a slow cycle does not flap the status);
+* `offline` — anything else: the latest attempt timed out or failed, or the last answer is too old (the
+  vehicle stopped answering, or nothing has polled it lately).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Final, Literal
+
+VehicleStatus = Literal["online", "offline", "unknown"]
+
+ONLINE: Final = "online"
+OFFLINE: Final = "offline"
+UNKNOWN: Final = "unknown"
+
+# How many sync intervals an answer stays fresh.
+FRESH_INTERVALS = 2
+
+
+def derive_status(
+    last_seen_at: datetime | None,
+    sync_status: str | None,
+    now: datetime,
+    interval: float | timedelta,
+) -> VehicleStatus:
+    """Return `online`, `offline` or `unknown` for a vehicle (see the module docstring)."""
+    if last_seen_at is None:
+        return OFFLINE if sync_status == OFFLINE else UNKNOWN
+    if sync_status == OFFLINE:
+        return OFFLINE
+    window = interval if isinstance(interval, timedelta) else timedelta(seconds=interval)
+    age = now - last_seen_at
+    # A last_seen_at slightly ahead of `now` (clock skew between workers) still counts as fresh.
+    return ONLINE if age <= FRESH_INTERVALS * window else OFFLINE
