@@ -31,6 +31,7 @@ RoleFactory = Callable[["Runtime"], AbstractAsyncContextManager[None]]
 ROLES: dict[str, str] = {
     "maintenance": "fleet.ops.maintenance:maintenance_role",
     "ingest": "fleet.ingest.role:ingest_role",
+    "sync": "fleet.sync.role:sync_role",
     "api": "fleet.api.server:api_role",
 }
 
