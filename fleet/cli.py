@@ -39,7 +39,7 @@ console = Console()
 T = TypeVar("T")
 
 # Components that add their own commands: module with `register(app: typer.Typer) -> None`.
-_COMPONENT_CLIS: tuple[str, ...] = ("fleet.ingest.cli",)
+_COMPONENT_CLIS: tuple[str, ...] = ("fleet.sync.cli", "fleet.ingest.cli")
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
