@@ -62,9 +62,8 @@ async def client_for() -> AsyncIterator[Callable[[AgentHandle], httpx.AsyncClien
     clients: list[httpx.AsyncClient] = []
 
     def make(agent: AgentHandle, **kwargs: Any) -> httpx.AsyncClient:
-        client = httpx.AsyncClient(
-            base_url=agent.base_url, headers=agent.headers, **{"timeout": 10.0, **kwargs}
-        )
+        options: dict[str, Any] = {"base_url": agent.base_url, "headers": agent.headers, "timeout": 10.0}
+        client = httpx.AsyncClient(**{**options, **kwargs})
         clients.append(client)
         return client
 

@@ -364,6 +364,18 @@ async def test_database_failure_is_503_and_status_reports_it(
     assert_error(await client.post("/ingest", json={"channels": declare(1)}), 503, "db_unavailable")
 
 
+async def test_large_responses_are_gzipped_on_request(sim_agent: AgentHandle, client_for: Clients) -> None:
+    end = now_ms() - 3_600_000
+    params = {"from": format_time(end - 600_000), "to": format_time(end)}
+    packed = await client_for(sim_agent).get("/data", params=params)  # httpx asks for gzip by default
+    assert packed.headers["content-encoding"] == "gzip"
+    assert packed.num_bytes_downloaded * 5 < len(packed.content)
+    plain = await client_for(sim_agent, headers={**sim_agent.headers, "Accept-Encoding": "identity"}).get(
+        "/data", params=params
+    )
+    assert "content-encoding" not in plain.headers and plain.json() == packed.json()
+
+
 async def test_data_pages_are_fast(sim_agent: AgentHandle, client_for: Clients) -> None:
     """A regression guard with a wide margin (measured ~3 ms and ~60 ms on a laptop-class CPU)."""
     client = client_for(sim_agent)
