@@ -36,7 +36,7 @@ bearer_scheme = HTTPBearer(
 UNAUTHORIZED_HEADERS = {"WWW-Authenticate": "Bearer"}
 
 
-def api_state(request: Request) -> ApiState:
+async def api_state(request: Request) -> ApiState:
     state: ApiState = request.app.state.api
     return state
 
@@ -73,9 +73,9 @@ def _trusted(address: str, state: ApiState) -> bool:
     return any(ip in network for network in state.trusted_proxies)
 
 
-def client_address(request: Request) -> str | None:
+async def client_address(request: Request) -> str | None:
     peer = request.client.host if request.client else None
-    return resolve_client_address(peer, request.headers.get("x-forwarded-for"), api_state(request))
+    return resolve_client_address(peer, request.headers.get("x-forwarded-for"), request.app.state.api)
 
 
 ClientAddr = Annotated[str | None, Depends(client_address)]
@@ -140,10 +140,11 @@ def _unauthorized(code: str, message: str) -> ApiError:
 
 
 async def authenticate(
-    state: State,
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> Principal:
     """Identify the caller from `Authorization: Bearer …` and count the request against their API limit."""
+    state: ApiState = request.app.state.api
     if credentials is None or not credentials.credentials:
         raise _unauthorized("unauthorized", "sign in: send 'Authorization: Bearer <token or API key>'")
     principal = await principal_for(state, credentials.credentials)
@@ -196,9 +197,10 @@ class Session:
 
 
 async def open_session(
-    state: State, principal: Annotated[Principal, Depends(authenticate)]
+    request: Request, principal: Annotated[Principal, Depends(authenticate)]
 ) -> AsyncIterator[Session]:
     """Open the request's transaction as the caller and verify that their token is still good."""
+    state: ApiState = request.app.state.api
     async with state.db.tenant(principal.tenant) as conn:
         if principal.kind == "jwt":
             assert principal.user_id is not None and principal.session_id is not None
@@ -222,13 +224,17 @@ _SESSION = Depends(open_session, scope="function")
 AnySession = Annotated[Session, _SESSION]
 
 
-async def require_active(session: AnySession) -> Session:
+def _refuse_pending(session: Session) -> None:
     if session.principal.status == "pending":
         raise ApiError(
             403,
             "pending_approval",
             "your account is awaiting approval by an administrator; you will get an e-mail when it is activated",
         )
+
+
+async def require_active(session: AnySession) -> Session:
+    _refuse_pending(session)
     return session
 
 
@@ -244,11 +250,15 @@ async def require_superuser(session: ActiveSession) -> Session:
 AdminSession = Annotated[Session, Depends(require_superuser)]
 
 
-async def _active_conn(session: ActiveSession) -> asyncpg.Connection:
+# These two depend on the session directly (not through `require_active`): one level less of dependency
+# resolution on the hottest paths, same check.
+async def _active_conn(session: AnySession) -> asyncpg.Connection:
+    _refuse_pending(session)
     return session.conn
 
 
-async def _active_user(session: ActiveSession) -> Principal:
+async def _active_user(session: AnySession) -> Principal:
+    _refuse_pending(session)
     return session.principal
 
 

@@ -29,14 +29,14 @@ class PageParams:
     offset: int
 
 
-def page_params(
+async def page_params(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"page size (max {MAX_PAGE})")] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="rows to skip")] = 0,
 ) -> PageParams:
     return PageParams(limit, offset)
 
 
-def history_page_params(
+async def history_page_params(
     limit: Annotated[
         int, Query(ge=1, le=MAX_HISTORY_POINTS, description=f"points per page (max {MAX_HISTORY_POINTS})")
     ] = MAX_HISTORY_POINTS,
@@ -63,7 +63,7 @@ def make_time_range(default: timedelta) -> Callable[..., TimeRange]:
     """A `from`/`to` dependency whose range defaults to `default` before now."""
     hours = default.total_seconds() / 3600
 
-    def time_range(
+    async def time_range(
         start: Annotated[
             datetime | None,
             Query(alias="from", description=f"start (inclusive), ISO 8601; default: {hours:g} h before `to`"),
@@ -103,7 +103,7 @@ def parse_bucket(value: str | None) -> timedelta | None:
     return size
 
 
-def bucket_param(
+async def bucket_param(
     bucket: Annotated[
         str | None,
         Query(max_length=10, description="downsample into buckets of this size (avg per bucket): 30s, 1m, 1h"),

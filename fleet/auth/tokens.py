@@ -17,6 +17,7 @@ import hmac
 import secrets
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import jwt
@@ -98,8 +99,29 @@ def issue_access_token(
     return jwt.encode(payload, signing_key(secret), algorithm=ALGORITHM), claims
 
 
+# Verified tokens, so that a client sending the same token on every request pays for the signature
+# check once. Only the signature/shape result is cached: expiry is checked on every use, and revocation
+# is the database's business (see fleet.api.deps.open_session).
+_VERIFIED: OrderedDict[tuple[bytes, str], AccessClaims] = OrderedDict()
+_VERIFIED_MAX = 4096
+
+
 def decode_access_token(secret: str, token: str) -> AccessClaims:
     """Verify signature, expiry and shape of an access token, or raise TokenError."""
+    cache_key = (signing_key(secret), token)
+    claims = _VERIFIED.get(cache_key)
+    if claims is not None:
+        if claims.expires_at + LEEWAY_SEC <= time.time():
+            raise TokenError("token_expired", "the access token has expired; refresh it")
+        return claims
+    claims = _decode(secret, token)
+    _VERIFIED[cache_key] = claims
+    if len(_VERIFIED) > _VERIFIED_MAX:
+        _VERIFIED.popitem(last=False)
+    return claims
+
+
+def _decode(secret: str, token: str) -> AccessClaims:
     try:
         payload = jwt.decode(
             token,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, BackgroundTasks, Query
 
 from fleet.api.deps import AdminSession, ClientAddr, Session, State
 from fleet.api.errors import ApiError
@@ -80,7 +80,9 @@ async def _user(session: Session, user_id: int) -> Any:
     responses=ADMIN_ERRORS,
     summary="Activate a pending (or blocked) account; the owner gets an 'account activated' e-mail",
 )
-async def approve(user_id: UserId, session: AdminSession, state: State, address: ClientAddr) -> dict[str, Any]:
+async def approve(
+    user_id: UserId, session: AdminSession, state: State, address: ClientAddr, background: BackgroundTasks
+) -> dict[str, Any]:
     user = await _user(session, user_id)
     if user["status"] == "active":
         raise ApiError(409, "conflict", f"user {user_id} is already active")
@@ -89,7 +91,7 @@ async def approve(user_id: UserId, session: AdminSession, state: State, address:
     )
     await messages.notify_activated(session.conn, state.settings, email=user["email"])
     await _audit(session, "user.approve", f"user:{user_id}", address, email=user["email"], previous=user["status"])
-    state.wake_mail()
+    background.add_task(state.wake_mail)  # after the commit: the sender must see the message
     return dict(updated)
 
 
@@ -99,7 +101,9 @@ async def approve(user_id: UserId, session: AdminSession, state: State, address:
     responses=ADMIN_ERRORS,
     summary="Decline a pending registration (the account is kept, blocked, so the e-mail cannot re-register)",
 )
-async def reject(user_id: UserId, session: AdminSession, state: State, address: ClientAddr) -> dict[str, Any]:
+async def reject(
+    user_id: UserId, session: AdminSession, state: State, address: ClientAddr, background: BackgroundTasks
+) -> dict[str, Any]:
     user = await _user(session, user_id)
     if user["status"] != "pending":
         raise ApiError(409, "conflict", f"user {user_id} is not pending (status {user['status']})")
@@ -109,7 +113,7 @@ async def reject(user_id: UserId, session: AdminSession, state: State, address: 
     await auth_q.revoke_user_sessions(session.conn, user_id)
     await messages.notify_rejected(session.conn, state.settings, email=user["email"])
     await _audit(session, "user.reject", f"user:{user_id}", address, email=user["email"])
-    state.wake_mail()
+    background.add_task(state.wake_mail)  # after the commit: the sender must see the message
     return dict(updated)
 
 
