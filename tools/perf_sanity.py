@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -126,10 +127,8 @@ class KeepAliveConnection:
     async def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-            try:
+            with contextlib.suppress(OSError):
                 await self.writer.wait_closed()
-            except OSError:
-                pass
             self.writer = None
 
 
@@ -217,14 +216,17 @@ async def seed(owner_dsn: str, vehicles: int, day_start: datetime) -> dict[str, 
         device_ids = []
         for i in range(vehicles):
             vid = await conn.fetchval(
-                "INSERT INTO vehicles (name, last_seen_at) VALUES ($1, now()) RETURNING id", f"perf truck {i:03d}"
+                "INSERT INTO vehicles (name, last_seen_at) VALUES ($1, now()) RETURNING id",
+                f"perf truck {i:03d}",
             )
             did = await conn.fetchval(
                 "INSERT INTO devices (imei, vehicle_id, last_seen_at) VALUES ($1, $2, now()) RETURNING id",
                 f"86{secrets.randbelow(10**13):013d}",
                 vid,
             )
-            await conn.execute("INSERT INTO vehicle_access (user_id, vehicle_id) VALUES ($1, $2)", user_id, vid)
+            await conn.execute(
+                "INSERT INTO vehicle_access (user_id, vehicle_id) VALUES ($1, $2)", user_id, vid
+            )
             vehicle_ids.append(vid)
             device_ids.append(did)
         await conn.execute("SELECT fleet_ensure_partition('positions', $1)", day_start)
@@ -252,15 +254,31 @@ async def seed(owner_dsn: str, vehicles: int, day_start: datetime) -> dict[str, 
             "positions",
             records=records,
             columns=[
-                "device_id", "vehicle_id", "record_index", "device_time", "fix_time", "valid", "latitude",
-                "longitude", "speed", "course", "altitude", "satellites", "hdop",
+                "device_id",
+                "vehicle_id",
+                "record_index",
+                "device_time",
+                "fix_time",
+                "valid",
+                "latitude",
+                "longitude",
+                "speed",
+                "course",
+                "altitude",
+                "satellites",
+                "hdop",
             ],
         )
         copy_sec = time.perf_counter() - started
         await conn.execute("ANALYZE positions")
     finally:
         await conn.close()
-    return {"email": email, "vehicle_id": vehicle_ids[0], "vehicles": vehicles, "copy_sec": round(copy_sec, 2)}
+    return {
+        "email": email,
+        "vehicle_id": vehicle_ids[0],
+        "vehicles": vehicles,
+        "copy_sec": round(copy_sec, 2),
+    }
 
 
 class SpawnedServer:
@@ -383,12 +401,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"&to={(day_start + timedelta(days=1)).isoformat().replace('+00:00', 'Z')}&limit=100000"
             )
             results = {
-                "health": await measure(base, "/health", runs=args.runs, concurrency=args.concurrency, headers={}),
+                "health": await measure(
+                    base, "/health", runs=args.runs, concurrency=args.concurrency, headers={}
+                ),
                 "vehicles": await measure(
                     base, "/vehicles", runs=args.runs, concurrency=args.concurrency, headers=headers
                 ),
                 "latest_position": await measure(
-                    base, f"/vehicles/{vehicle_id}/status", runs=args.runs, concurrency=args.concurrency,
+                    base,
+                    f"/vehicles/{vehicle_id}/status",
+                    runs=args.runs,
+                    concurrency=args.concurrency,
                     headers=headers,
                 ),
                 "history_day_1hz": await measure(
@@ -415,30 +438,44 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "history_points": points,
         "results": results,
         "targets": {
-            "vehicles_p99_ms": {"target": TARGETS["vehicles_p99_ms"], "measured": vehicles_p99,
-                                "ok": vehicles_p99 is not None and vehicles_p99 <= TARGETS["vehicles_p99_ms"]},
-            "history_day_ms": {"target": TARGETS["history_day_ms"], "measured_p50": history_p50,
-                               "measured_max": results["history_day_1hz"]["max_ms"],
-                               "ok": history_p50 is not None and history_p50 <= TARGETS["history_day_ms"]},
+            "vehicles_p99_ms": {
+                "target": TARGETS["vehicles_p99_ms"],
+                "measured": vehicles_p99,
+                "ok": vehicles_p99 is not None and vehicles_p99 <= TARGETS["vehicles_p99_ms"],
+            },
+            "history_day_ms": {
+                "target": TARGETS["history_day_ms"],
+                "measured_p50": history_p50,
+                "measured_max": results["history_day_1hz"]["max_ms"],
+                "ok": history_p50 is not None and history_p50 <= TARGETS["history_day_ms"],
+            },
         },
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--spawn", action="store_true", help="start a private database and API server")
     where.add_argument("--base", help="URL of a running server, e.g. http://127.0.0.1:8080")
     parser.add_argument("--runs", type=int, default=200, help="requests per endpoint")
     parser.add_argument("--concurrency", type=int, default=20, help="concurrent clients")
-    parser.add_argument("--history-runs", type=int, default=10, help="sequential requests of one day of history")
+    parser.add_argument(
+        "--history-runs", type=int, default=10, help="sequential requests of one day of history"
+    )
     parser.add_argument("--vehicles", type=int, default=20, help="vehicles to seed")
     parser.add_argument("--token", help="--base: a bearer token (access token or API key)")
     parser.add_argument("--email", help="--base: sign in with this superuser")
     parser.add_argument("--password", help="--base: password of --email")
     parser.add_argument("--seed-dsn", help="--base: owner DSN of the server's database, to seed it first")
-    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
-                        help="--spawn: event loop of the server process")
+    parser.add_argument(
+        "--loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="--spawn: event loop of the server process",
+    )
     parser.add_argument("--server-log", default=str(Path(tempfile.gettempdir()) / "fleet-perf-server.log"))
     args = parser.parse_args()
     import structlog

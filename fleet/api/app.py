@@ -79,7 +79,9 @@ async def api_resources(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
         limiter = RateLimiter.from_settings(settings)
         stack.push_async_callback(limiter.close)
-        state = ApiState(runtime=runtime, limiter=limiter, trusted_proxies=parse_networks(settings.trusted_proxies))
+        state = ApiState(
+            runtime=runtime, limiter=limiter, trusted_proxies=parse_networks(settings.trusted_proxies)
+        )
         if settings.redis_url and "redis_ping" not in runtime.extras:
             runtime.extras["redis_ping"] = await _redis_ping_factory(settings.redis_url, stack)
         if settings.smtp_url:
@@ -87,7 +89,9 @@ async def api_resources(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
             task = runtime.spawn(state.mail_sender.run(), name="mail-sender")
             stack.callback(task.cancel)
         app.state.api = state
-        log.info("api_started", rate_limits=limiter.backend, mail="smtp" if settings.smtp_url else "outbox only")
+        log.info(
+            "api_started", rate_limits=limiter.backend, mail="smtp" if settings.smtp_url else "outbox only"
+        )
         yield
 
 

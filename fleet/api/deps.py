@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import asyncpg
 from fastapi import Depends, Request
@@ -81,7 +81,7 @@ async def client_address(request: Request) -> str | None:
 ClientAddr = Annotated[str | None, Depends(client_address)]
 
 
-def rate_limit(scope: str) -> object:
+def rate_limit(scope: str) -> Any:
     """A dependency counting the request against the `scope` limit of the client's address."""
 
     async def check(request: Request, state: State, address: ClientAddr) -> None:

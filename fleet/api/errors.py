@@ -83,7 +83,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def data_error(request: Request, exc: asyncpg.DataError) -> JSONResponse:
         # A value PostgreSQL cannot take (out of range, bad encoding): the caller's input, not a crash.
         log.info("database_rejected_value", path=request.url.path, error=str(exc))
-        return JSONResponse(error_body("invalid_input", "a value is out of range or malformed"), status_code=400)
+        return JSONResponse(
+            error_body("invalid_input", "a value is out of range or malformed"), status_code=400
+        )
 
     @app.exception_handler(asyncpg.InsufficientPrivilegeError)
     async def privilege_error(request: Request, exc: asyncpg.InsufficientPrivilegeError) -> JSONResponse:

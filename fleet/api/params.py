@@ -1,8 +1,7 @@
 """Shared query parameters: pagination, time ranges, downsampling buckets, path ids."""
 
-
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
@@ -59,7 +58,7 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-def make_time_range(default: timedelta) -> Callable[..., TimeRange]:
+def make_time_range(default: timedelta) -> Callable[..., Awaitable[TimeRange]]:
     """A `from`/`to` dependency whose range defaults to `default` before now."""
     hours = default.total_seconds() / 3600
 
@@ -106,7 +105,9 @@ def parse_bucket(value: str | None) -> timedelta | None:
 async def bucket_param(
     bucket: Annotated[
         str | None,
-        Query(max_length=10, description="downsample into buckets of this size (avg per bucket): 30s, 1m, 1h"),
+        Query(
+            max_length=10, description="downsample into buckets of this size (avg per bucket): 30s, 1m, 1h"
+        ),
     ] = None,
 ) -> timedelta | None:
     return parse_bucket(bucket)

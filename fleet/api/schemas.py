@@ -106,7 +106,9 @@ class ApiKeyOut(BaseModel):
 
 
 class ApiKeyCreated(ApiKeyOut):
-    key: str = Field(description="the key itself; shown once, store it now", examples=["flt_3f9a1c0b2d4e_..."])
+    key: str = Field(
+        description="the key itself; shown once, store it now", examples=["flt_3f9a1c0b2d4e_..."]
+    )
 
 
 # --- admin ----------------------------------------------------------------------------------------------------
@@ -326,4 +328,6 @@ class Stats(BaseModel):
     events_24h: int
     raw_frames_24h: int
     raw_frame_errors_24h: int
-    ingest: dict[str, Any] | None = Field(None, description="live counters of the ingest role, when it runs here")
+    ingest: dict[str, Any] | None = Field(
+        None, description="live counters of the ingest role, when it runs here"
+    )

@@ -58,9 +58,13 @@ def _key(secret: str) -> bytes:
 
 
 def dump_state(secret: str, data: dict[str, Any], ttl_sec: int = STATE_TTL_SEC) -> str:
-    payload = base64.urlsafe_b64encode(
-        json.dumps({"d": data, "exp": int(time.time()) + ttl_sec}, separators=(",", ":")).encode()
-    ).decode().rstrip("=")
+    payload = (
+        base64.urlsafe_b64encode(
+            json.dumps({"d": data, "exp": int(time.time()) + ttl_sec}, separators=(",", ":")).encode()
+        )
+        .decode()
+        .rstrip("=")
+    )
     signature = base64.urlsafe_b64encode(hmac.new(_key(secret), payload.encode(), hashlib.sha256).digest())
     return f"{payload}.{signature.decode().rstrip('=')}"
 

@@ -51,5 +51,7 @@ async def notify_activated(conn: asyncpg.Connection, settings: Settings, *, emai
 
 
 async def notify_rejected(conn: asyncpg.Connection, settings: Settings, *, email: str) -> list[int]:
-    body = "Your registration on Fleet Server was not approved. Contact the fleet administrator for details.\n"
+    body = (
+        "Your registration on Fleet Server was not approved. Contact the fleet administrator for details.\n"
+    )
     return await _queue(conn, settings, [email], "Fleet Server: registration not approved", body)

@@ -112,7 +112,9 @@ class MailSender:
                 except (aiosmtplib.SMTPException, OSError, TimeoutError) as err:
                     await mail.mark_failed(conn, row["id"], f"{type(err).__name__}: {err}")
                     MAIL_SENT.labels("error").inc()
-                    log.warning("mail_send_failed", id=row["id"], attempts=row["attempts"] + 1, error=str(err))
+                    log.warning(
+                        "mail_send_failed", id=row["id"], attempts=row["attempts"] + 1, error=str(err)
+                    )
                     continue
                 await mail.mark_sent(conn, row["id"])
             MAIL_SENT.labels("ok").inc()

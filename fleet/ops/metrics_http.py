@@ -55,7 +55,9 @@ class HttpMetricsMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                HTTP_DURATION.labels(scope["method"], route_label(scope)).observe(time.perf_counter() - started)
+                HTTP_DURATION.labels(scope["method"], route_label(scope)).observe(
+                    time.perf_counter() - started
+                )
             await send(message)
 
         try:

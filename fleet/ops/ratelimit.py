@@ -68,12 +68,12 @@ class ThrottledMemoryStorage(MemoryStorage):
         super().__init__()
         self._last_prune = 0.0
 
-    async def _MemoryStorage__schedule_expiry(self) -> None:  # noqa: N802 (overrides a name-mangled method)
+    async def _MemoryStorage__schedule_expiry(self) -> None:
         now = time.monotonic()
         if now - self._last_prune < self.PRUNE_INTERVAL_SEC:
             return
         self._last_prune = now
-        await getattr(super(), "_MemoryStorage__schedule_expiry")()
+        await super()._MemoryStorage__schedule_expiry()  # type: ignore[misc]
 
 
 class RateLimiter:

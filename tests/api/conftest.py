@@ -25,6 +25,7 @@ from fleet.db.queries import auth as auth_q
 from fleet.db.queries.users import create_user
 from fleet.db.queries.vehicles import attach_device, create_vehicle
 from fleet.runtime import Runtime
+
 from .oidc_provider import OidcProvider
 
 PASSWORD = "correct horse battery staple"
@@ -86,7 +87,7 @@ class MailHandler:
         self.messages: list[SentMail] = []
         self.arrived = asyncio.Event()
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd API)
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         content = envelope.content.decode("utf-8", "replace")
         self.messages.append(SentMail(list(envelope.rcpt_tos), content))
         return "250 OK"
@@ -171,7 +172,12 @@ class Account:
 
 
 async def make_account(
-    db: Database, settings: Settings, *, role: str = "owner", status: str = "active", password_hash: str | None = None
+    db: Database,
+    settings: Settings,
+    *,
+    role: str = "owner",
+    status: str = "active",
+    password_hash: str | None = None,
 ) -> Account:
     """A user and a signed-in session, minted without bcrypt (tests about passwords use /auth/login)."""
     email = unique_email(role)
@@ -230,8 +236,17 @@ async def add_positions(
     db: Database, fleet: Fleet, start: datetime, count: int, step: timedelta = timedelta(seconds=1)
 ) -> None:
     rows = [
-        (fleet.device_id, fleet.vehicle_id, i, start + i * step, True, 50.0 + i * 1e-4, 30.0 + i * 1e-4,
-         float(i % 120), 100.0)
+        (
+            fleet.device_id,
+            fleet.vehicle_id,
+            i,
+            start + i * step,
+            True,
+            50.0 + i * 1e-4,
+            30.0 + i * 1e-4,
+            float(i % 120),
+            100.0,
+        )
         for i in range(count)
     ]
     async with db.system() as conn:

@@ -83,7 +83,9 @@ class OidcProvider:
             return JSONResponse({"error": "invalid_scope"}, status_code=400)
         redirect_uri = q["redirect_uri"]
         if self.next_identity is None:
-            return RedirectResponse(f"{redirect_uri}?{urlencode({'error': 'access_denied', 'state': q['state']})}")
+            return RedirectResponse(
+                f"{redirect_uri}?{urlencode({'error': 'access_denied', 'state': q['state']})}"
+            )
         code = secrets.token_urlsafe(16)
         self.codes[code] = {
             "identity": self.next_identity,
@@ -92,7 +94,9 @@ class OidcProvider:
             "challenge": q.get("code_challenge"),
             "method": q.get("code_challenge_method"),
         }
-        return RedirectResponse(f"{redirect_uri}?{urlencode({'code': code, 'state': q['state']})}", status_code=302)
+        return RedirectResponse(
+            f"{redirect_uri}?{urlencode({'code': code, 'state': q['state']})}", status_code=302
+        )
 
     def _client_ok(self, request: Request, form: Any) -> bool:
         header = request.headers.get("authorization", "")
@@ -110,7 +114,9 @@ class OidcProvider:
         if form.get("grant_type") != "authorization_code" or grant is None:
             return JSONResponse({"error": "invalid_grant"}, status_code=400)
         if form.get("redirect_uri") != grant["redirect_uri"]:
-            return JSONResponse({"error": "invalid_grant", "error_description": "redirect_uri"}, status_code=400)
+            return JSONResponse(
+                {"error": "invalid_grant", "error_description": "redirect_uri"}, status_code=400
+            )
         if grant["challenge"]:
             verifier = str(form.get("code_verifier") or "")
             digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
@@ -134,5 +140,10 @@ class OidcProvider:
         key = self.rogue_key if self.sign_with_rogue_key else self.key
         id_token = jwt.encode(claims, key, algorithm="RS256", headers={"kid": self.kid})
         return JSONResponse(
-            {"access_token": secrets.token_urlsafe(16), "token_type": "Bearer", "expires_in": 300, "id_token": id_token}
+            {
+                "access_token": secrets.token_urlsafe(16),
+                "token_type": "Bearer",
+                "expires_in": 300,
+                "id_token": id_token,
+            }
         )

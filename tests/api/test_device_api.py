@@ -33,7 +33,15 @@ async def tracker(db: Database, api_settings: Settings) -> Fleet:
                VALUES ($1, $2, $3, $4, $5, $6, $7)""",
             [
                 (fleet.device_id, fleet.vehicle_id, now - timedelta(seconds=5), "~A", b"~A123~", "ok", None),
-                (fleet.device_id, fleet.vehicle_id, now - timedelta(seconds=1), "flex", b"\x7e\x41", "error", "crc"),
+                (
+                    fleet.device_id,
+                    fleet.vehicle_id,
+                    now - timedelta(seconds=1),
+                    "flex",
+                    b"\x7e\x41",
+                    "error",
+                    "crc",
+                ),
             ],
         )
     return fleet
@@ -45,8 +53,12 @@ def static_key(settings: Settings) -> dict[str, str]:
 
 
 async def test_v1_is_deprecated_v2_is_not(http: httpx.AsyncClient, tracker: Fleet) -> None:
-    for path in ("/api/v1/health", "/api/v1/devices", f"/api/v1/devices/{tracker.imei}/telemetry",
-                 f"/api/v1/devices/{tracker.imei}/raw-frames"):
+    for path in (
+        "/api/v1/health",
+        "/api/v1/devices",
+        f"/api/v1/devices/{tracker.imei}/telemetry",
+        f"/api/v1/devices/{tracker.imei}/raw-frames",
+    ):
         response = await http.get(path, headers=tracker.owner.headers)
         assert response.status_code == 200, path
         assert response.headers["deprecation"].startswith("@")
@@ -59,24 +71,38 @@ async def test_v1_is_deprecated_v2_is_not(http: httpx.AsyncClient, tracker: Flee
 
 
 async def test_telemetry_by_imei_and_by_id(http: httpx.AsyncClient, tracker: Fleet) -> None:
-    by_imei = (await http.get(f"/api/v2/devices/{tracker.imei}/telemetry", headers=tracker.owner.headers)).json()
-    by_id = (await http.get(f"/api/v2/devices/{tracker.device_id}/telemetry", headers=tracker.owner.headers)).json()
+    by_imei = (
+        await http.get(f"/api/v2/devices/{tracker.imei}/telemetry", headers=tracker.owner.headers)
+    ).json()
+    by_id = (
+        await http.get(f"/api/v2/devices/{tracker.device_id}/telemetry", headers=tracker.owner.headers)
+    ).json()
     assert by_imei == by_id
     assert by_imei["total"] == 30 and by_imei["device_id"] == tracker.device_id
     times = [p["time"] for p in by_imei["items"]]
     assert times == sorted(times, reverse=True)
-    oldest_first = (await http.get(f"/api/v2/devices/{tracker.imei}/telemetry", params={"order": "asc", "limit": 5},
-                                   headers=tracker.owner.headers)).json()
+    oldest_first = (
+        await http.get(
+            f"/api/v2/devices/{tracker.imei}/telemetry",
+            params={"order": "asc", "limit": 5},
+            headers=tracker.owner.headers,
+        )
+    ).json()
     assert oldest_first["items"][0]["time"] == times[-1] and oldest_first["has_more"] is True
-    assert (await http.get("/api/v2/devices/000000000000000/telemetry", headers=tracker.owner.headers)).status_code == 404
+    assert (
+        await http.get("/api/v2/devices/000000000000000/telemetry", headers=tracker.owner.headers)
+    ).status_code == 404
 
 
 async def test_can_data_raw_frames_and_aliases(http: httpx.AsyncClient, tracker: Fleet) -> None:
     headers = tracker.owner.headers
     can = (await http.get(f"/api/v2/devices/{tracker.imei}/can-data", headers=headers)).json()
     assert can["total"] == 6
-    rpm = (await http.get(f"/api/v2/devices/{tracker.imei}/can-data", params={"name": "engine_speed"},
-                          headers=headers)).json()
+    rpm = (
+        await http.get(
+            f"/api/v2/devices/{tracker.imei}/can-data", params={"name": "engine_speed"}, headers=headers
+        )
+    ).json()
     assert [c["value"] for c in rpm["items"]] == [900.0, 901.0, 902.0]
 
     frames = (await http.get(f"/api/v2/devices/{tracker.imei}/raw-frames", headers=headers)).json()
@@ -114,9 +140,13 @@ async def test_static_api_key_sees_unassigned_devices(
     http: httpx.AsyncClient, db: Database, api_settings: Settings, admin: Account
 ) -> None:
     async with db.system() as conn:
-        orphan = await conn.fetchrow("INSERT INTO devices (imei) VALUES ($1) RETURNING id, imei", "ORPHAN" + str(id(db))[-8:])
+        orphan = await conn.fetchrow(
+            "INSERT INTO devices (imei) VALUES ($1) RETURNING id, imei", "ORPHAN" + str(id(db))[-8:]
+        )
     found = await http.get(f"/api/v2/devices/{orphan['imei']}/telemetry", headers=static_key(api_settings))
     assert found.status_code == 200
-    assert (await http.get(f"/api/v2/devices/{orphan['id']}/raw-frames", headers=admin.headers)).status_code == 200
+    assert (
+        await http.get(f"/api/v2/devices/{orphan['id']}/raw-frames", headers=admin.headers)
+    ).status_code == 200
     wrong = await http.get("/api/v2/devices", headers={"Authorization": "Bearer wrong-key"})
     assert wrong.status_code == 401

@@ -11,8 +11,8 @@ from fleet.db import Database
 from .conftest import PASSWORD, Account, LiveServer, MailHandler, make_fleet, unique_email
 
 
-async def wait_for_mail(handler: MailHandler, address: str, subject: str, timeout: float = 10) -> str:
-    for _ in range(int(timeout / 0.05)):
+async def wait_for_mail(handler: MailHandler, address: str, subject: str, within: float = 10) -> str:
+    for _ in range(int(within / 0.05)):
         for message in handler.to(address):
             if subject in message.content:
                 return message.content
@@ -25,7 +25,10 @@ async def test_registration_approval_and_assigned_vehicles(
 ) -> None:
     mail, _ = smtp_server
     email = unique_email("flow")
-    async with httpx.AsyncClient(base_url=live_api.url) as owner, httpx.AsyncClient(base_url=live_api.url) as boss:
+    async with (
+        httpx.AsyncClient(base_url=live_api.url) as owner,
+        httpx.AsyncClient(base_url=live_api.url) as boss,
+    ):
         boss.headers.update(admin.headers)
 
         registered = await owner.post("/auth/register", json={"email": email, "password": PASSWORD})

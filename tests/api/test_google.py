@@ -32,7 +32,10 @@ async def google_sign_in(client: httpx.AsyncClient) -> httpx.Response:
 
 
 async def test_new_google_user_is_pending_owner(
-    live_api: LiveServer, oidc_provider: OidcProvider, db: Database, admin: Account,
+    live_api: LiveServer,
+    oidc_provider: OidcProvider,
+    db: Database,
+    admin: Account,
     smtp_server: tuple[MailHandler, int],
 ) -> None:
     email = unique_email("google")
@@ -48,7 +51,9 @@ async def test_new_google_user_is_pending_owner(
         assert token.json()["user"]["status"] == "pending"
         me = await client.get("/auth/me", headers={"Authorization": f"Bearer {token.json()['access_token']}"})
         assert me.json()["email"] == email and me.json()["status"] == "pending"
-        waiting = await client.get("/vehicles", headers={"Authorization": f"Bearer {token.json()['access_token']}"})
+        waiting = await client.get(
+            "/vehicles", headers={"Authorization": f"Bearer {token.json()['access_token']}"}
+        )
         assert waiting.json()["error"]["code"] == "pending_approval"
     async with db.system() as conn:
         link = await conn.fetchrow(
@@ -56,7 +61,9 @@ async def test_new_google_user_is_pending_owner(
             subject,
         )
         notices = await conn.fetchval(
-            "SELECT count(*) FROM mail_outbox WHERE recipient = $1 AND body LIKE '%' || $2 || '%'", admin.email, email
+            "SELECT count(*) FROM mail_outbox WHERE recipient = $1 AND body LIKE '%' || $2 || '%'",
+            admin.email,
+            email,
         )
     assert link["email"] == email and link["provider"] == "google"
     assert notices == 1
@@ -73,7 +80,9 @@ async def test_google_links_existing_user_by_verified_email(
     live_api: LiveServer, oidc_provider: OidcProvider, db: Database, api_settings: Settings
 ) -> None:
     existing = await make_account(db, api_settings)
-    oidc_provider.next_identity = Identity(sub=uuid.uuid4().hex, email=existing.email.upper(), email_verified=True)
+    oidc_provider.next_identity = Identity(
+        sub=uuid.uuid4().hex, email=existing.email.upper(), email_verified=True
+    )
     async with httpx.AsyncClient(base_url=live_api.url) as client:
         assert (await google_sign_in(client)).status_code == 303
         refreshed = await client.post("/auth/refresh")
@@ -135,7 +144,8 @@ async def test_google_not_configured_is_404(path: str, db: Database, api_setting
 
     settings = api_settings.model_copy(update={"google_client_id": None, "google_client_secret": None})
     app = create_app(settings, runtime=Runtime(settings=settings, db=db, roles=["api"]))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fleet") as client:
-            response = await client.get(path)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://fleet"
+    ) as client:
+        response = await client.get(path)
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_configured"

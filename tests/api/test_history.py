@@ -25,7 +25,11 @@ async def tracked(db: Database, api_settings: Settings) -> Fleet:
     async with db.system() as conn:
         await conn.executemany(
             "INSERT INTO measurements (vehicle_id, channel_id, time, value) VALUES ($1, $2, $3, $4)",
-            [(fleet.vehicle_id, ch, T0 + timedelta(seconds=s), float(s * ch)) for ch in (1, 2) for s in range(120)],
+            [
+                (fleet.vehicle_id, ch, T0 + timedelta(seconds=s), float(s * ch))
+                for ch in (1, 2)
+                for s in range(120)
+            ],
         )
         await conn.execute(
             """INSERT INTO channel_config (vehicle_id, channel_id, name, unit) VALUES ($1, 1, 'coolant', 'C'),
@@ -54,9 +58,13 @@ async def test_positions_json_range_and_pagination(http: httpx.AsyncClient, trac
     assert first["device_id"] == tracked.device_id
     assert [p["time"] for p in full["items"]] == sorted(p["time"] for p in full["items"])
 
-    page = (await http.get(url, params={**span(), "limit": 100, "offset": 550}, headers=tracked.owner.headers)).json()
+    page = (
+        await http.get(url, params={**span(), "limit": 100, "offset": 550}, headers=tracked.owner.headers)
+    ).json()
     assert (page["total"], len(page["items"]), page["has_more"]) == (600, 50, False)
-    page = (await http.get(url, params={**span(), "limit": 100, "offset": 100}, headers=tracked.owner.headers)).json()
+    page = (
+        await http.get(url, params={**span(), "limit": 100, "offset": 100}, headers=tracked.owner.headers)
+    ).json()
     assert (page["total"], len(page["items"]), page["has_more"]) == (600, 100, True)
     assert page["items"][0]["time"] == "2026-03-10T12:01:40.000000Z"
     beyond = (await http.get(url, params={**span(), "offset": 5000}, headers=tracked.owner.headers)).json()
@@ -89,14 +97,19 @@ async def test_positions_csv_and_gpx(http: httpx.AsyncClient, tracked: Fleet) ->
     rows = list(csv.DictReader(io.StringIO(response.text)))
     assert len(rows) == 600 and rows[0]["time"] == "2026-03-10T12:00:00.000000Z" and rows[0]["valid"] == "t"
 
-    response = await http.get(url, params={**span(), "format": "gpx", "limit": 10}, headers=tracked.owner.headers)
+    response = await http.get(
+        url, params={**span(), "format": "gpx", "limit": 10}, headers=tracked.owner.headers
+    )
     assert response.headers["content-type"].startswith("application/gpx+xml")
     root = ET.fromstring(response.content)
     ns = {"g": "http://www.topografix.com/GPX/1/1"}
     assert root.find("g:trk/g:name", ns).text == "Tanker <A&B>"  # type: ignore[union-attr]
     points = root.findall("g:trk/g:trkseg/g:trkpt", ns)
     assert len(points) == 10
-    assert points[1].get("lat") == "50.0001" and points[1].find("g:time", ns).text == "2026-03-10T12:00:01.000000Z"  # type: ignore[union-attr]
+    assert (
+        points[1].get("lat") == "50.0001"
+        and points[1].find("g:time", ns).text == "2026-03-10T12:00:01.000000Z"
+    )  # type: ignore[union-attr]
     bad = await http.get(url, params={"format": "gpx", "bucket": "1m"}, headers=tracked.owner.headers)
     assert bad.status_code == 400
 
@@ -108,12 +121,21 @@ async def test_measurements_channels_and_buckets(http: httpx.AsyncClient, tracke
     rpm = (await http.get(url, params={**span(), "channel": 2}, headers=tracked.owner.headers)).json()
     assert rpm["total"] == 120 and {m["channel_id"] for m in rpm["items"]} == {2}
     assert rpm["items"][3] == {"channel_id": 2, "time": "2026-03-10T12:00:03.000000Z", "value": 6.0}
-    binned = (await http.get(url, params={**span(), "channel": 1, "bucket": "1m"}, headers=tracked.owner.headers)).json()
+    binned = (
+        await http.get(url, params={**span(), "channel": 1, "bucket": "1m"}, headers=tracked.owner.headers)
+    ).json()
     assert binned["total"] == 2
     assert binned["items"][0] == {
-        "channel_id": 1, "time": "2026-03-10T12:00:00.000000Z", "value": 29.5, "min": 0.0, "max": 59.0, "points": 60
+        "channel_id": 1,
+        "time": "2026-03-10T12:00:00.000000Z",
+        "value": 29.5,
+        "min": 0.0,
+        "max": 59.0,
+        "points": 60,
     }
-    several = await http.get(url, params=[*span().items(), ("channel", 1), ("channel", 2)], headers=tracked.owner.headers)
+    several = await http.get(
+        url, params=[*span().items(), ("channel", 1), ("channel", 2)], headers=tracked.owner.headers
+    )
     assert several.json()["total"] == 240
 
 
@@ -133,12 +155,15 @@ async def test_status_online_offline_unknown(
     assert body["status"] == "unknown" and body["online_window_sec"] == 3 * api_settings.sync_interval_sec
     assert body["last_position"]["time"] == "2026-03-10T12:09:59.000000Z"
     async with db.system() as conn:
-        await conn.execute("UPDATE devices SET last_seen_at = now() - interval '10 minutes' WHERE id = $1",
-                           tracked.device_id)
+        await conn.execute(
+            "UPDATE devices SET last_seen_at = now() - interval '10 minutes' WHERE id = $1", tracked.device_id
+        )
     assert (await http.get(url, headers=tracked.owner.headers)).json()["status"] == "offline"
     async with db.system() as conn:
-        await conn.execute("UPDATE vehicles SET last_seen_at = now() - interval '5 seconds' WHERE id = $1",
-                           tracked.vehicle_id)
+        await conn.execute(
+            "UPDATE vehicles SET last_seen_at = now() - interval '5 seconds' WHERE id = $1",
+            tracked.vehicle_id,
+        )
     body = (await http.get(url, headers=tracked.owner.headers)).json()
     assert body["status"] == "online" and body["vehicle"]["status"] == "online"
     listed = (await http.get("/vehicles", headers=tracked.owner.headers)).json()
@@ -156,4 +181,6 @@ async def test_bad_ranges(http: httpx.AsyncClient, tracked: Fleet) -> None:
         response = await http.get(url, params=params, headers=tracked.owner.headers)
         assert response.status_code in (400, 422), params
         assert set(response.json()["error"]) == {"code", "message"}
-    assert (await http.get("/vehicles", params={"limit": 1001}, headers=tracked.owner.headers)).status_code == 422
+    assert (
+        await http.get("/vehicles", params={"limit": 1001}, headers=tracked.owner.headers)
+    ).status_code == 422

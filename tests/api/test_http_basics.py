@@ -46,16 +46,44 @@ async def test_docs_and_openapi(http: httpx.AsyncClient) -> None:
     assert (await http.get("/redoc")).status_code == 200
     spec = (await http.get("/openapi.json")).json()
     assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
-    for path in ("/auth/register", "/auth/login", "/auth/refresh", "/auth/logout", "/auth/google",
-                 "/auth/google/callback", "/vehicles", "/vehicles/{vehicle_id}/status", "/vehicles/{vehicle_id}/alarms",
-                 "/vehicles/{vehicle_id}/positions", "/vehicles/{vehicle_id}/measurements", "/admin/users/pending",
-                 "/admin/users/{user_id}/approve", "/admin/users/{user_id}/reject", "/admin/users/{user_id}/block",
-                 "/admin/vehicles/{vehicle_id}/assign", "/api/audit", "/api/v1/health", "/api/v1/devices",
-                 "/api/v1/devices/{device_id}/telemetry", "/api/v1/devices/{device_id}/raw-frames", "/api/v2/health",
-                 "/api/v2/stats", "/api/v2/devices", "/api/v2/devices/{device_id}/telemetry",
-                 "/api/v2/devices/{device_id}/can-data", "/api/v2/devices/{device_id}/raw-frames",
-                 "/api/v2/raw-frames", "/api/devices", "/api/devices/{imei}/last", "/api/devices/{imei}/can",
-                 "/health", "/ready", "/metrics", "/auth/api-keys", "/auth/api-keys/{key_id}"):
+    for path in (
+        "/auth/register",
+        "/auth/login",
+        "/auth/refresh",
+        "/auth/logout",
+        "/auth/google",
+        "/auth/google/callback",
+        "/vehicles",
+        "/vehicles/{vehicle_id}/status",
+        "/vehicles/{vehicle_id}/alarms",
+        "/vehicles/{vehicle_id}/positions",
+        "/vehicles/{vehicle_id}/measurements",
+        "/admin/users/pending",
+        "/admin/users/{user_id}/approve",
+        "/admin/users/{user_id}/reject",
+        "/admin/users/{user_id}/block",
+        "/admin/vehicles/{vehicle_id}/assign",
+        "/api/audit",
+        "/api/v1/health",
+        "/api/v1/devices",
+        "/api/v1/devices/{device_id}/telemetry",
+        "/api/v1/devices/{device_id}/raw-frames",
+        "/api/v2/health",
+        "/api/v2/stats",
+        "/api/v2/devices",
+        "/api/v2/devices/{device_id}/telemetry",
+        "/api/v2/devices/{device_id}/can-data",
+        "/api/v2/devices/{device_id}/raw-frames",
+        "/api/v2/raw-frames",
+        "/api/devices",
+        "/api/devices/{imei}/last",
+        "/api/devices/{imei}/can",
+        "/health",
+        "/ready",
+        "/metrics",
+        "/auth/api-keys",
+        "/auth/api-keys/{key_id}",
+    ):
         assert path in spec["paths"], path
     vehicles = spec["paths"]["/vehicles"]["get"]
     assert vehicles["security"] == [{"bearer": []}]
@@ -74,7 +102,10 @@ async def test_metrics_access(live_api: LiveServer, db: Database, api_settings: 
     async with httpx.AsyncClient(base_url=live_api.url) as client:
         local = await client.get("/metrics")
         assert local.status_code == 200 and "fleet_http_requests_total" in local.text
-        assert 'route="/vehicles/{vehicle_id}"' in local.text or "fleet_http_request_duration_seconds" in local.text
+        assert (
+            'route="/vehicles/{vehicle_id}"' in local.text
+            or "fleet_http_request_duration_seconds" in local.text
+        )
         # Through the (trusted) local proxy for a remote client: refused.
         remote = await client.get("/metrics", headers={"X-Forwarded-For": "203.0.113.5"})
         assert remote.status_code == 403
@@ -109,8 +140,9 @@ async def test_ready_checks_redis_when_configured(
     settings = api_settings.model_copy(update={"redis_url": url, "smtp_url": None})
     runtime = Runtime(settings=settings, db=db, roles=["api"])
     app = create_app(settings, runtime=runtime)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fleet") as client:
-            response = await client.get("/ready")
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://fleet"
+    ) as client:
+        response = await client.get("/ready")
     assert response.status_code == (200 if reachable else 503)
     assert response.json()["checks"]["redis"] == ("ok" if reachable else "down")

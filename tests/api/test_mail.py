@@ -35,7 +35,9 @@ async def test_without_smtp_mail_stays_in_the_outbox_and_is_logged(
     with structlog.testing.capture_logs() as logs:
         async with app.router.lifespan_context(app):
             assert app.state.api.mail_sender is None
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fleet") as client:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://fleet"
+            ) as client:
                 created = await client.post("/auth/register", json={"email": email, "password": PASSWORD})
                 assert created.status_code == 201
                 user_id = created.json()["user"]["id"]
@@ -49,7 +51,7 @@ async def test_without_smtp_mail_stays_in_the_outbox_and_is_logged(
 async def test_sender_delivers_and_retries_later_when_smtp_is_down(
     db: Database, api_settings: Settings, smtp_server: tuple[MailHandler, int], admin: Account
 ) -> None:
-    handler, port = smtp_server
+    handler, _port = smtp_server
     email = unique_email("retry")
     async with db.system() as conn:
         [message_id] = await mail_q.enqueue(conn, recipients=[email], subject="hello", body="über body")
@@ -62,7 +64,9 @@ async def test_sender_delivers_and_retries_later_when_smtp_is_down(
     assert (await outbox_for(db, email))[0]["attempts"] == 1
 
     async with db.system() as conn:  # pretend the backoff has passed
-        await conn.execute("UPDATE mail_outbox SET created_at = now() - interval '1 hour' WHERE id = $1", message_id)
+        await conn.execute(
+            "UPDATE mail_outbox SET created_at = now() - interval '1 hour' WHERE id = $1", message_id
+        )
     up = MailSender(db, api_settings)
     await up.deliver_due()
     [sent] = await outbox_for(db, email)
@@ -76,7 +80,11 @@ def test_smtp_url_parsing() -> None:
     assert (plain.hostname, plain.port, plain.use_tls, plain.start_tls) == ("127.0.0.1", 2525, False, None)
     secure = parse_smtp_url("smtps://mailer%40example.com:p%40ss@mail.example.com")
     assert (secure.port, secure.use_tls, secure.username, secure.password) == (
-        465, True, "mailer@example.com", "p@ss")
+        465,
+        True,
+        "mailer@example.com",
+        "p@ss",
+    )
     assert parse_smtp_url("smtp://mx.example.com:587?starttls=1").start_tls is True
     with pytest.raises(ConfigError):
         parse_smtp_url("http://example.com")

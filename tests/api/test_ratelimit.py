@@ -93,7 +93,9 @@ async def test_register_and_api_limits(limited_api: tuple[LiveServer, Settings],
     account = await make_account(db, settings)
     async with httpx.AsyncClient(base_url=server.url, headers={"X-Forwarded-For": "203.0.113.77"}) as client:
         statuses = [
-            (await client.post("/auth/register", json={"email": unique_email("rl"), "password": PASSWORD})).status_code
+            (
+                await client.post("/auth/register", json={"email": unique_email("rl"), "password": PASSWORD})
+            ).status_code
             for _ in range(3)
         ]
         assert statuses == [201, 201, 429]

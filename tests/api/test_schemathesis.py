@@ -121,7 +121,9 @@ def fuzz_server(test_settings: Settings, pg_server_dsn: str) -> Iterator[Threade
     suppress_health_check=list(HealthCheck),
     derandomize=True,
 )
-def test_no_server_errors(case: schemathesis.Case, fuzz_server: ThreadedServer, test_settings: Settings) -> None:
+def test_no_server_errors(
+    case: schemathesis.Case, fuzz_server: ThreadedServer, test_settings: Settings
+) -> None:
     assert test_settings.api_key is not None
     case.call_and_validate(
         base_url=fuzz_server.url,

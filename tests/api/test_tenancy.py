@@ -16,7 +16,7 @@ from fleet.config import Settings
 from fleet.db import Database, Tenant
 from fleet.runtime import Runtime
 
-from .conftest import Account, Fleet, add_positions, make_account, make_fleet
+from .conftest import Fleet, add_positions, make_account, make_fleet
 
 VEHICLE_PATHS = [
     "/vehicles/{v}",
@@ -84,13 +84,14 @@ async def test_owner_gets_404_for_every_endpoint_of_another_owner(
             assert foreign.status_code == 404, (path, foreign.text)
         own = await http.get(path.format(d=a.imei), headers=a.owner.headers)
         assert own.status_code == 200, (path, own.text)
-    assign = await http.post(f"/admin/vehicles/{b.vehicle_id}/assign", json={"user_id": a.owner.id},
-                             headers=a.owner.headers)
+    assign = await http.post(
+        f"/admin/vehicles/{b.vehicle_id}/assign", json={"user_id": a.owner.id}, headers=a.owner.headers
+    )
     assert assign.status_code == 403
 
 
 async def test_lists_show_only_own_rows(http: httpx.AsyncClient, two_owners: tuple[Fleet, Fleet]) -> None:
-    a, b = two_owners
+    a, _b = two_owners
     vehicles = (await http.get("/vehicles", headers=a.owner.headers)).json()
     assert [v["id"] for v in vehicles["items"]] == [a.vehicle_id]
     for path in ("/api/v2/devices", "/api/v1/devices", "/api/devices"):
@@ -112,10 +113,12 @@ async def test_rls_filters_a_handler_that_forgets_to(
     @careless.get("/careless")
     async def everything(conn: DbConn) -> dict[str, list[int]]:
         return {
-            table: [r[0] for r in await conn.fetch(f"SELECT DISTINCT vehicle_id FROM {table}")]  # noqa: S608
+            table: [r[0] for r in await conn.fetch(f"SELECT DISTINCT vehicle_id FROM {table}")]
             for table in ("positions", "alarms_log", "can_data", "raw_frames", "devices")
-        } | {"vehicles": [r[0] for r in await conn.fetch("SELECT id FROM vehicles")],
-             "users": [r[0] for r in await conn.fetch("SELECT id FROM users")]}
+        } | {
+            "vehicles": [r[0] for r in await conn.fetch("SELECT id FROM vehicles")],
+            "users": [r[0] for r in await conn.fetch("SELECT id FROM users")],
+        }
 
     app = create_app(api_settings, runtime=Runtime(settings=api_settings, db=db, roles=["api"]))
     app.include_router(careless)
@@ -144,10 +147,13 @@ async def test_owner_cannot_write_fleet_tables_even_through_sql(
     a, b = two_owners
     async with db.tenant(Tenant.owner(a.owner.id)) as conn:
         status = await conn.execute(
-            "INSERT INTO vehicle_access (user_id, vehicle_id) SELECT $1, $2 WHERE false", a.owner.id, b.vehicle_id
+            "INSERT INTO vehicle_access (user_id, vehicle_id) SELECT $1, $2 WHERE false",
+            a.owner.id,
+            b.vehicle_id,
         )
         assert status == "INSERT 0 0"
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         async with db.tenant(Tenant.owner(a.owner.id)) as conn:
-            await conn.execute("INSERT INTO vehicle_access (user_id, vehicle_id) VALUES ($1, $2)",
-                               a.owner.id, b.vehicle_id)
+            await conn.execute(
+                "INSERT INTO vehicle_access (user_id, vehicle_id) VALUES ($1, $2)", a.owner.id, b.vehicle_id
+            )

@@ -30,7 +30,9 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def test_access_token_shape_and_cookie(live_api: LiveServer, db: Database, api_settings: Settings) -> None:
+async def test_access_token_shape_and_cookie(
+    live_api: LiveServer, db: Database, api_settings: Settings
+) -> None:
     account = await password_account(db, api_settings)
     async with httpx.AsyncClient(base_url=live_api.url) as client:
         response = await client.post("/auth/login", json={"email": account.email, "password": PASSWORD})
@@ -56,25 +58,37 @@ async def test_secure_cookie_when_public_url_is_https(db: Database, api_settings
     settings = api_settings.model_copy(update={"public_url": "https://fleet.example.com"})
     account = await password_account(db, settings)
     app = create_app(settings, runtime=Runtime(settings=settings, db=db, roles=["api"]))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fleet") as client:
-            response = await client.post("/auth/login", json={"email": account.email, "password": PASSWORD})
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://fleet"
+    ) as client:
+        response = await client.post("/auth/login", json={"email": account.email, "password": PASSWORD})
     assert "secure" in response.headers["set-cookie"].lower()
 
 
-async def test_expired_and_forged_tokens(http: httpx.AsyncClient, admin: Account, api_settings: Settings) -> None:
+async def test_expired_and_forged_tokens(
+    http: httpx.AsyncClient, admin: Account, api_settings: Settings
+) -> None:
     assert api_settings.secret_key is not None
     secret = api_settings.secret_key.get_secret_value()
     expired, _ = tokens.issue_access_token(
-        secret, user_id=admin.id, role="superuser", token_version=0, session_id=admin.session_id,
-        ttl_sec=60, now=time.time() - 3600,
+        secret,
+        user_id=admin.id,
+        role="superuser",
+        token_version=0,
+        session_id=admin.session_id,
+        ttl_sec=60,
+        now=time.time() - 3600,
     )
     response = await http.get("/vehicles", headers=bearer(expired))
     assert response.status_code == 401 and response.json()["error"]["code"] == "token_expired"
     assert response.headers["www-authenticate"] == "Bearer"
     forged, _ = tokens.issue_access_token(
-        "not-the-server-secret-at-all", user_id=admin.id, role="superuser", token_version=0,
-        session_id=admin.session_id, ttl_sec=60,
+        "not-the-server-secret-at-all",
+        user_id=admin.id,
+        role="superuser",
+        token_version=0,
+        session_id=admin.session_id,
+        ttl_sec=60,
     )
     assert (await http.get("/vehicles", headers=bearer(forged))).json()["error"]["code"] == "invalid_token"
     unsigned = jwt.encode({"sub": str(admin.id), "role": "superuser"}, key=None, algorithm="none")
@@ -115,7 +129,8 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(
 
     async with db.system() as conn:
         reuse = await conn.fetchval(
-            "SELECT count(*) FROM admin_audit_log WHERE action = 'token.reuse_detected' AND actor_id = $1", account.id
+            "SELECT count(*) FROM admin_audit_log WHERE action = 'token.reuse_detected' AND actor_id = $1",
+            account.id,
         )
     assert reuse == 1
 
@@ -128,14 +143,19 @@ async def test_refresh_without_or_with_bad_cookie(http: httpx.AsyncClient) -> No
     assert forged.json()["error"]["code"] == "invalid_refresh_token"
 
 
-async def test_logout_revokes_access_and_refresh(live_api: LiveServer, db: Database, api_settings: Settings) -> None:
+async def test_logout_revokes_access_and_refresh(
+    live_api: LiveServer, db: Database, api_settings: Settings
+) -> None:
     account = await password_account(db, api_settings)
     async with httpx.AsyncClient(base_url=live_api.url) as client:
         access = await sign_in(client, account.email)
         refresh = client.cookies[REFRESH_COOKIE]
         out = await client.post("/auth/logout", headers=bearer(access))
         assert out.status_code == 204
-        assert f"{REFRESH_COOKIE}=" in out.headers["set-cookie"] and "max-age=0" in out.headers["set-cookie"].lower()
+        assert (
+            f"{REFRESH_COOKIE}=" in out.headers["set-cookie"]
+            and "max-age=0" in out.headers["set-cookie"].lower()
+        )
         assert (await client.get("/vehicles", headers=bearer(access))).status_code == 401
         client.cookies.clear()
         again = await client.post("/auth/refresh", headers={"Cookie": f"{REFRESH_COOKIE}={refresh}"})
@@ -147,7 +167,10 @@ async def test_blocking_revokes_every_token_at_once(
     live_api: LiveServer, db: Database, api_settings: Settings, admin: Account
 ) -> None:
     account = await password_account(db, api_settings)
-    async with httpx.AsyncClient(base_url=live_api.url) as phone, httpx.AsyncClient(base_url=live_api.url) as laptop:
+    async with (
+        httpx.AsyncClient(base_url=live_api.url) as phone,
+        httpx.AsyncClient(base_url=live_api.url) as laptop,
+    ):
         phone_token = await sign_in(phone, account.email)
         laptop_token = await sign_in(laptop, account.email)
         key = await laptop.post("/auth/api-keys", json={"name": "script"}, headers=bearer(laptop_token))

@@ -30,7 +30,9 @@ def test_cached_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_token_from_another_secret_is_refused() -> None:
-    token, _ = tokens.issue_access_token(SECRET, user_id=7, role="owner", token_version=0, session_id="s", ttl_sec=60)
+    token, _ = tokens.issue_access_token(
+        SECRET, user_id=7, role="owner", token_version=0, session_id="s", ttl_sec=60
+    )
     with pytest.raises(tokens.TokenError):
         tokens.decode_access_token("another-secret-" + "y" * 20, token)
     with pytest.raises(tokens.TokenError):

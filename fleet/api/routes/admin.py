@@ -41,7 +41,9 @@ def _page(rows: list[Any], total: int, limit: int, offset: int) -> dict[str, Any
     summary="Registrations awaiting approval, oldest first",
 )
 async def pending_users(session: AdminSession, page: Pagination) -> dict[str, Any]:
-    rows, total = await accounts.list_users(session.conn, status="pending", limit=page.limit, offset=page.offset)
+    rows, total = await accounts.list_users(
+        session.conn, status="pending", limit=page.limit, offset=page.offset
+    )
     return _page(rows, total, page.limit, page.offset)
 
 
@@ -90,8 +92,11 @@ async def approve(
         session.conn, user_id, "active", actor_id=session.principal.user_id, bump_version=False
     )
     await messages.notify_activated(session.conn, state.settings, email=user["email"])
-    await _audit(session, "user.approve", f"user:{user_id}", address, email=user["email"], previous=user["status"])
+    await _audit(
+        session, "user.approve", f"user:{user_id}", address, email=user["email"], previous=user["status"]
+    )
     background.add_task(state.wake_mail)  # after the commit: the sender must see the message
+    assert updated is not None  # the row was read in this transaction
     return dict(updated)
 
 
@@ -114,6 +119,7 @@ async def reject(
     await messages.notify_rejected(session.conn, state.settings, email=user["email"])
     await _audit(session, "user.reject", f"user:{user_id}", address, email=user["email"])
     background.add_task(state.wake_mail)  # after the commit: the sender must see the message
+    assert updated is not None  # the row was read in this transaction
     return dict(updated)
 
 
@@ -132,9 +138,15 @@ async def block(user_id: UserId, session: AdminSession, address: ClientAddr) -> 
     )
     revoked = await auth_q.revoke_user_sessions(session.conn, user_id)
     await _audit(
-        session, "user.block", f"user:{user_id}", address, email=user["email"], previous=user["status"],
+        session,
+        "user.block",
+        f"user:{user_id}",
+        address,
+        email=user["email"],
+        previous=user["status"],
         sessions_revoked=revoked,
     )
+    assert updated is not None  # the row was read in this transaction
     return dict(updated)
 
 
@@ -159,7 +171,12 @@ async def assign(
         session.conn, user_id=user["id"], vehicle_id=vehicle_id, granted_by=session.principal.user_id
     )
     await _audit(
-        session, "vehicle.assign", f"vehicle:{vehicle_id}", address, user_id=user["id"], email=user["email"],
+        session,
+        "vehicle.assign",
+        f"vehicle:{vehicle_id}",
+        address,
+        user_id=user["id"],
+        email=user["email"],
         granted=granted,
     )
     return {"vehicle_id": vehicle_id, "user_id": user["id"], "email": user["email"], "granted": granted}

@@ -34,7 +34,11 @@ async def create_key(body: ApiKeyCreate, session: ActiveSession, address: Client
     user_id = _owner_id(session)
     key = tokens.new_api_key()
     row = await auth_q.create_api_key(
-        session.conn, user_id=user_id, name=body.name.strip() or "key", prefix=key.prefix, key_hash=key.key_hash
+        session.conn,
+        user_id=user_id,
+        name=body.name.strip() or "key",
+        prefix=key.prefix,
+        key_hash=key.key_hash,
     )
     await audit.record(
         session.conn,

@@ -10,7 +10,14 @@ from fastapi.security import HTTPAuthorizationCredentials
 
 from fleet.api.deps import AnySession, ClientAddr, State, bearer_scheme, rate_limit
 from fleet.api.errors import ApiError
-from fleet.api.schemas import LoginRequest, MeResponse, RegisterRequest, RegisterResponse, TokenResponse, errors
+from fleet.api.schemas import (
+    LoginRequest,
+    MeResponse,
+    RegisterRequest,
+    RegisterResponse,
+    TokenResponse,
+    errors,
+)
 from fleet.api.sessions import (
     REFRESH_COOKIE,
     clear_refresh_cookie,
@@ -146,7 +153,9 @@ async def refresh(request: Request, response: Response, state: State, address: C
                 details={"revoked": "session"},
                 client_addr=address,
             )
-            failure = ApiError(401, "refresh_token_reused", "this refresh token was already used; session revoked")
+            failure = ApiError(
+                401, "refresh_token_reused", "this refresh token was already used; session revoked"
+            )
         elif row["expires_at"] <= datetime.now(UTC):
             failure = ApiError(401, "refresh_token_expired", "the session has expired; sign in again")
         elif row["status"] == "blocked":
@@ -188,7 +197,9 @@ async def logout(
     settings = state.settings
     if credentials is not None and settings.secret_key is not None:
         try:
-            claims = tokens.decode_access_token(settings.secret_key.get_secret_value(), credentials.credentials)
+            claims = tokens.decode_access_token(
+                settings.secret_key.get_secret_value(), credentials.credentials
+            )
             families[claims.session_id] = claims.user_id
         except tokens.TokenError:
             pass  # an expired or foreign token: nothing of ours to revoke

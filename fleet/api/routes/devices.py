@@ -84,7 +84,9 @@ def build_router(version: Literal["v1", "v2"]) -> APIRouter:
     @router.get("/devices", responses={200: {"model": Page[DeviceModel]}, **READ_ERRORS}, summary="Trackers")
     async def devices(conn: DbConn, state: State, page: Pagination) -> Response:
         return answer(
-            await devices_q.devices_page(conn, window_sec=_window(state), limit=page.limit, offset=page.offset)
+            await devices_q.devices_page(
+                conn, window_sec=_window(state), limit=page.limit, offset=page.offset
+            )
         )
 
     @router.get(
@@ -119,14 +121,22 @@ def build_router(version: Literal["v1", "v2"]) -> APIRouter:
         device = await _device(conn, device_id)
         return answer(
             await devices_q.raw_frames_page(
-                conn, device["id"], span.start, span.end, outcome=outcome, limit=page.limit, offset=page.offset
+                conn,
+                device["id"],
+                span.start,
+                span.end,
+                outcome=outcome,
+                limit=page.limit,
+                offset=page.offset,
             )
         )
 
     if deprecated:
         return router
 
-    @router.get("/stats", response_model=Stats, responses=READ_ERRORS, summary="Counts and live ingest figures")
+    @router.get(
+        "/stats", response_model=Stats, responses=READ_ERRORS, summary="Counts and live ingest figures"
+    )
     async def stats(conn: DbConn, state: State) -> dict[str, Any]:
         body: dict[str, Any] = await devices_q.stats(conn, window_sec=_window(state))
         live = state.runtime.extras.get("ingest_stats")
@@ -161,7 +171,9 @@ def build_router(version: Literal["v1", "v2"]) -> APIRouter:
         responses={200: {"model": Page[RawFrame]}, **READ_ERRORS},
         summary="Frames from every visible tracker (default: last 7 days, newest first)",
     )
-    async def raw_frames(conn: DbConn, span: DeviceRange, page: Pagination, outcome: Outcome = None) -> Response:
+    async def raw_frames(
+        conn: DbConn, span: DeviceRange, page: Pagination, outcome: Outcome = None
+    ) -> Response:
         return answer(
             await devices_q.raw_frames_page(
                 conn, None, span.start, span.end, outcome=outcome, limit=page.limit, offset=page.offset
@@ -174,7 +186,9 @@ def build_router(version: Literal["v1", "v2"]) -> APIRouter:
 aliases = APIRouter(prefix="/api/devices", tags=["device api (README aliases)"])
 
 
-@aliases.get("", responses={200: {"model": Page[DeviceModel]}, **READ_ERRORS}, summary="Trackers (= /api/v2/devices)")
+@aliases.get(
+    "", responses={200: {"model": Page[DeviceModel]}, **READ_ERRORS}, summary="Trackers (= /api/v2/devices)"
+)
 async def alias_devices(conn: DbConn, state: State, page: Pagination) -> Response:
     return Response(
         await devices_q.devices_page(conn, window_sec=_window(state), limit=page.limit, offset=page.offset),

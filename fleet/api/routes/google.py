@@ -93,14 +93,29 @@ async def _resolve_user(conn: Any, state: ApiState, claims: dict[str, Any], addr
         raise ApiError(400, "email_not_verified", "the Google account has no verified e-mail address")
     user = await get_user_by_email(conn, email)
     if user is None:
-        user = await create_user(conn, email=email, password_hash=None, role="owner", status="pending",
-                                 name=claims.get("name"))
+        user = await create_user(
+            conn, email=email, password_hash=None, role="owner", status="pending", name=claims.get("name")
+        )
         await notify_new_registration(conn, state.settings, email=user["email"], method="google")
-        await audit.record(conn, action="auth.register", actor_id=user["id"], actor_email=user["email"],
-                           target=f"user:{user['id']}", details={"method": "google"}, client_addr=address)
+        await audit.record(
+            conn,
+            action="auth.register",
+            actor_id=user["id"],
+            actor_email=user["email"],
+            target=f"user:{user['id']}",
+            details={"method": "google"},
+            client_addr=address,
+        )
     await auth_q.link_oauth(conn, user_id=user["id"], provider=oidc.PROVIDER, subject=subject, email=email)
-    await audit.record(conn, action="auth.oauth_link", actor_id=user["id"], actor_email=user["email"],
-                       target=f"user:{user['id']}", details={"provider": oidc.PROVIDER}, client_addr=address)
+    await audit.record(
+        conn,
+        action="auth.oauth_link",
+        actor_id=user["id"],
+        actor_email=user["email"],
+        target=f"user:{user['id']}",
+        details={"provider": oidc.PROVIDER},
+        client_addr=address,
+    )
     return user
 
 
@@ -108,8 +123,10 @@ async def _resolve_user(conn: Any, state: ApiState, claims: dict[str, Any], addr
     "/callback",
     name="google_callback",
     status_code=303,
-    responses={303: {"description": "Signed in: refresh cookie set, redirect to the web UI"},
-               **errors(400, 403, 404)},
+    responses={
+        303: {"description": "Signed in: refresh cookie set, redirect to the web UI"},
+        **errors(400, 403, 404),
+    },
     summary="Finish Google sign-in (the provider redirects here)",
 )
 async def google_callback(request: Request, state: State, address: ClientAddr) -> Response:
@@ -136,13 +153,25 @@ async def google_callback(request: Request, state: State, address: ClientAddr) -
         user = await _resolve_user(conn, state, dict(claims), address)
         if user["status"] == "blocked":
             blocked = True
-            await audit.record(conn, action="auth.login_failed", actor_id=user["id"], actor_email=user["email"],
-                               details={"reason": "blocked", "method": "google"}, client_addr=address)
+            await audit.record(
+                conn,
+                action="auth.login_failed",
+                actor_id=user["id"],
+                actor_email=user["email"],
+                details={"reason": "blocked", "method": "google"},
+                client_addr=address,
+            )
         else:
             issued = await issue_session(conn, state, user, client_addr=address)
             await auth_q.record_login(conn, user["id"])
-            await audit.record(conn, action="auth.login", actor_id=user["id"], actor_email=user["email"],
-                               details={"method": "google", "session": issued.session_id}, client_addr=address)
+            await audit.record(
+                conn,
+                action="auth.login",
+                actor_id=user["id"],
+                actor_email=user["email"],
+                details={"method": "google", "session": issued.session_id},
+                client_addr=address,
+            )
     state.wake_mail()
     if blocked:
         AUTH_ATTEMPTS.labels("google", "blocked").inc()

@@ -131,9 +131,13 @@ async def vehicle_positions(
     filename = f"vehicle-{vehicle_id}-positions.{fmt}"
     headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
     if fmt == "csv":
-        body = await history.positions_csv(conn, vehicle_id, span.start, span.end, limit=page.limit, offset=page.offset)
+        body = await history.positions_csv(
+            conn, vehicle_id, span.start, span.end, limit=page.limit, offset=page.offset
+        )
         return Response(content=body, media_type="text/csv; charset=utf-8", headers=headers)
-    points = await history.positions_gpx(conn, vehicle_id, span.start, span.end, limit=page.limit, offset=page.offset)
+    points = await history.positions_gpx(
+        conn, vehicle_id, span.start, span.end, limit=page.limit, offset=page.offset
+    )
     gpx = (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
         '<gpx version="1.1" creator="Fleet Server" xmlns="http://www.topografix.com/GPX/1/1">\n'

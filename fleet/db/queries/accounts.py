@@ -44,5 +44,7 @@ async def set_status(
 
 
 async def active_superuser_emails(conn: asyncpg.Connection) -> list[str]:
-    rows = await conn.fetch("SELECT email FROM users WHERE role = 'superuser' AND status = 'active' ORDER BY id")
+    rows = await conn.fetch(
+        "SELECT email FROM users WHERE role = 'superuser' AND status = 'active' ORDER BY id"
+    )
     return [row["email"] for row in rows]

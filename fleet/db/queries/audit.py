@@ -52,5 +52,7 @@ async def list_entries(
         limit,
         offset,
     )
-    total = await conn.fetchval(f"SELECT count(*) FROM admin_audit_log WHERE {where}", action, actor, actor_id)
+    total = await conn.fetchval(
+        f"SELECT count(*) FROM admin_audit_log WHERE {where}", action, actor, actor_id
+    )
     return list(rows), int(total)

@@ -117,8 +117,10 @@ async def list_api_keys(
         limit,
         offset,
     )
-    total = rows[0]["total"] if rows else await conn.fetchval(
-        "SELECT count(*) FROM api_keys WHERE user_id = $1", user_id
+    total = (
+        rows[0]["total"]
+        if rows
+        else await conn.fetchval("SELECT count(*) FROM api_keys WHERE user_id = $1", user_id)
     )
     return list(rows), int(total)
 

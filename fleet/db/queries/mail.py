@@ -44,7 +44,9 @@ async def mark_sent(conn: asyncpg.Connection, message_id: int) -> None:
 
 async def mark_failed(conn: asyncpg.Connection, message_id: int, error: str) -> None:
     await conn.execute(
-        "UPDATE mail_outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1", message_id, error[:500]
+        "UPDATE mail_outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
+        message_id,
+        error[:500],
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 
 # Timestamps in every SQL-built answer: ISO 8601 in UTC with microseconds, whatever the session time zone.
-ISO_FORMAT = "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'"
+ISO_FORMAT = '\'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\''
 
 
 def iso(column: str) -> str:
