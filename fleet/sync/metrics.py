@@ -33,7 +33,9 @@ ROWS_WRITTEN = Counter("fleet_sync_rows_written_total", "Measurements inserted (
 ROWS_REJECTED = Counter(
     "fleet_sync_rows_rejected_total", "Entries dropped from vehicles' answers, by reason", ["reason"]
 )
-WRITE_BATCHES = Counter("fleet_sync_write_batches_total", "Group-commit transactions, by outcome", ["outcome"])
+WRITE_BATCHES = Counter(
+    "fleet_sync_write_batches_total", "Group-commit transactions, by outcome", ["outcome"]
+)
 WRITE_DURATION = Histogram(
     "fleet_sync_write_duration_seconds",
     "Time of one group-commit transaction",

@@ -158,7 +158,9 @@ def parse_channels(doc: Any) -> tuple[list[ChannelInfo], Counter[str]]:
             continue
         low_raw, high_raw = entry.get("phys_min"), entry.get("phys_max")
         low, high = _number(low_raw), _number(high_raw)
-        bad = [raw for raw, number in ((low_raw, low), (high_raw, high)) if number is None and raw is not None]
+        bad = [
+            raw for raw, number in ((low_raw, low), (high_raw, high)) if number is None and raw is not None
+        ]
         if bad:
             rejected[NOT_FINITE if any(type(raw) is float for raw in bad) else WRONG_TYPE] += 1
             continue
@@ -180,9 +182,7 @@ def _window_end(endpoint: str, body: dict[str, Any], start: datetime, end: datet
     if answered is None:
         raise PullProtocolError(endpoint, "'to' is not a time")
     if not start <= answered <= end:
-        raise PullProtocolError(
-            endpoint, f"'to' {format_time(answered)} is outside the window asked for"
-        )
+        raise PullProtocolError(endpoint, f"'to' {format_time(answered)} is outside the window asked for")
     return answered
 
 

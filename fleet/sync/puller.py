@@ -144,7 +144,9 @@ class VehiclePuller:
                         raise await _status_error(endpoint, response)
                     declared = response.headers.get("content-length")
                     if declared is not None and declared.isdigit() and int(declared) > cap:
-                        raise PullProtocolError(endpoint, f"the body ({declared} bytes) is over the {cap}-byte cap")
+                        raise PullProtocolError(
+                            endpoint, f"the body ({declared} bytes) is over the {cap}-byte cap"
+                        )
                     return await _read_capped(endpoint, response, cap)
         except TimeoutError:
             raise PullTimeout(endpoint, f"no complete answer within {self._timeout:g} s") from None

@@ -31,7 +31,9 @@ async def sync_role(runtime: Runtime) -> AsyncIterator[None]:
         finally:
             scheduler.stop()
             try:
-                await asyncio.wait_for(asyncio.shield(task), timeout=settings.pull_timeout_sec + STOP_GRACE_SEC)
+                await asyncio.wait_for(
+                    asyncio.shield(task), timeout=settings.pull_timeout_sec + STOP_GRACE_SEC
+                )
             except TimeoutError:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

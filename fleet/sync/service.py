@@ -54,7 +54,7 @@ from fleet.sync.parse import REJECT_REASONS, to_millis
 from fleet.sync.puller import VehiclePuller, open_client
 from fleet.sync.status import OFFLINE, ONLINE
 from fleet.sync.windows import TRUNCATED_STEP, Window, plan, split
-from fleet.sync.writer import SyncWriter, VehicleWrite
+from fleet.sync.writer import LEASE_LOST_NOTE, SyncWriter, VehicleWrite
 
 log = structlog.get_logger(__name__)
 
@@ -242,7 +242,9 @@ class SyncService:
             raise claim_error
         return report
 
-    async def _pull_in_slot(self, target: VehicleTarget, slots: asyncio.Semaphore, report: CycleReport) -> None:
+    async def _pull_in_slot(
+        self, target: VehicleTarget, slots: asyncio.Semaphore, report: CycleReport
+    ) -> None:
         try:
             report.vehicles.append(await self.sync_vehicle(target))
         finally:
@@ -277,7 +279,9 @@ class SyncService:
                 known = await self._channels(puller, run)
                 try:
                     if known is None:
-                        raise PullProtocolError("data", "no channel list: /channels failed and none is stored")
+                        raise PullProtocolError(
+                            "data", "no channel list: /channels failed and none is stored"
+                        )
                     await self._pull_data(puller, run, known)
                 except PullError as err:
                     status, error = err.journal_status, err
@@ -287,7 +291,7 @@ class SyncService:
             status, error, sync_status = err.journal_status, err, None
         except LeaseLost:
             status = "error"
-            run.notes.insert(0, "another sync worker took the vehicle over (lease expired)")
+            run.notes.insert(0, LEASE_LOST_NOTE)
         except Exception as err:  # a bug or a database failure: journal it, keep the cycle going
             log.exception("vehicle_sync_crashed", vehicle_id=target.id)
             status = "error"
@@ -466,7 +470,7 @@ class SyncService:
             report.rows_written = run.rows_written + result.inserted
             if not result.lease_held:
                 report.status = "error"
-                report.note = "another sync worker took the vehicle over (lease expired)"
+                report.note = LEASE_LOST_NOTE
         metrics.VEHICLE_SYNCS.labels(report.status).inc()
         metrics.ROWS_WRITTEN.inc(report.rows_written)
         self._log_transition(target, report, failures, error)

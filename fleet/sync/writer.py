@@ -44,6 +44,8 @@ MAX_GROUP_ROWS = 100_000
 # Transactions in flight at once: one COPYs while the other runs its INSERT.
 PARALLEL_GROUPS = 2
 
+LEASE_LOST_NOTE = "another sync worker took the vehicle over (lease expired); the cursor was not moved"
+
 # Errors that say "the database is not there", not "this data is wrong": retrying alone cannot help.
 _UNAVAILABLE = (
     OSError,
@@ -143,7 +145,9 @@ class SyncWriter:
     def _take_group(self) -> list[_Pending]:
         group: list[_Pending] = []
         rows = 0
-        while self._pending and (not group or rows + len(self._pending[0].write.rows) <= self._max_group_rows):
+        while self._pending and (
+            not group or rows + len(self._pending[0].write.rows) <= self._max_group_rows
+        ):
             pending = self._pending.pop(0)
             rows += len(pending.write.rows)
             group.append(pending)
@@ -201,7 +205,9 @@ class SyncWriter:
             updates = [w.update for w in writes if w.update is not None]
             held = await update_vehicles(conn, owner=self._owner, lease_sec=self._lease_sec, updates=updates)
             journal = [
-                replace(w.journal, rows_written=w.journal.rows_written + inserted.get(w.vehicle_id, 0))
+                _journal_row(
+                    w.journal, inserted.get(w.vehicle_id, 0), w.update is None or w.vehicle_id in held
+                )
                 for w in writes
                 if w.journal is not None
             ]
@@ -210,6 +216,14 @@ class SyncWriter:
             id(w): WriteResult(inserted.get(w.vehicle_id, 0), w.update is None or w.vehicle_id in held)
             for w in writes
         }
+
+
+def _journal_row(entry: JournalEntry, inserted: int, lease_held: bool) -> JournalEntry:
+    rows = entry.rows_written + inserted
+    if lease_held:
+        return replace(entry, rows_written=rows)
+    note = "; ".join(filter(None, [LEASE_LOST_NOTE, entry.error]))
+    return replace(entry, rows_written=rows, status="error", error=note)
 
 
 def _settle(

@@ -69,7 +69,9 @@ def make_vehicle(db: Database) -> VehicleFactory:
 
 @pytest.fixture
 def service_factory(db: Database, sync_settings: Settings) -> Callable[..., SyncService]:
-    def build(now: Clock = utc_now, settings: Settings | None = None, owner: str | None = None) -> SyncService:
+    def build(
+        now: Clock = utc_now, settings: Settings | None = None, owner: str | None = None
+    ) -> SyncService:
         return SyncService(db, settings or sync_settings, now=now, owner=owner)
 
     return build
@@ -97,7 +99,9 @@ async def journal(db: Database, vehicle_id: int) -> list[asyncpg.Record]:
 
 async def measurement_count(db: Database, vehicle_id: int) -> int:
     async with db.system() as conn:
-        count: int = await conn.fetchval("SELECT count(*) FROM measurements WHERE vehicle_id = $1", vehicle_id)
+        count: int = await conn.fetchval(
+            "SELECT count(*) FROM measurements WHERE vehicle_id = $1", vehicle_id
+        )
     return count
 
 

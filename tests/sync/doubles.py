@@ -127,7 +127,12 @@ class FakeVehicle:
         if path == "/alarms":
             start, end = self._window(query)
             return json_reply(
-                {"from": format_time(start), "to": format_time(end), "alarms": self.alarms, "truncated": False}
+                {
+                    "from": format_time(start),
+                    "to": format_time(end),
+                    "alarms": self.alarms,
+                    "truncated": False,
+                }
             )
         return json_reply({"error": {"code": "not_found", "message": path}}, 404)
 
@@ -176,30 +181,59 @@ class _Server(uvicorn.Server):
         yield
 
 
-@contextlib.asynccontextmanager
-async def serve(app: Any) -> AsyncIterator[int]:
-    """Serve `app` on 127.0.0.1 on a free port for the duration of the block; yields the port."""
+class _ByPort:
+    """One ASGI app in front of many: the request's local port says which vehicle it is for."""
+
+    def __init__(self, apps: dict[int, Any]) -> None:
+        self.apps = apps
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await self.apps[scope["server"][1]](scope, receive, send)
+
+
+def _listen() -> socket.socket:
     # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and without
     # it every keep-alive response waits 40 ms for a delayed ACK (Nagle's algorithm).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def serve_many(apps: list[Any]) -> AsyncIterator[list[int]]:
+    """Serve each app on its own port of 127.0.0.1, all from one uvicorn server; yields the ports."""
+    sockets = [_listen() for _ in apps]
+    ports = [sock.getsockname()[1] for sock in sockets]
     server = _Server(
-        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1)
+        uvicorn.Config(
+            _ByPort(dict(zip(ports, apps, strict=True))),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+        )
     )
-    task = asyncio.create_task(server.serve(sockets=[sock]))
+    task = asyncio.create_task(server.serve(sockets=sockets))
     try:
         while not server.started:
             if task.done():
                 task.result()
             await asyncio.sleep(0.01)
-        yield port
+        yield ports
     finally:
         server.should_exit = True
         server.force_exit = True
         await task
-        sock.close()
+        for sock in sockets:
+            sock.close()
+
+
+@contextlib.asynccontextmanager
+async def serve(app: Any) -> AsyncIterator[int]:
+    """Serve `app` on 127.0.0.1 on a free port for the duration of the block; yields the port."""
+    async with serve_many([app]) as ports:
+        yield ports[0]
 
 
 class FakeClock:

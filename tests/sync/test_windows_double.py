@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -78,7 +79,7 @@ async def test_a_30_hour_gap_is_pulled_in_hourly_windows(
     assert len(windows) == 30
     assert all(end - start == timedelta(hours=1) for start, end in windows)
     assert windows[0][0] == gap_start and windows[-1][1] == clock()
-    assert all(a[1] == b[0] for a, b in zip(windows, windows[1:], strict=False))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(windows))
     # one sample per 10 minutes on three channels for 30 hours
     assert report.vehicles[0].rows_written == 30 * 6 * 3 == await measurement_count(db, vehicle_id)
     assert (await vehicle_row(db, vehicle_id))["last_sync_at"] == clock()
