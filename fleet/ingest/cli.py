@@ -43,7 +43,9 @@ def _uvloop_for_cli_process() -> None:
     CLI from a test runner must not change that runner's event loop.
     """
     entry = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
-    if entry is None or not (entry.name == "fleet" or (entry.name == "__main__.py" and entry.parent.name == "fleet")):
+    if entry is None or not (
+        entry.name == "fleet" or (entry.name == "__main__.py" and entry.parent.name == "fleet")
+    ):
         return
     try:
         import uvloop
@@ -72,8 +74,12 @@ def simulate_navtelecom(
     host: Annotated[str, typer.Option(help="server address")] = "127.0.0.1",
     port: Annotated[int | None, typer.Option(help="server port (default SERVER_PORT, 5221)")] = None,
     ack_timeout: Annotated[float, typer.Option(help="seconds before a device reconnects and resends")] = 10.0,
-    first_imei: Annotated[int, typer.Option(help="IMEI of the first device; the others follow")] = 860000000000001,
-    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON, no progress display")] = False,
+    first_imei: Annotated[
+        int, typer.Option(help="IMEI of the first device; the others follow")
+    ] = 860000000000001,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print the summary as JSON, no progress display")
+    ] = False,
 ) -> None:
     """Simulate Navtelecom trackers: handshake, FLEX negotiation, black-box upload with ACKs and resends."""
     from fleet.ingest.simulator import FLEX_PROFILES, SimulationConfig, SimulationResult, run_simulation
@@ -83,7 +89,7 @@ def simulate_navtelecom(
     if port is None:
         from fleet.config import Settings
 
-        port = Settings().server_port
+        port = Settings().server_port  # type: ignore[call-arg]  # values come from env / config.yaml
     if not 0 < first_imei < 10**15 - devices:
         raise typer.BadParameter("IMEIs are 15 digits", param_hint="--first-imei")
     config = SimulationConfig(
@@ -117,7 +123,11 @@ def simulate_navtelecom(
                 rate_now = result.records_acked / elapsed if elapsed > 0 else 0
                 info = f"{result.connections} conn, {result.retransmissions} resent"
                 progress.update(
-                    task, completed=min(elapsed, duration), acked=result.records_acked, rate=f"{rate_now:,.0f}", info=info
+                    task,
+                    completed=min(elapsed, duration),
+                    acked=result.records_acked,
+                    rate=f"{rate_now:,.0f}",
+                    info=info,
                 )
 
             result = asyncio.run(run_simulation(config, on_progress=show))
@@ -132,7 +142,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
     latency = summary.pop("ack_latency_ms")
     for key, value in summary.items():
         table.add_row(key.replace("_", " "), f"{value:,}" if isinstance(value, int) else str(value))
-    table.add_row("ack latency ms p50/p90/p99/max", " / ".join(str(latency[k]) for k in ("p50", "p90", "p99", "max")))
+    table.add_row(
+        "ack latency ms p50/p90/p99/max", " / ".join(str(latency[k]) for k in ("p50", "p90", "p99", "max"))
+    )
     console.print(table)
 
 

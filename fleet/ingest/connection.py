@@ -227,12 +227,17 @@ class DeviceConnection(asyncio.Protocol):
             return
         settings = self.service.settings
         if self.device is None and now - self.connected_at > settings.ingest_handshake_timeout_sec:
-            log.warning("ingest_handshake_timeout", peer=self.peer, seconds=settings.ingest_handshake_timeout_sec)
+            log.warning(
+                "ingest_handshake_timeout", peer=self.peer, seconds=settings.ingest_handshake_timeout_sec
+            )
             self.close("handshake_timeout", abort=True)
         elif now - self.last_rx > settings.ingest_idle_timeout_sec:
             log.info("ingest_idle_timeout", peer=self.peer, imei=self.imei)
             self.close("idle_timeout")
-        elif self.partial_since is not None and now - self.partial_since > settings.ingest_handshake_timeout_sec:
+        elif (
+            self.partial_since is not None
+            and now - self.partial_since > settings.ingest_handshake_timeout_sec
+        ):
             # A frame trickling in for this long is a slow-loris, not a tracker on a slow link.
             inner = self.session.session
             log.warning(
@@ -291,7 +296,7 @@ class DeviceConnection(asyncio.Protocol):
             future = self.service.registry.resolve(imei)
             self._suspend(future, partial(self._handshake_resolved, reply, outputs, position, now))
             return False
-        self._accept(reply, imei, None if decision == REFUSED else decision)  # type: ignore[arg-type]
+        self._accept(reply, imei, None if decision == REFUSED else decision)
         return True
 
     def _handshake_resolved(
@@ -304,7 +309,9 @@ class DeviceConnection(asyncio.Protocol):
         self._accept(reply, imei, future.result())
         self._replay(outputs, position + 1, now)
 
-    def _identify_for_text(self, telemetry: Telemetry, outputs: list[Output], position: int, now: float) -> bool:
+    def _identify_for_text(
+        self, telemetry: Telemetry, outputs: list[Output], position: int, now: float
+    ) -> bool:
         """Text frames carry the IMEI in every frame: the first one identifies the connection."""
         imei = self.session.imei
         if self.session.dialect is not Dialect.TEXT or imei is None:
@@ -322,10 +329,12 @@ class DeviceConnection(asyncio.Protocol):
             future = self.service.registry.resolve(imei)
             self._suspend(future, partial(self._text_resolved, outputs, position, now))
             return False
-        self._accept(None, imei, None if decision == REFUSED else decision)  # type: ignore[arg-type]
+        self._accept(None, imei, None if decision == REFUSED else decision)
         return not self.closing
 
-    def _text_resolved(self, outputs: list[Output], position: int, now: float, future: asyncio.Future[Any]) -> None:
+    def _text_resolved(
+        self, outputs: list[Output], position: int, now: float, future: asyncio.Future[Any]
+    ) -> None:
         if not self._resume_backlog(future):
             return
         imei = self.session.imei
@@ -426,7 +435,16 @@ class DeviceConnection(asyncio.Protocol):
             self.last_seen_sent = now
             update = DeviceStateUpdate(device.id, seen_at=received)
         item = Pending(
-            self, telemetry.ack, now, rows.positions, rows.can, rows.events, raw_row, update, rows.records, len(raw)
+            self,
+            telemetry.ack,
+            now,
+            rows.positions,
+            rows.can,
+            rows.events,
+            raw_row,
+            update,
+            rows.records,
+            len(raw),
         )
         self.outbox.append(item)
         self.inflight += 1
@@ -498,7 +516,9 @@ class DeviceConnection(asyncio.Protocol):
             outcome,
             error.replace("\x00", "") if error else None,
         )
-        service.writer.submit(Pending(None, None, service.loop.time(), raw=row, device_update=update, nbytes=len(data)))
+        service.writer.submit(
+            Pending(None, None, service.loop.time(), raw=row, device_update=update, nbytes=len(data))
+        )
 
     # --- sending -----------------------------------------------------------------------------------------------
     def send(self, data: bytes) -> None:

@@ -22,8 +22,8 @@ from fleet.errors import NotFound
 from fleet.ingest.connection import PROTOCOL_TEXT
 from fleet.ingest.rows import RowBuilder
 from fleet.protocol.navtelecom import (
-    Negotiation,
     NavtelecomSession,
+    Negotiation,
     Reply,
     ReplyKind,
     Telemetry,
@@ -81,7 +81,9 @@ def stored_negotiation(row: Any, field100_size: int) -> Negotiation | None:
     # count matches it; otherwise every bit of the mask counts (up to the 255 fields that exist).
     if bits is None or (bits + 7) // 8 != len(mask):
         bits = min(len(mask) * 8, 255)
-    return Negotiation(row["flex_protocol_version"] or struct_version, struct_version, bits, bytes(mask), field100_size)
+    return Negotiation(
+        row["flex_protocol_version"] or struct_version, struct_version, bits, bytes(mask), field100_size
+    )
 
 
 async def redecode(

@@ -106,8 +106,16 @@ class DeviceRegistry:
             futures = [self._waiting.pop(imei) for imei in imeis]
             try:
                 rows, created = await self._query(imeis)
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError, DatabaseUnavailable) as err:
-                log.error("ingest_device_lookup_failed", devices=len(imeis), error=str(err) or type(err).__name__)
+            except (
+                asyncpg.PostgresError,
+                OSError,
+                asyncpg.InterfaceError,
+                TimeoutError,
+                DatabaseUnavailable,
+            ) as err:
+                log.error(
+                    "ingest_device_lookup_failed", devices=len(imeis), error=str(err) or type(err).__name__
+                )
                 failure = DatabaseUnavailable(f"device lookup failed: {err}")
                 for future in futures:
                     if not future.done():
@@ -128,7 +136,11 @@ class DeviceRegistry:
             for imei in created:
                 self._stats.devices_registered += 1
                 DEVICES_REGISTERED.inc()
-                log.info("ingest_device_registered", imei=imei, device_id=found[imei]["id"] if imei in found else None)
+                log.info(
+                    "ingest_device_registered",
+                    imei=imei,
+                    device_id=found[imei]["id"] if imei in found else None,
+                )
 
     async def _query(self, imeis: list[str]) -> tuple[list[asyncpg.Record], list[str]]:
         async with self._db.system() as conn:

@@ -48,8 +48,20 @@ _CAN_FIELD_SET = frozenset(CAN_FIELDS)
 # FlexRecord properties that are not columns and not in `attributes`: stored in attributes under these names.
 _FLEX_EXTRA_PROPERTIES = ("pdop", "odometer_km", "power_v", "battery_v", "inputs", "outputs")
 _LEGACY_COLUMNS = frozenset(
-    {"index", "event_code", "device_time", "fix_time", "valid", "latitude", "longitude", "altitude_m", "speed_kmh",
-     "course", "satellites", "raw"}
+    {
+        "index",
+        "event_code",
+        "device_time",
+        "fix_time",
+        "valid",
+        "latitude",
+        "longitude",
+        "altitude_m",
+        "speed_kmh",
+        "course",
+        "satellites",
+        "raw",
+    }
 )
 _LEGACY_ATTRIBUTES = tuple(f.name for f in dataclasses.fields(LegacyRecord) if f.name not in _LEGACY_COLUMNS)
 
@@ -185,11 +197,16 @@ class RowBuilder:
         can_plan = self._can_plan(record.layout)
         if can_plan:
             values = record.values
-            wire = {n: values[start] if count == 1 else values[start : start + count] for n, start, count in can_plan}
+            wire = {
+                n: values[start] if count == 1 else values[start : start + count]
+                for n, start, count in can_plan
+            }
             out.can.extend(_can_rows(device_id, index, device_time, flex_can_signals(wire)))
         if kind is TelemetryKind.EVENT:
             details = {"frame": "T", "event_index": event_index}
-            out.events.append((device_id, device_time, event_code or 0, "alarm", None, index, to_json(details)))
+            out.events.append(
+                (device_id, device_time, event_code or 0, "alarm", None, index, to_json(details))
+            )
 
     def _can_plan(self, layout: FlexLayout) -> tuple[tuple[int, int, int], ...]:
         """Return (field, first value slot, value count) of the layout's CAN fields - the subset of
@@ -291,7 +308,7 @@ class RowBuilder:
 def _can_rows(
     device_id: int, index: int | None, time: datetime, signals: Iterable[CanSignal]
 ) -> list[tuple[Any, ...]]:
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     for signal in signals:
         value = signal.value
         if value is None:

@@ -39,6 +39,8 @@ LIVE_TOPIC = "positions"
 LISTEN_BACKLOG = 4096
 REFUSED_LOG_INTERVAL_SEC = 10.0
 MAX_SWEEP_INTERVAL_SEC = 1.0
+# A backpressure episode ends once the queue stayed below its low-water mark this long.
+BACKPRESSURE_QUIET_SEC = 1.0
 # Live events waiting for the bus; beyond this the oldest are dropped (the bus is best-effort).
 MAX_PENDING_LIVE_EVENTS = 20000
 
@@ -72,10 +74,10 @@ class LivePublisher:
             except Exception as err:  # a broken bus must not break ingestion
                 log.warning("ingest_live_publish_failed", error=str(err), events=len(events))
 
-    async def close(self, timeout: float = 5.0) -> None:
+    async def close(self, grace: float = 5.0) -> None:
         if self._task is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(self._task, timeout)
+                await asyncio.wait_for(self._task, grace)
 
 
 def live_event(summary: DeviceSummary, imei: str | None) -> dict[str, Any]:
@@ -115,7 +117,9 @@ class IngestService:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._publisher: LivePublisher | None = None
-        self._pressure_since: float | None = None
+        self._pressure_since: float | None = None  # start of the current backpressure episode
+        self._pressure_pauses = 0
+        self._episode_end: asyncio.TimerHandle | None = None
         self._refused_unlogged = 0
         self._refused_logged_at = float("-inf")
 
@@ -140,7 +144,11 @@ class IngestService:
         factory: Callable[[], DeviceConnection] = lambda: DeviceConnection(self)  # noqa: E731
         try:
             self._server = await self.loop.create_server(
-                factory, settings.server_host, settings.server_port, backlog=LISTEN_BACKLOG, reuse_address=True
+                factory,
+                settings.server_host,
+                settings.server_port,
+                backlog=LISTEN_BACKLOG,
+                reuse_address=True,
             )
         except OSError as err:
             await self.writer.stop(0)
@@ -179,10 +187,15 @@ class IngestService:
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
+        if self._episode_end is not None:
+            self._episode_end.cancel()
+            self._episode_end = None
         if self._pressure_since is not None:
             BACKPRESSURE_SECONDS.inc(self.loop.time() - self._pressure_since)
             self._pressure_since = None
-        log.info("ingest_stopped", **{k: v for k, v in self.stats.as_dict().items() if k in ("frames", "stored")})
+        log.info(
+            "ingest_stopped", **{k: v for k, v in self.stats.as_dict().items() if k in ("frames", "stored")}
+        )
 
     # --- connections -----------------------------------------------------------------------------------------
     def admit(self, conn: DeviceConnection) -> None:
@@ -223,7 +236,9 @@ class IngestService:
     async def _sweep(self) -> None:
         settings = self.settings
         interval = min(
-            MAX_SWEEP_INTERVAL_SEC, settings.ingest_handshake_timeout_sec / 4, settings.ingest_idle_timeout_sec / 4
+            MAX_SWEEP_INTERVAL_SEC,
+            settings.ingest_handshake_timeout_sec / 4,
+            settings.ingest_idle_timeout_sec / 4,
         )
         while True:
             await asyncio.sleep(interval)
@@ -236,29 +251,52 @@ class IngestService:
 
     # --- writer hooks ---------------------------------------------------------------------------------------------
     def _on_pressure(self, paused: bool) -> None:
+        """Pause or resume every socket; count and log whole episodes, not each mark crossing.
+
+        While a backlog drains the queue oscillates around the marks (each batch taken drops it below
+        low-water, the resumed sockets push it over high-water again); all of that is one episode, which
+        ends only after the queue stayed below low-water for ``BACKPRESSURE_QUIET_SEC``.
+        """
         writer = self.writer
         if paused:
-            self._pressure_since = self.loop.time()
-            self.stats.backpressure_episodes += 1
-            BACKPRESSURE_EPISODES.inc()
-            log.warning(
-                "ingest_backpressure_on",
-                queued_records=writer.queued_records,
-                queued_bytes=writer.queued_bytes,
-                high_water=writer.high_water,
-                connections=len(self.connections),
-            )
             for conn in list(self.connections):
                 conn.pause(PAUSE_GLOBAL)
+            self._pressure_pauses += 1
+            if self._episode_end is not None:
+                self._episode_end.cancel()
+                self._episode_end = None
+            if self._pressure_since is None:
+                self._pressure_since = self.loop.time()
+                self.stats.backpressure_episodes += 1
+                BACKPRESSURE_EPISODES.inc()
+                log.warning(
+                    "ingest_backpressure_on",
+                    queued_records=writer.queued_records,
+                    queued_bytes=writer.queued_bytes,
+                    high_water=writer.high_water,
+                    connections=len(self.connections),
+                )
             return
-        paused_for = self.loop.time() - (self._pressure_since or self.loop.time())
+        if not self.stopping:
+            for conn in list(self.connections):
+                conn.resume(PAUSE_GLOBAL)
+        if self._pressure_since is not None and self._episode_end is None:
+            self._episode_end = self.loop.call_later(BACKPRESSURE_QUIET_SEC, self._end_episode)
+
+    def _end_episode(self) -> None:
+        self._episode_end = None
+        if self._pressure_since is None or self.writer.paused:
+            return
+        paused_for = self.loop.time() - self._pressure_since - BACKPRESSURE_QUIET_SEC
         self._pressure_since = None
-        BACKPRESSURE_SECONDS.inc(paused_for)
-        log.info("ingest_backpressure_off", paused_for_s=round(paused_for, 3), queued_records=writer.queued_records)
-        if self.stopping:
-            return
-        for conn in list(self.connections):
-            conn.resume(PAUSE_GLOBAL)
+        BACKPRESSURE_SECONDS.inc(max(paused_for, 0.0))
+        log.info(
+            "ingest_backpressure_off",
+            episode_s=round(max(paused_for, 0.0), 3),
+            pauses=self._pressure_pauses,
+            queued_records=self.writer.queued_records,
+        )
+        self._pressure_pauses = 0
 
     def _on_committed(self, summaries: list[DeviceSummary]) -> None:
         registry = self.registry

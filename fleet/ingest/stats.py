@@ -17,16 +17,22 @@ from prometheus_client import Counter, Gauge, Histogram
 CONNECTIONS_ACTIVE = Gauge("fleet_ingest_connections", "Open device connections")
 CONNECTIONS_OPENED = Counter("fleet_ingest_connections_opened_total", "Device connections accepted")
 CONNECTIONS_REFUSED = Counter(
-    "fleet_ingest_connections_refused_total", "Connections refused (limit, unknown or invalid device)", ["reason"]
+    "fleet_ingest_connections_refused_total",
+    "Connections refused (limit, unknown or invalid device)",
+    ["reason"],
 )
-CONNECTIONS_CLOSED = Counter("fleet_ingest_connections_closed_total", "Connections closed, by reason", ["reason"])
+CONNECTIONS_CLOSED = Counter(
+    "fleet_ingest_connections_closed_total", "Connections closed, by reason", ["reason"]
+)
 FRAMES = Counter("fleet_ingest_frames_total", "Frames received, by type", ["type"])
 RECORDS = Counter("fleet_ingest_records_total", "Records decoded, by frame type", ["type"])
 DECODE_ERRORS = Counter(
     "fleet_ingest_decode_errors_total", "Frames rejected or streams broken, by reason", ["reason"]
 )
 ROWS_STORED = Counter("fleet_ingest_rows_stored_total", "Rows committed, by table", ["table"])
-DUPLICATES = Counter("fleet_ingest_records_duplicate_total", "Retransmitted records recognised and not stored again")
+DUPLICATES = Counter(
+    "fleet_ingest_records_duplicate_total", "Retransmitted records recognised and not stored again"
+)
 ACK_LATENCY = Histogram(
     "fleet_ingest_ack_latency_seconds",
     "From receiving a telemetry frame to sending its acknowledgement (after commit)",
@@ -48,7 +54,9 @@ QUEUE_BYTES = Gauge("fleet_ingest_queue_bytes", "Frame bytes waiting for the wri
 BACKPRESSURE_ACTIVE = Gauge("fleet_ingest_backpressure_active", "1 while sockets are paused for the writer")
 BACKPRESSURE_EPISODES = Counter("fleet_ingest_backpressure_episodes_total", "Times reading was paused")
 BACKPRESSURE_SECONDS = Counter("fleet_ingest_backpressure_seconds_total", "Time spent with reading paused")
-DEVICES_REGISTERED = Counter("fleet_ingest_devices_registered_total", "Unknown devices registered on first contact")
+DEVICES_REGISTERED = Counter(
+    "fleet_ingest_devices_registered_total", "Unknown devices registered on first contact"
+)
 
 LATENCY_SAMPLES = 4096
 

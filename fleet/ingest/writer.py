@@ -21,6 +21,7 @@ Backpressure: the queue is measured in records and bytes; crossing the high-wate
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections import deque
 from collections.abc import Callable
@@ -122,12 +123,10 @@ def _is_data_error(err: BaseException) -> bool:
     """True when the rows themselves caused the failure (retrying the same rows cannot succeed)."""
     if isinstance(err, asyncpg.DataError | asyncpg.IntegrityConstraintViolationError):
         return True
-    if isinstance(err, asyncpg.PostgresError | OSError | asyncpg.InterfaceError | TimeoutError):
-        return False
-    if isinstance(err, DatabaseUnavailable | ConnectionError):
-        return False
-    # Anything else (a value the COPY encoder refuses, or a bug) would also fail every retry.
-    return True
+    # Anything else but a transient database or network condition (a value the COPY encoder refuses, or
+    # a bug) would also fail every retry.
+    transient = asyncpg.PostgresError | OSError | asyncpg.InterfaceError | TimeoutError | DatabaseUnavailable
+    return not isinstance(err, transient)
 
 
 class PartitionCache:
@@ -150,9 +149,17 @@ class PartitionCache:
             try:
                 async with self._db.system() as conn:
                     created = await ensure_partition(conn, table, start)
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError, DatabaseUnavailable) as err:
+            except (
+                asyncpg.PostgresError,
+                OSError,
+                asyncpg.InterfaceError,
+                TimeoutError,
+                DatabaseUnavailable,
+            ) as err:
                 # Not fatal: rows of that month go to the default partition. Try again next batch.
-                log.warning("ingest_partition_failed", table=table, month=f"{year}-{month:02d}", error=str(err))
+                log.warning(
+                    "ingest_partition_failed", table=table, month=f"{year}-{month:02d}", error=str(err)
+                )
                 continue
             if created:
                 log.info("ingest_partition_created", table=table, month=f"{year}-{month:02d}")
@@ -237,7 +244,11 @@ class BatchWriter:
             self.queued_bytes -= item.nbytes
         self.queued_records -= records
         self.in_flight += len(batch)
-        if self.paused and self.queued_records <= self.low_water and self.queued_bytes <= self.low_water_bytes:
+        if (
+            self.paused
+            and self.queued_records <= self.low_water
+            and self.queued_bytes <= self.low_water_bytes
+        ):
             self._set_paused(False)
         return batch
 
@@ -246,13 +257,13 @@ class BatchWriter:
         for number in range(self._concurrency):
             self._workers.append(asyncio.create_task(self._work(), name=f"ingest-writer-{number}"))
 
-    async def stop(self, timeout: float = 10.0) -> None:
-        """Commit what is queued (giving up after ``timeout`` seconds), then stop the workers."""
+    async def stop(self, grace: float = 10.0) -> None:
+        """Commit what is queued (giving up after ``grace`` seconds), then stop the workers."""
         self._stopping = True
-        self._give_up_at = self._loop.time() + timeout
+        self._give_up_at = self._loop.time() + grace
         self._wake.set()
         if self._workers:
-            done, pending = await asyncio.wait(self._workers, timeout=timeout + 1)
+            _done, pending = await asyncio.wait(self._workers, timeout=grace + 1)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*self._workers, return_exceptions=True)
@@ -265,10 +276,10 @@ class BatchWriter:
             self._queue.clear()
             self.queued_records = self.queued_bytes = 0
 
-    async def wait_idle(self, timeout: float | None = None) -> bool:
-        """Wait until nothing is queued or in flight; False on timeout."""
+    async def wait_idle(self, within: float | None = None) -> bool:
+        """Wait until nothing is queued or in flight; False when that takes longer than ``within`` seconds."""
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            await asyncio.wait_for(self._idle.wait(), within)
         except TimeoutError:
             return False
         return True
@@ -289,10 +300,8 @@ class BatchWriter:
                     # Group commit: let the batch fill until the oldest item has waited one window,
                     # unless max_records arrive first (submit() wakes us then).
                     self._wake.clear()
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), delay)
-                    except TimeoutError:
-                        pass
                     continue
             batch = self._take()
             QUEUE_RECORDS.set(self.queued_records)
@@ -382,7 +391,7 @@ class BatchWriter:
             if update is not None:
                 known = updates.get(update.device_id)
                 updates[update.device_id] = update if known is None else known.merge(update)
-        wanted = set()
+        wanted: set[tuple[str, int, int]] = set()
         for name, column, table in _PARTITIONED:
             rows = positions if name == "positions" else can if name == "can" else raw
             wanted.update((table, row[column].year, row[column].month) for row in rows)

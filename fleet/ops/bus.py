@@ -47,8 +47,12 @@ RECONNECT_MIN_SEC = 0.5
 RECONNECT_MAX_SEC = 15.0
 
 BUS_PUBLISHED = Counter("fleet_bus_events_published_total", "Events published on the live bus", ["backend"])
-BUS_RECEIVED = Counter("fleet_bus_events_received_total", "Events delivered to local subscribers", ["backend"])
-BUS_DROPPED = Counter("fleet_bus_events_dropped_total", "Events dropped (slow subscriber or bus down)", ["backend"])
+BUS_RECEIVED = Counter(
+    "fleet_bus_events_received_total", "Events delivered to local subscribers", ["backend"]
+)
+BUS_DROPPED = Counter(
+    "fleet_bus_events_dropped_total", "Events dropped (slow subscriber or bus down)", ["backend"]
+)
 
 
 def channel_name(topic: str) -> str:
@@ -114,14 +118,14 @@ class Subscription:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def get(self, timeout: float | None = None) -> Any:
-        """Return the next payload (TimeoutError after ``timeout`` seconds; StopAsyncIteration when closed)."""
+    async def get(self, within: float | None = None) -> Any:
+        """Return the next payload (TimeoutError after ``within`` seconds; StopAsyncIteration when closed)."""
         while not self._items:
             if self._closed:
                 raise StopAsyncIteration
             self._waiter = asyncio.get_running_loop().create_future()
             try:
-                await asyncio.wait_for(self._waiter, timeout)
+                await asyncio.wait_for(self._waiter, within)
             finally:
                 self._waiter = None
         return self._items.popleft()
@@ -157,7 +161,7 @@ class LiveBus(ABC):
     def __init__(self) -> None:
         self._subscriptions: dict[str, set[Subscription]] = {}
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 - optional hook: backends without a connection need none
         """Connect what the backend needs (idempotent)."""
 
     async def close(self) -> None:
@@ -203,10 +207,10 @@ class LiveBus(ABC):
                 sub.deliver(payload)
         BUS_RECEIVED.labels(self.backend).inc(len(payloads) * len(subs))
 
-    async def _listen(self, topic: str) -> None:
+    async def _listen(self, topic: str) -> None:  # noqa: B027 - optional hook: in-process needs no listener
         """Start receiving ``topic`` from the backend (first local subscriber)."""
 
-    async def _unlisten(self, topic: str) -> None:
+    async def _unlisten(self, topic: str) -> None:  # noqa: B027 - optional hook, as _listen
         """Stop receiving ``topic`` (last local subscriber gone)."""
 
 

@@ -4,6 +4,7 @@ unique IMEIs (the database is shared with every other test), and `fleet serve` a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -35,7 +36,34 @@ from fleet.protocol.navtelecom import (
 REPO = Path(__file__).resolve().parents[2]
 VECTORS = REPO / "tests" / "protocol" / "data" / "navtelecom_public.json"
 # FLEX 2.0 field set of a real capture (70-byte records), used wherever a test needs ordinary records.
-FLEX20_FIELDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 29, 37, 45, 69, 70, 71)
+FLEX20_FIELDS = (
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    9,
+    10,
+    11,
+    12,
+    13,
+    14,
+    15,
+    16,
+    17,
+    18,
+    19,
+    20,
+    29,
+    37,
+    45,
+    69,
+    70,
+    71,
+)
 LAYOUT = layout_for_fields(FLEX20_FIELDS)
 
 _imeis = itertools.count(random.SystemRandom().randrange(10**11, 9 * 10**11))
@@ -44,6 +72,14 @@ _imeis = itertools.count(random.SystemRandom().randrange(10**11, 9 * 10**11))
 def unique_imei() -> str:
     """Return an IMEI no other test uses (random base per run, then sequential)."""
     return f"35{next(_imeis):013d}"
+
+
+def imei_block(count: int) -> int:
+    """Reserve ``count`` consecutive unused IMEIs; return the first as an int (for the simulator)."""
+    first = int(unique_imei())
+    for _ in range(count - 1):
+        unique_imei()
+    return first
 
 
 def negotiation_packet() -> bytes:
@@ -92,22 +128,22 @@ class Tracker:
         self.writer.write(data)
         await self.writer.drain()
 
-    async def read(self, size: int, timeout: float = 5.0) -> bytes:
-        return await asyncio.wait_for(self.reader.readexactly(size), timeout)
+    async def read(self, size: int, within: float = 5.0) -> bytes:
+        return await asyncio.wait_for(self.reader.readexactly(size), within)
 
-    async def read_ntcb(self, timeout: float = 5.0) -> bytes:
+    async def read_ntcb(self, within: float = 5.0) -> bytes:
         """Return one whole NTCB packet."""
-        header = await self.read(16, timeout)
+        header = await self.read(16, within)
         length = header[12] | header[13] << 8
-        return header + await self.read(length, timeout)
+        return header + await self.read(length, within)
 
     async def nothing_within(self, seconds: float) -> bool:
         """True when no byte arrives (and the connection stays open) for ``seconds``."""
         try:
-            data = await asyncio.wait_for(self.reader.read(1), seconds)
+            await asyncio.wait_for(self.reader.read(1), seconds)
         except TimeoutError:
             return True
-        return False if data else False
+        return False
 
     async def closed_within(self, seconds: float) -> bool:
         """True when the server closes the connection within ``seconds`` (reading and dropping data)."""
@@ -134,10 +170,8 @@ class Tracker:
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
 
 
 @pytest.fixture
@@ -180,8 +214,10 @@ async def positions_of(conn: asyncpg.Connection, imei: str) -> list[asyncpg.Reco
     )
 
 
-async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0, step: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_for(
+    predicate: Callable[[], Awaitable[bool]], within: float = 10.0, step: float = 0.05
+) -> None:
+    deadline = time.monotonic() + within
     while not await predicate():
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
@@ -276,7 +312,9 @@ def server_process(
         data_dir.mkdir()
         port = port or free_port()
         env = {
-            key: value for key, value in os.environ.items() if not key.startswith(("DB_", "INGEST_", "SERVER_"))
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("DB_", "INGEST_", "SERVER_"))
         }
         env.update(
             {

@@ -47,7 +47,7 @@ async def test_no_ack_while_positions_locked_then_stored_once(
         assert await tracker.nothing_within(0.5)
     finally:
         await transaction.rollback()
-    assert await tracker.read(4, timeout=10) == ack_archive(5)
+    assert await tracker.read(4, within=10) == ack_archive(5)
     await tracker.close()
     # The abandoned connection's batch may commit after the second copy's: let both finish.
     assert await service.writer.wait_idle(10)
@@ -126,13 +126,15 @@ async def test_failed_commit_is_retried_and_acknowledged_after_success(
         assert await tracker.nothing_within(1.0)
     finally:
         await transaction.rollback()
-    assert await tracker.read(4, timeout=15) == ack_archive(3)
+    assert await tracker.read(4, within=15) == ack_archive(3)
     await tracker.close()
     assert service.stats.batch_failures["retryable"] > failures_before
     assert await count_positions(db, imei) == 4
 
 
-async def test_unstorable_frame_is_isolated_and_not_acknowledged(db: Database, start_ingest: StartIngest) -> None:
+async def test_unstorable_frame_is_isolated_and_not_acknowledged(
+    db: Database, start_ingest: StartIngest
+) -> None:
     """A row PostgreSQL refuses fails only its own frame: the rest of the batch commits and is ACKed."""
     service = await start_ingest(ingest_batch_window_ms=200.0)
     imei = unique_imei()

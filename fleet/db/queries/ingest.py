@@ -224,10 +224,16 @@ def _positions_statement(with_can: bool, upsert: bool) -> str:
     select = _POSITION_SELECT
     if upsert:
         # DO UPDATE may touch a row once per statement: keep one staged copy of each key.
-        select = select.replace(
-            "SELECT s.device_id", "SELECT DISTINCT ON (s.device_id, s.record_index, s.device_time) s.device_id"
-        ) + " ORDER BY s.device_id, s.record_index, s.device_time"
-    conflict = _POSITION_UPSERT if upsert else " ON CONFLICT (device_id, record_index, device_time) DO NOTHING"
+        select = (
+            select.replace(
+                "SELECT s.device_id",
+                "SELECT DISTINCT ON (s.device_id, s.record_index, s.device_time) s.device_id",
+            )
+            + " ORDER BY s.device_id, s.record_index, s.device_time"
+        )
+    conflict = (
+        _POSITION_UPSERT if upsert else " ON CONFLICT (device_id, record_index, device_time) DO NOTHING"
+    )
     parts = [f"WITH ins AS ({_POSITION_INSERT} {select} {conflict} {_POSITION_RETURNING})"]
     if with_can:
         can_conflict = _CAN_UPSERT if upsert else " ON CONFLICT (device_id, time, source, name) DO NOTHING"
@@ -307,8 +313,14 @@ async def store_batch(
         rows = await conn.fetch(_POSITION_STATEMENTS[(linked, upsert)])
         summaries = [
             DeviceSummary(
-                r["device_id"], r["vehicle_id"], r["stored"], r["last_time"], r["latitude"], r["longitude"],
-                r["speed"], r["course"],
+                r["device_id"],
+                r["vehicle_id"],
+                r["stored"],
+                r["last_time"],
+                r["latitude"],
+                r["longitude"],
+                r["speed"],
+                r["course"],
             )
             for r in rows
         ]
