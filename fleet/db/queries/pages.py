@@ -30,6 +30,18 @@ async def json_items(conn: asyncpg.Connection, query: str, *args: Any) -> tuple[
     return row["items"], int(row["n"])
 
 
+async def _json_array_bytes(conn: asyncpg.Connection, query: str, *args: Any) -> tuple[bytes, int]:
+    # UTF-8 bytes straight from the server (bytea): a large history answer is not decoded into a Python
+    # string and encoded back.
+    row = await conn.fetchrow(
+        f"""SELECT convert_to(coalesce(json_agg(t), '[]'::json)::text, 'UTF8') AS items, count(*) AS n
+            FROM ({query}) t""",
+        *args,
+    )
+    assert row is not None
+    return row["items"], int(row["n"])
+
+
 async def json_page(
     conn: asyncpg.Connection,
     query: str,
@@ -44,7 +56,7 @@ async def json_page(
     `count_query` counts every row `query` would return, with the same parameters.
     """
     n_args = len(args)
-    items, returned = await json_items(
+    items, returned = await _json_array_bytes(
         conn, f"{query} LIMIT ${n_args + 1} OFFSET ${n_args + 2}", *args, limit, offset
     )
     if returned < limit and (returned > 0 or offset == 0):
@@ -54,6 +66,6 @@ async def json_page(
     envelope = {"total": total, "limit": limit, "offset": offset, "has_more": offset + returned < total}
     if extra:
         envelope.update(extra)
-    head = json.dumps(envelope, separators=(",", ":"), default=str)
+    head = json.dumps(envelope, separators=(",", ":"), default=str).encode("utf-8")
     # Splice the database-built array in without parsing it again.
-    return ('{"items":' + items + "," + head[1:]).encode("utf-8")
+    return b"".join((b'{"items":', items, b",", head[1:]))
