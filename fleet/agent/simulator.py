@@ -18,8 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
+from fleet.agent.alarm_rules import ALARM_RULES, AlarmTracker
 from fleet.agent.channels import Channel
-from fleet.agent.store import Alarm, AlarmLevel, Sample
+from fleet.agent.store import Alarm, Sample
 
 # Gear top speeds (km/h) of the 12-speed box; the engine reaches GOVERNED_RPM at a gear's top speed.
 GEAR_TOP_KMH = (8, 14, 20, 27, 35, 44, 53, 62, 72, 82, 95, 140)
@@ -42,53 +43,6 @@ class Phase(Enum):
     ACCELERATE = "accelerate"
     CRUISE = "cruise"
     BRAKE = "brake"
-
-
-@dataclass(frozen=True, slots=True)
-class AlarmRule:
-    """Raise an alarm when a channel crosses ``raise_at``; resolve it when it crosses back past ``clear_at``.
-
-    The gap between the two thresholds is hysteresis, so a value hovering at the limit raises one alarm, not a
-    stream of them.
-    """
-
-    channel_id: int
-    level: AlarmLevel
-    message: str
-    above: bool
-    raise_at: float
-    clear_at: float
-
-    def crossed(self, value: float) -> bool:
-        """Return True when ``value`` should raise the alarm."""
-        return value > self.raise_at if self.above else value < self.raise_at
-
-    def cleared(self, value: float) -> bool:
-        """Return True when ``value`` should resolve the raised alarm."""
-        return value < self.clear_at if self.above else value > self.clear_at
-
-
-ALARM_RULES: tuple[AlarmRule, ...] = (
-    AlarmRule(1, "info", "Speed above 90 km/h", True, 90.0, 85.0),
-    AlarmRule(3, "critical", "Coolant temperature above 105 °C", True, 105.0, 100.0),
-    AlarmRule(4, "warning", "Fuel level below 15 %", False, 15.0, 20.0),
-    AlarmRule(5, "warning", "Battery voltage below 23.5 V", False, 23.5, 24.5),
-    AlarmRule(22, "warning", "Front left tyre pressure below 700 kPa", False, 700.0, 760.0),
-    AlarmRule(23, "warning", "Front right tyre pressure below 700 kPa", False, 700.0, 760.0),
-    AlarmRule(24, "warning", "Rear left tyre pressure below 700 kPa", False, 700.0, 760.0),
-    AlarmRule(25, "warning", "Rear right tyre pressure below 700 kPa", False, 700.0, 760.0),
-)
-
-
-def alarm_id_for(raised_at_ms: int, channel_id: int) -> int:
-    """Return the id of an alarm raised on ``channel_id`` at ``raised_at_ms``.
-
-    A channel has at most one open alarm, so (time, channel) is unique, and because the id is built from the
-    time it stays unique across agent restarts and a wiped database, as the server's UNIQUE (vehicle_id,
-    alarm_id) needs. Ids fit a signed BIGINT for every time the contract can express, and stay below 2**53
-    (exact in a JSON double) for alarms raised before the year 2255.
-    """
-    return raised_at_ms * 1000 + channel_id % 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +107,7 @@ class VehicleSimulator:
     def __init__(self, channels: Sequence[Channel], *, seed: int, start_ms: int, rate_hz: float) -> None:
         self.seed = seed
         self.channels = tuple(channels)
+        self._exported = {c.channel_id for c in self.channels}
         self._rng = random.Random(seed)
         # Auxiliary inputs draw from their own generator, so adding channels never changes the truck.
         self._aux_rng = random.Random(f"aux-{seed}")
@@ -162,9 +117,7 @@ class VehicleSimulator:
         self._tick = 0
         self._elapsed_s = 0.0
         self._state = self._initial_state()
-        exported = {c.channel_id for c in self.channels}
-        self._rules = tuple(rule for rule in ALARM_RULES if rule.channel_id in exported)
-        self._open: dict[int, Alarm] = {}
+        self._alarms = AlarmTracker(rule for rule in ALARM_RULES if rule.channel_id in self._exported)
         self._readers = self._channel_readers()
 
     @property
@@ -179,7 +132,7 @@ class VehicleSimulator:
         self._advance(self._dt)
         self._elapsed_s += self._dt
         samples = [Sample(cid, time_ms, read()) for cid, read in self._readers]
-        return Tick(time_ms, samples, self._evaluate_alarms(time_ms, samples))
+        return Tick(time_ms, samples, self._alarms.evaluate(time_ms, samples))
 
     def skip_to(self, time_ms: int) -> None:
         """Move the next tick to the first tick time at or after ``time_ms``, producing none in between.
@@ -443,33 +396,3 @@ class VehicleSimulator:
             return round(mid + amplitude * wave + rng.gauss(0.0, amplitude * 0.01), 3)
 
         return read
-
-    def _evaluate_alarms(self, time_ms: int, samples: list[Sample]) -> list[Alarm]:
-        values = {sample.channel_id: sample.value for sample in samples}
-        changes: list[Alarm] = []
-        for rule in self._rules:
-            value = values[rule.channel_id]
-            opened = self._open.get(rule.channel_id)
-            if opened is None and rule.crossed(value):
-                alarm = Alarm(
-                    alarm_id=alarm_id_for(time_ms, rule.channel_id),
-                    channel_id=rule.channel_id,
-                    level=rule.level,
-                    message=rule.message,
-                    raised_at=time_ms,
-                )
-                self._open[rule.channel_id] = alarm
-                changes.append(alarm)
-            elif opened is not None and rule.cleared(value):
-                del self._open[rule.channel_id]
-                changes.append(
-                    Alarm(
-                        alarm_id=opened.alarm_id,
-                        channel_id=opened.channel_id,
-                        level=opened.level,
-                        message=opened.message,
-                        raised_at=opened.raised_at,
-                        resolved_at=time_ms,
-                    )
-                )
-        return changes

@@ -112,8 +112,9 @@ async def running_agent_handle(config: AgentConfig) -> AsyncIterator[AgentHandle
         )
     finally:
         server.should_exit = True
-        await task
+        await asyncio.wait([task])
         sock.close()
+    task.result()  # a server that failed while shutting down fails the block
 
 
 @contextlib.asynccontextmanager

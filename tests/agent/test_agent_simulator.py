@@ -7,8 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from fleet.agent.alarm_rules import ALARM_RULES, alarm_id_for
 from fleet.agent.channels import VEHICLE_CHANNELS, simulated_channels
-from fleet.agent.simulator import ALARM_RULES, Tick, VehicleSimulator, alarm_id_for
+from fleet.agent.simulator import Tick, VehicleSimulator
 
 START = 1_700_000_000_000
 BY_NAME = {c.name: c.channel_id for c in VEHICLE_CHANNELS}
