@@ -37,8 +37,8 @@ def render_data_page(
     next_from: int | None,
 ) -> bytes:
     """Render the /data response body."""
-    head = json.dumps({"from": format_time(from_ms), "to": format_time(to_ms)})[:-1]
-    tail = json.dumps(
+    head = _compact({"from": format_time(from_ms), "to": format_time(to_ms)})[:-1]
+    tail = _compact(
         {
             "count": len(rows),
             "truncated": truncated,
@@ -46,3 +46,7 @@ def render_data_page(
         }
     )[1:]
     return f'{head},"rows":{render_rows(rows)},{tail}'.encode()
+
+
+def _compact(obj: dict[str, object]) -> str:
+    return json.dumps(obj, separators=(",", ":"))

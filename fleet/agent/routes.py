@@ -19,7 +19,9 @@ from fleet.agent.times import TimeFormatError, format_time, now_ms, parse_time
 router = APIRouter()
 
 From = Annotated[str | None, Query(alias="from", description="Window start (inclusive): ISO-8601 or epoch s")]
-To = Annotated[str | None, Query(description="Window end (exclusive): ISO-8601 or epoch s; default now")]
+To = Annotated[
+    str | None, Query(description="Window end (exclusive): ISO-8601 or epoch s; default: the horizon")
+]
 Limit = Annotated[int | None, Query(ge=1, description="Rows per page, at most the agent's row limit")]
 
 
@@ -37,7 +39,8 @@ def resolve_window(runtime: AgentRuntime, from_text: str | None, to_text: str | 
         raise BadRequest("missing_parameter", "query parameter 'from' is required")
     start = _parse(from_text, "from")
     now = now_ms()
-    end = _parse(to_text, "to") if to_text is not None else now
+    # Without "to" the window runs to the horizon; from a start beyond it, it is empty rather than reversed.
+    end = _parse(to_text, "to") if to_text is not None else max(start, now)
     if start > end:
         raise BadRequest("invalid_window", "'from' is later than 'to'")
     config = runtime.config

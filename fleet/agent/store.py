@@ -24,6 +24,7 @@ import aiosqlite
 
 from fleet.agent.channels import Channel
 from fleet.agent.errors import StoreUnavailable, UnknownChannel
+from fleet.agent.times import check_time_range
 
 T = TypeVar("T")
 
@@ -126,29 +127,30 @@ class AgentStore:
         """Open (creating when needed) the database at ``path`` in WAL mode."""
         path.parent.mkdir(parents=True, exist_ok=True)
         writer = await _connect(path)
+        reader: aiosqlite.Connection | None = None
         try:
             await writer.execute("PRAGMA journal_mode = WAL")
             # NORMAL survives a process crash; a power cut may lose the last commits but never the file.
             await writer.execute("PRAGMA synchronous = NORMAL")
             await writer.executescript(_SCHEMA)
             reader = await _connect(path)
-        except BaseException:
-            await writer.close()
-            raise
-        await reader.execute("PRAGMA query_only = 1")
-        store = cls(path, writer, reader)
-        try:
+            await reader.execute("PRAGMA query_only = 1")
+            store = cls(path, writer, reader)
             await store._load_counters()
         except BaseException:
-            await store.close()
+            for conn in (reader, writer):
+                if conn is not None:
+                    await conn.close()
             raise
         return store
 
     async def close(self) -> None:
         """Close both connections; later calls raise StoreUnavailable."""
         self._closed = True
-        for conn in (self._reader, self._writer):
-            await conn.close()
+        try:
+            await self._reader.close()
+        finally:
+            await self._writer.close()
 
     @property
     def row_count(self) -> int:
@@ -195,7 +197,8 @@ class AgentStore:
     async def append_rows(self, rows: Iterable[Sample | tuple[int, int, float]]) -> WriteResult:
         """Store samples (a repeated (channel_id, time) keeps the first value), in batched transactions.
 
-        Every channel must be declared and every value finite; otherwise nothing of the call is stored.
+        Every channel must be declared, every value finite and every time within the contract's range;
+        otherwise nothing of the call is stored.
         """
         batch = [Sample(int(ch), int(t), float(v)) for ch, t, v in rows]
         unknown = sorted({s.channel_id for s in batch} - self._channel_ids)
@@ -203,6 +206,9 @@ class AgentStore:
             raise UnknownChannel(unknown)
         if not all(math.isfinite(s.value) for s in batch):
             raise ValueError("sample values must be finite")
+        if batch:
+            check_time_range(min(s.time for s in batch))
+            check_time_range(max(s.time for s in batch))
         written = 0
         for start in range(0, len(batch), WRITE_BATCH_ROWS):
             chunk = batch[start : start + WRITE_BATCH_ROWS]

@@ -208,6 +208,8 @@ async def test_window_end_is_held_back_to_the_settle_horizon(
     future = format_time(before + 3_600_000)
     page = (await client.get("/data", params={"from": future, "to": format_time(before + 3_700_000)})).json()
     assert page["from"] == page["to"] == future and page["rows"] == []
+    page = (await client.get("/data", params={"from": future})).json()
+    assert page["from"] == page["to"] == future and page["rows"] == []
 
 
 WINDOW_ERRORS = [
