@@ -77,6 +77,10 @@ def simulate_navtelecom(
     first_imei: Annotated[
         int, typer.Option(help="IMEI of the first device; the others follow")
     ] = 860000000000001,
+    can: Annotated[
+        bool,
+        typer.Option("--can/--no-can", help="report CAN values (FLEX fields 53-69), else 'not available'"),
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="print the summary as JSON, no progress display")
     ] = False,
@@ -102,6 +106,7 @@ def simulate_navtelecom(
         records_per_frame=records_per_frame,
         ack_timeout=ack_timeout,
         first_imei=first_imei,
+        can=can,
     )
 
     if as_json:

@@ -89,13 +89,28 @@ def _finite(value: Any) -> Any:
 # One encoder for every record: json.dumps() with options builds a new encoder per call (~40% slower).
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=_json_default, allow_nan=False)
 
+try:  # optional accelerator: about 3x faster on attribute dicts, and NaN/Infinity become null natively
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None  # type: ignore[assignment]
+orjson: Any = _orjson
 
-def to_json(data: dict[str, Any]) -> str:
-    """Serialise attributes for jsonb: compact, bytes as hex, NaN/Infinity (invalid in JSON) as null."""
+
+def _to_json_stdlib(data: dict[str, Any]) -> str:
     try:
         return _ENCODER.encode(data)
     except ValueError:
         return _ENCODER.encode(_finite(data))
+
+
+def to_json(data: dict[str, Any]) -> str:
+    """Serialise attributes for jsonb: compact, bytes as hex, NaN/Infinity (invalid in JSON) as null."""
+    if orjson is not None:
+        try:
+            return orjson.dumps(data, default=_json_default).decode()
+        except TypeError:  # integers beyond 64 bits, non-string keys: the standard library copes
+            pass
+    return _to_json_stdlib(data)
 
 
 def _coordinates(lat: float | None, lon: float | None, attributes: dict[str, Any]) -> tuple[Any, Any]:

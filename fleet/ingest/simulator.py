@@ -112,6 +112,20 @@ FLEX_PROFILES: dict[str, tuple[int, tuple[int, ...]]] = {
 }
 NTCB_HEADER = 16
 PERIODIC_EVENT = 0x1250
+# CAN fields (53-69) as a tracker without a CAN adapter reports them ("not available"), and as one on a
+# running truck does. Wire values, as FlexRecord.fields returns them.
+CAN_NOT_AVAILABLE = {
+    53: 0x7FFF,
+    54: -1.0,
+    55: 0xFFFF,
+    56: -128,
+    57: -1.0,
+    63: 0xFF,
+    64: 0xFF,
+    65: 0xFF,
+    69: 0xFF,
+}
+CAN_RUNNING = {53: 0x8000 | 62, 54: 12345.5, 55: 1450, 56: 86, 57: 234567.5, 63: 23, 64: 0, 65: 41, 69: 57}
 CONNECT_CONCURRENCY = 200  # simultaneous connection attempts (a SYN flood helps nobody)
 RECONNECT_MIN_SEC = 0.2
 RECONNECT_MAX_SEC = 3.0
@@ -135,6 +149,7 @@ class SimulationConfig:
     first_index: int = 1
     connect_timeout: float = 10.0
     deliver_backlog: bool = False  # also upload records that could not be sent during `duration`
+    can: bool = False  # report CAN values (fields 53-69) instead of "not available"
     seed: int | None = None
 
 
@@ -225,7 +240,7 @@ class _Profile:
     def negotiation(self) -> bytes:
         return flex_negotiation(self.layout.fields, version=self.version, bit_count=self.bit_count)
 
-    def template(self, rng: random.Random) -> tuple[bytearray, float, float]:
+    def template(self, rng: random.Random, can: bool = False) -> tuple[bytearray, float, float]:
         lat = rng.uniform(45.0, 60.0)
         lon = rng.uniform(25.0, 60.0)
         record = build_record(
@@ -246,6 +261,9 @@ class _Profile:
             battery_v=4.1,
             hdop=0.8,
             pdop=1.1,
+            fields={
+                n: v for n, v in (CAN_RUNNING if can else CAN_NOT_AVAILABLE).items() if n in self.offsets
+            },
         )
         return bytearray(record), lat, lon
 
@@ -264,7 +282,7 @@ class _Device:
         self.tally = DeviceTally(self.imei)
         sim.result.devices[self.imei] = self.tally
         self.rng = random.Random((config.seed or 0) * 1_000_003 + number)
-        self.template, self.lat, self.lon = sim.profile.template(self.rng)
+        self.template, self.lat, self.lon = sim.profile.template(self.rng, config.can)
         self.next_index = config.first_index  # next record to record
         self.pending: tuple[bytes, int] | None = None  # frame waiting for its ACK: (bytes, record count)
         self.sent_once = False

@@ -81,16 +81,20 @@ class IngestStats:
         self.batch_failures: Tally[str] = Tally()
         self.backpressure_episodes = 0
         self.devices_registered = 0
+        self._frame_children: dict[str, tuple[Any, Any]] = {}
         self._latency = array("d", bytes(8 * LATENCY_SAMPLES))
         self._latency_count = 0
 
     # --- recording (each also feeds Prometheus) --------------------------------------------------------
     def frame(self, kind: str, records: int = 0) -> None:
         self.frames[kind] += 1
-        FRAMES.labels(kind).inc()
+        children = self._frame_children.get(kind)
+        if children is None:  # labels() costs a locked lookup: resolve each frame type once
+            children = self._frame_children[kind] = (FRAMES.labels(kind), RECORDS.labels(kind))
+        children[0].inc()
         if records:
             self.records[kind] += records
-            RECORDS.labels(kind).inc(records)
+            children[1].inc(records)
 
     def decode_error(self, reason: str) -> None:
         self.decode_errors[reason] += 1

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -188,8 +189,7 @@ _POSITION_INSERT = """
     INSERT INTO positions AS p (device_id, vehicle_id, record_index, event_code, device_time, fix_time, valid,
                                 latitude, longitude, altitude, speed, course, satellites, hdop, attributes)"""
 _POSITION_RETURNING = """
-    RETURNING p.id, p.device_id, p.vehicle_id, p.record_index, p.device_time, p.latitude, p.longitude,
-              p.speed, p.course"""
+    RETURNING p.id, p.device_id, p.vehicle_id, p.record_index, p.device_time"""
 _POSITION_UPSERT = """
     ON CONFLICT (device_id, record_index, device_time) DO UPDATE SET
         vehicle_id = EXCLUDED.vehicle_id, event_code = EXCLUDED.event_code, fix_time = EXCLUDED.fix_time,
@@ -212,10 +212,6 @@ _CAN_UPSERT = """
         value_text = EXCLUDED.value_text, unit = EXCLUDED.unit"""
 _SUMMARY = """
     SELECT device_id, vehicle_id, count(*)::int AS stored, max(device_time) AS last_time,
-           (array_agg(latitude ORDER BY device_time DESC))[1] AS latitude,
-           (array_agg(longitude ORDER BY device_time DESC))[1] AS longitude,
-           (array_agg(speed ORDER BY device_time DESC))[1] AS speed,
-           (array_agg(course ORDER BY device_time DESC))[1] AS course,
            ({can_count}) AS can_stored
     FROM ins GROUP BY device_id, vehicle_id"""
 
@@ -311,20 +307,8 @@ async def store_batch(
     if positions:
         linked = any(row[1] is not None for row in can)
         rows = await conn.fetch(_POSITION_STATEMENTS[(linked, upsert)])
-        summaries = [
-            DeviceSummary(
-                r["device_id"],
-                r["vehicle_id"],
-                r["stored"],
-                r["last_time"],
-                r["latitude"],
-                r["longitude"],
-                r["speed"],
-                r["course"],
-            )
-            for r in rows
-        ]
         if rows:
+            summaries = _summaries(rows, positions)
             can_stored = rows[0]["can_stored"]
     tail = []
     if raw_frames:
@@ -338,6 +322,31 @@ async def store_batch(
         # No parameters: the simple-query protocol runs them all in one round trip.
         await conn.execute("\n".join(tail))
     return BatchOutcome(sum(s.stored for s in summaries), can_stored, summaries)
+
+
+def _summaries(rows: Sequence[asyncpg.Record], positions: Sequence[tuple[Any, ...]]) -> list[DeviceSummary]:
+    """Combine per-device counts from the database with the newest staged fix of each device."""
+    wanted = {r["device_id"]: r["last_time"] for r in rows}
+    newest: dict[int, tuple[Any, ...]] = {}
+    for row in positions:
+        if wanted.get(row[0]) == row[3]:
+            newest[row[0]] = row
+    out = []
+    for r in rows:
+        fix = newest.get(r["device_id"])
+        out.append(
+            DeviceSummary(
+                r["device_id"],
+                r["vehicle_id"],
+                r["stored"],
+                r["last_time"],
+                fix[6] if fix else None,
+                fix[7] if fix else None,
+                fix[9] if fix else None,
+                fix[10] if fix else None,
+            )
+        )
+    return out
 
 
 # --- partitions -------------------------------------------------------------------------------------------

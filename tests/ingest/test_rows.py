@@ -1,0 +1,117 @@
+"""Row building: the values that would make PostgreSQL refuse a whole batch never reach it."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+
+import pytest
+
+from fleet.db.queries.ingest import CAN_COLUMNS, EVENT_COLUMNS, POSITION_COLUMNS
+from fleet.ingest import rows as rows_module
+from fleet.ingest.rows import NO_INDEX, RowBuilder, to_json
+from fleet.protocol.navtelecom import (
+    NavtelecomSession,
+    Telemetry,
+    archive,
+    build_record,
+    event,
+    flex_negotiation,
+    handshake,
+    layout_for_fields,
+)
+
+FIELDS = (1, 2, 3, 8, 9, 10, 11, 13, 69)
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def decode(frame: bytes, fields: tuple[int, ...] = FIELDS) -> Telemetry:
+    session = NavtelecomSession()
+    session.feed(handshake("123456789012345"))
+    session.feed(flex_negotiation(fields, version=20, bit_count=122))
+    (output,) = session.feed(frame)
+    assert isinstance(output, Telemetry)
+    return output
+
+
+def column(row: tuple[object, ...], name: str, columns: tuple[str, ...] = POSITION_COLUMNS) -> object:
+    return row[columns.index(name)]
+
+
+@pytest.mark.parametrize("accelerated", [True, False])
+def test_json_is_valid_for_jsonb(monkeypatch: pytest.MonkeyPatch, accelerated: bool) -> None:
+    if not accelerated:
+        monkeypatch.setattr(rows_module, "orjson", None)
+    text = to_json(
+        {"nan": math.nan, "inf": -math.inf, "raw": b"\x01\xff", "pair": (1, 2), "when": NOW, "big": 2**70}
+    )
+    assert json.loads(text) == {
+        "nan": None,
+        "inf": None,
+        "raw": "01ff",
+        "pair": [1, 2],
+        "when": NOW.isoformat(),
+        "big": 2**70,
+    }
+
+
+def test_flex_record_row() -> None:
+    layout = layout_for_fields(FIELDS)
+    record = build_record(
+        layout,
+        index=7,
+        event_code=0x1250,
+        device_time=1_767_225_600,
+        fix_time=1_767_225_599,
+        valid=True,
+        satellites=8,
+        latitude=55.5,
+        longitude=37.25,
+        speed_kmh=math.nan,
+        fields={69: 57},
+    )
+    out = RowBuilder().telemetry(42, decode(archive([record])), NOW)
+    (row,) = out.positions
+    assert column(row, "device_id") == 42 and column(row, "record_index") == 7
+    assert column(row, "device_time") == datetime.fromtimestamp(1_767_225_600, UTC)
+    assert column(row, "fix_time") == datetime.fromtimestamp(1_767_225_599, UTC)
+    assert column(row, "valid") is True and column(row, "satellites") == 8
+    assert column(row, "latitude") == pytest.approx(55.5) and column(row, "longitude") == pytest.approx(37.25)
+    assert column(row, "speed") is None  # NaN would be stored as NaN in `real`: treated as unknown
+    json.loads(str(column(row, "attributes")))
+    (can,) = out.can
+    assert column(can, "name", CAN_COLUMNS) == "vehicle_speed" and column(can, "value", CAN_COLUMNS) == 57.0
+    assert column(can, "record_index", CAN_COLUMNS) == 7  # linked to its position
+    assert out.events == []  # archive records are not events
+
+
+def test_out_of_range_coordinates_and_missing_times() -> None:
+    layout = layout_for_fields((1, 10, 11))
+    record = layout.encode({1: 3, 10: 600000 * 200, 11: 600000 * 10})
+    (row,) = RowBuilder().telemetry(1, decode(archive([record]), (1, 10, 11)), NOW).positions
+    assert column(row, "latitude") is None and column(row, "longitude") is None
+    attributes = json.loads(str(column(row, "attributes")))
+    assert attributes["invalid_latitude"] == pytest.approx(200.0)
+    assert column(row, "device_time") == NOW  # no event time, no fix time: the reception time
+
+
+def test_missing_index_and_not_available_can_values() -> None:
+    layout = layout_for_fields((3, 69))
+    record = layout.encode({3: 1_767_225_600, 69: 0xFF})
+    out = RowBuilder().telemetry(1, decode(archive([record]), (3, 69)), NOW)
+    assert column(out.positions[0], "record_index") == NO_INDEX
+    assert out.can == []  # "not available" is not a value worth a row
+
+
+def test_out_of_turn_record_is_also_an_event() -> None:
+    layout = layout_for_fields(FIELDS)
+    record = build_record(layout, index=9, event_code=0x1301, device_time=1_767_225_600)
+    out = RowBuilder().telemetry(5, decode(event(9, record)), NOW)
+    assert len(out.positions) == 1
+    (row,) = out.events
+    assert column(row, "event_type", EVENT_COLUMNS) == "alarm"
+    assert (
+        column(row, "event_code", EVENT_COLUMNS) == 0x1301 and column(row, "record_index", EVENT_COLUMNS) == 9
+    )
+    assert json.loads(str(column(row, "attributes", EVENT_COLUMNS))) == {"frame": "T", "event_index": 9}
