@@ -133,7 +133,14 @@ class KeepAliveConnection:
 
 
 async def measure(
-    base: str, path: str, *, runs: int, concurrency: int, headers: dict[str, str], warmup: int = 10
+    base: str,
+    path: str,
+    *,
+    runs: int,
+    concurrency: int,
+    headers: dict[str, str],
+    warmup: int = 10,
+    meter: CpuMeter | None = None,
 ) -> dict[str, Any]:
     """`runs` GETs of `path` spread over `concurrency` keep-alive connections (after a short warm-up)."""
     url = httpx.URL(base)
@@ -162,12 +169,67 @@ async def measure(
             else:
                 sample.errors += 1
 
+    cpu_before = meter.snapshot() if meter else None
     began = time.perf_counter()
     await asyncio.gather(*(worker(conn) for conn in connections))
     sample.elapsed = time.perf_counter() - began
     for conn in connections:
         await conn.close()
-    return summarise(sample, concurrency)
+    result = summarise(sample, concurrency)
+    if meter is not None and cpu_before is not None and sample.latencies:
+        result.update(
+            CpuMeter.per_request(cpu_before, meter.snapshot(), len(sample.latencies) + sample.errors)
+        )
+    return result
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == parent:
+                found.append(int(entry.name))
+    return found
+
+
+class CpuMeter:
+    """CPU seconds used by the API process and by the PostgreSQL backends while an endpoint is measured.
+
+    On a shared machine, latency depends on what else runs; CPU per request does not, so both are reported.
+    """
+
+    def __init__(self, api_pid: int | None, postmaster_pid: int | None) -> None:
+        self.api_pid, self.postmaster_pid = api_pid, postmaster_pid
+
+    def snapshot(self) -> tuple[float, dict[int, float]]:
+        api = _cpu_seconds(self.api_pid) if self.api_pid else 0.0
+        backends = (
+            {pid: _cpu_seconds(pid) for pid in _children(self.postmaster_pid)} if self.postmaster_pid else {}
+        )
+        return api, backends
+
+    @staticmethod
+    def per_request(
+        before: tuple[float, dict[int, float]], after: tuple[float, dict[int, float]], n: int
+    ) -> dict[str, float]:
+        api = after[0] - before[0]
+        db = sum(value - before[1].get(pid, 0.0) for pid, value in after[1].items())
+        return {
+            "api_cpu_ms_per_request": round(api / n * 1000, 3),
+            "db_cpu_ms_per_request": round(db / n * 1000, 3),
+        }
 
 
 def machine_info() -> dict[str, Any]:
@@ -345,6 +407,13 @@ class SpawnedServer:
             time.sleep(0.2)
         raise SystemExit(f"the API did not become healthy; see {self.log_path}")
 
+    def meter(self) -> CpuMeter:
+        postmaster = None
+        pid_file = self.dir / "pg" / "postmaster.pid"
+        if pid_file.exists():
+            postmaster = int(pid_file.read_text().split()[0])
+        return CpuMeter(self.proc.pid if self.proc else None, postmaster)
+
     async def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -379,6 +448,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             base = args.base.rstrip("/")
             if args.seed_dsn:
                 seeded = await seed(args.seed_dsn, args.vehicles, day_start)
+        meter = server.meter() if server is not None else None
         limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
         async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
             if args.token:
@@ -402,10 +472,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             results = {
                 "health": await measure(
-                    base, "/health", runs=args.runs, concurrency=args.concurrency, headers={}
+                    base, "/health", runs=args.runs, concurrency=args.concurrency, headers={}, meter=meter
                 ),
                 "vehicles": await measure(
-                    base, "/vehicles", runs=args.runs, concurrency=args.concurrency, headers=headers
+                    base,
+                    "/vehicles",
+                    runs=args.runs,
+                    concurrency=args.concurrency,
+                    headers=headers,
+                    meter=meter,
                 ),
                 "latest_position": await measure(
                     base,
@@ -413,9 +488,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     runs=args.runs,
                     concurrency=args.concurrency,
                     headers=headers,
+                    meter=meter,
                 ),
                 "history_day_1hz": await measure(
-                    base, history, runs=args.history_runs, concurrency=1, headers=headers, warmup=1
+                    base,
+                    history,
+                    runs=args.history_runs,
+                    concurrency=1,
+                    headers=headers,
+                    warmup=1,
+                    meter=meter,
                 ),
             }
             points = (await client.get(history, headers=headers)).json().get("total")
