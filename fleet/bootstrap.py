@@ -15,7 +15,9 @@ DEV_ADMIN_EMAIL = "admin@fleet.local"
 async def ensure_development_admin(db: Database, settings: Settings) -> str:
     """Return a line telling how to log in; create a development superuser when there is none."""
     if settings.production:
-        return "  Log in:          create an administrator with `fleet user create --role superuser --email ...`"
+        return (
+            "  Log in:          create an administrator with `fleet user create --role superuser --email ...`"
+        )
     credentials = settings.data_dir / "initial_admin.txt"
     async with db.system() as conn:
         has_admin = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM users WHERE role = 'superuser')")

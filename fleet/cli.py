@@ -39,7 +39,7 @@ console = Console()
 T = TypeVar("T")
 
 # Components that add their own commands: module with `register(app: typer.Typer) -> None`.
-_COMPONENT_CLIS: tuple[str, ...] = ("fleet.sync.cli", "fleet.ingest.cli")
+_COMPONENT_CLIS: tuple[str, ...] = ("fleet.agent.cli", "fleet.ingest.cli", "fleet.sync.cli")
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -86,7 +86,8 @@ def serve(
     ] = None,
 ) -> None:
     """Run the server (every role by default) until SIGTERM/SIGINT."""
-    from fleet.runtime import resolve_roles, serve as run_serve
+    from fleet.runtime import resolve_roles
+    from fleet.runtime import serve as run_serve
 
     settings = settings_or_exit()
     try:
@@ -105,8 +106,12 @@ async def _print_banner(runtime: Any) -> None:
     if "api" in roles:
         lines.append(f"  API and web UI:  http://{settings.api_host}:{settings.api_port}/  (docs: /docs)")
     if "ingest" in roles:
-        lines.append(f"  Device port:     {settings.server_host}:{settings.server_port} (Navtelecom NTCB/FLEX)")
-    lines.append(f"  Database:        {'embedded, under ' + str(settings.data_dir / 'pg') if settings.uses_embedded_db else 'configured server'}")
+        lines.append(
+            f"  Device port:     {settings.server_host}:{settings.server_port} (Navtelecom NTCB/FLEX)"
+        )
+    lines.append(
+        f"  Database:        {'embedded, under ' + str(settings.data_dir / 'pg') if settings.uses_embedded_db else 'configured server'}"
+    )
     lines.append(await ensure_development_admin(runtime.db, settings))
     lines.append("  Stop with Ctrl+C.")
     console.print("\n".join(lines), highlight=False, soft_wrap=True)
@@ -224,7 +229,9 @@ def vehicle_assign(
             return await grant_vehicle(conn, user_id=row["id"], vehicle_id=vehicle)
 
     created = run_async(lambda: _with_db(settings, action))
-    console.print(f"{user} {'now has' if created else 'already had'} access to vehicle {vehicle}", highlight=False)
+    console.print(
+        f"{user} {'now has' if created else 'already had'} access to vehicle {vehicle}", highlight=False
+    )
 
 
 # --- check ----------------------------------------------------------------------------------------------------

@@ -76,7 +76,10 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", log_dir: Path | No
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
         file_handler = logging.handlers.RotatingFileHandler(
-            log_dir / "server.log", maxBytes=LOG_FILE_MAX_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8"
+            log_dir / "server.log",
+            maxBytes=LOG_FILE_MAX_BYTES,
+            backupCount=LOG_FILE_BACKUPS,
+            encoding="utf-8",
         )
         file_handler.setFormatter(formatter(json_renderer))
         root.addHandler(file_handler)

@@ -19,9 +19,9 @@ import pytest
 
 os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="fleet-xdg-"))
 
-from fleet.config import Settings, with_user  # noqa: E402
-from fleet.db import Database  # noqa: E402
-from fleet.db.embedded import EmbeddedPostgres  # noqa: E402
+from fleet.config import Settings, with_user
+from fleet.db import Database
+from fleet.db.embedded import EmbeddedPostgres
 
 
 def _swap_database(dsn: str, name: str) -> str:

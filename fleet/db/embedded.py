@@ -39,13 +39,13 @@ class EmbeddedPostgres:
                 import pgserver
 
                 self._server = pgserver.get_server(self.root, cleanup_mode="stop")
-            exists = self._server.psql(
-                f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DB_NAME}';"
-            )
+            exists = self._server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DB_NAME}';")
             if "(1 row)" not in exists:
                 self._server.psql(f"CREATE DATABASE {EMBEDDED_DB_NAME};")
         except Exception as err:
-            raise DatabaseUnavailable(f"could not start the embedded PostgreSQL under {self.root}: {err}") from err
+            raise DatabaseUnavailable(
+                f"could not start the embedded PostgreSQL under {self.root}: {err}"
+            ) from err
         dsn: str = self._server.get_uri(EMBEDDED_DB_NAME)
         log.info("embedded_postgres_ready", data_dir=str(self.root))
         return dsn

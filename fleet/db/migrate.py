@@ -54,7 +54,9 @@ def _run(dsn: str, action: str, revision: str, passwords: dict[str, str] | None)
                 for role, password in (passwords or {}).items():
                     # format(%L) quotes the literal server-side; the password never appears in a log.
                     stmt = conn.execute(
-                        text("SELECT format('ALTER ROLE %I PASSWORD %L', CAST(:role AS text), CAST(:pw AS text))"),
+                        text(
+                            "SELECT format('ALTER ROLE %I PASSWORD %L', CAST(:role AS text), CAST(:pw AS text))"
+                        ),
                         {"role": role, "pw": password},
                     ).scalar_one()
                     try:
@@ -63,7 +65,9 @@ def _run(dsn: str, action: str, revision: str, passwords: dict[str, str] | None)
                         # The statement carries the password: report only the server's primary message.
                         diag = getattr(getattr(err, "orig", None), "diag", None)
                         reason = getattr(diag, "message_primary", None) or type(err).__name__
-                        raise DatabaseUnavailable(f"could not set the password of role {role}: {reason}") from None
+                        raise DatabaseUnavailable(
+                            f"could not set the password of role {role}: {reason}"
+                        ) from None
                 conn.commit()
             finally:
                 conn.rollback()

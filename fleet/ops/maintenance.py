@@ -66,10 +66,16 @@ async def run_maintenance(db: Database, settings: Settings, now: datetime | None
     ]
     async with db.system() as conn:
         for table, column, days in row_retention:
-            status = await conn.execute(f"DELETE FROM {table} WHERE {column} < $1", now - timedelta(days=days))
+            status = await conn.execute(
+                f"DELETE FROM {table} WHERE {column} < $1", now - timedelta(days=days)
+            )
             report.rows_deleted += _deleted(status)
-        report.rows_deleted += _deleted(await conn.execute("DELETE FROM revoked_tokens WHERE expires_at < $1", now))
-        report.rows_deleted += _deleted(await conn.execute("DELETE FROM refresh_tokens WHERE expires_at < $1", now))
+        report.rows_deleted += _deleted(
+            await conn.execute("DELETE FROM revoked_tokens WHERE expires_at < $1", now)
+        )
+        report.rows_deleted += _deleted(
+            await conn.execute("DELETE FROM refresh_tokens WHERE expires_at < $1", now)
+        )
     log.info("maintenance_done", **asdict(report))
     return report
 

@@ -55,7 +55,9 @@ async def get_user_by_email(conn: asyncpg.Connection, email: str) -> asyncpg.Rec
 
 
 async def get_user(conn: asyncpg.Connection, user_id: int) -> asyncpg.Record | None:
-    row: asyncpg.Record | None = await conn.fetchrow(f"SELECT {USER_COLUMNS} FROM users WHERE id = $1", user_id)
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT {USER_COLUMNS} FROM users WHERE id = $1", user_id
+    )
     return row
 
 
