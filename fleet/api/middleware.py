@@ -80,3 +80,26 @@ class BodySizeLimit:
         except _TooLarge:
             if not started:
                 await _send_413(send, self.max_bytes)
+
+
+class DeprecationHeaders:
+    """Add `Deprecation`/`Sunset`/`Link` headers to every answer under a deprecated prefix, errors included."""
+
+    def __init__(self, app: ASGIApp, prefix: str, headers: dict[str, str]) -> None:
+        self.app = app
+        self.prefix = prefix
+        self.raw = [
+            (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *self.raw]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

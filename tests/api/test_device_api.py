@@ -64,6 +64,8 @@ async def test_v1_is_deprecated_v2_is_not(http: httpx.AsyncClient, tracker: Flee
         assert response.headers["deprecation"].startswith("@")
         assert response.headers["sunset"].endswith("GMT")
         assert "successor-version" in response.headers["link"]
+    refused = await http.get("/api/v1/devices")  # errors of v1 are deprecated answers too
+    assert refused.status_code == 401 and "deprecation" in refused.headers
     v2 = await http.get("/api/v2/devices", headers=tracker.owner.headers)
     assert "deprecation" not in v2.headers
     health = (await http.get("/api/v2/health")).json()

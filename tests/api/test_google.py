@@ -144,8 +144,9 @@ async def test_google_not_configured_is_404(path: str, db: Database, api_setting
 
     settings = api_settings.model_copy(update={"google_client_id": None, "google_client_secret": None})
     app = create_app(settings, runtime=Runtime(settings=settings, db=db, roles=["api"]))
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://fleet"
-    ) as client:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fleet") as client,
+    ):
         response = await client.get(path)
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_configured"

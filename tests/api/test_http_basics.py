@@ -140,9 +140,10 @@ async def test_ready_checks_redis_when_configured(
     settings = api_settings.model_copy(update={"redis_url": url, "smtp_url": None})
     runtime = Runtime(settings=settings, db=db, roles=["api"])
     app = create_app(settings, runtime=runtime)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://fleet"
-    ) as client:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fleet") as client,
+    ):
         response = await client.get("/ready")
     assert response.status_code == (200 if reachable else 503)
     assert response.json()["checks"]["redis"] == ("ok" if reachable else "down")

@@ -58,9 +58,10 @@ async def test_secure_cookie_when_public_url_is_https(db: Database, api_settings
     settings = api_settings.model_copy(update={"public_url": "https://fleet.example.com"})
     account = await password_account(db, settings)
     app = create_app(settings, runtime=Runtime(settings=settings, db=db, roles=["api"]))
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://fleet"
-    ) as client:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fleet") as client,
+    ):
         response = await client.post("/auth/login", json={"email": account.email, "password": PASSWORD})
     assert "secure" in response.headers["set-cookie"].lower()
 

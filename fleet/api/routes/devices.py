@@ -63,10 +63,8 @@ def build_router(version: Literal["v1", "v2"]) -> APIRouter:
     router = APIRouter(prefix=f"/api/{version}", tags=[f"device api {version}"], deprecated=deprecated)
 
     def answer(body: bytes | str, media_type: str = JSON) -> Response:
-        response = Response(content=body, media_type=media_type)
-        if deprecated:
-            response.headers.update(V1_HEADERS)
-        return response
+        # v1's Deprecation/Sunset headers are added by fleet.api.middleware.DeprecationHeaders.
+        return Response(content=body, media_type=media_type)
 
     @router.get("/health", summary=f"API {version} health (no credentials needed)")
     async def health(request: Request) -> Response:
