@@ -72,6 +72,15 @@ async def test_registration_approval_and_assigned_vehicles(
         assert body["items"][0]["devices"] == [{"id": mine.device_id, "imei": mine.imei}]
         assert (await owner.get(f"/vehicles/{other.vehicle_id}")).status_code == 404
 
+        # A fresh sign-in after approval: active, and the same single vehicle.
+        relogin = await owner.post("/auth/login", json={"email": email, "password": PASSWORD})
+        assert relogin.json()["user"]["status"] == "active" and relogin.json()["message"] is None
+        fresh = {"Authorization": f"Bearer {relogin.json()['access_token']}"}
+        again_listed = (await owner.get("/vehicles", headers=fresh)).json()
+        assert [v["id"] for v in again_listed["items"]] == [mine.vehicle_id]
+        status = (await owner.get(f"/vehicles/{mine.vehicle_id}/status", headers=fresh)).json()
+        assert status["status"] == "online" and status["last_position"] is None
+
         audit = (await boss.get("/api/audit", params={"actor": email, "limit": 50})).json()
         actions = {entry["action"] for entry in audit["items"]}
         assert {"auth.register", "auth.login"} <= actions
