@@ -79,7 +79,7 @@ async def test_registration_approval_and_assigned_vehicles(
         again_listed = (await owner.get("/vehicles", headers=fresh)).json()
         assert [v["id"] for v in again_listed["items"]] == [mine.vehicle_id]
         status = (await owner.get(f"/vehicles/{mine.vehicle_id}/status", headers=fresh)).json()
-        assert status["status"] == "online" and status["last_position"] is None
+        assert status["status"] == "unknown" and status["last_position"] is None  # never seen yet
 
         audit = (await boss.get("/api/audit", params={"actor": email, "limit": 50})).json()
         actions = {entry["action"] for entry in audit["items"]}
