@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import resource
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -111,7 +112,10 @@ def simulate_navtelecom(
 
     if as_json:
         result = asyncio.run(run_simulation(config))
-        console.print_json(json.dumps(result.summary()))
+        summary = result.summary()
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        summary["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 3)
+        console.print_json(json.dumps(summary))
     else:
         with Progress(
             TextColumn("[bold]{task.description}"),

@@ -420,13 +420,6 @@ class DeviceConnection(asyncio.Protocol):
         received = datetime.now(UTC)
         kind = telemetry.kind.value
         raw = telemetry.raw
-        try:
-            rows = service.rows.telemetry(device.id, telemetry, received)
-        except Exception as err:  # a record the row builder cannot handle: keep it, do not ACK it
-            log.exception("ingest_rows_failed", peer=self.peer, imei=device.imei, frame_type=kind)
-            service.stats.decode_error("rows_failed")
-            self._store_raw(raw, "error", f"{type(err).__name__}: {err}", kind)
-            return
         raw_row = None
         if service.settings.ingest_store_raw_frames:
             raw_row = (device.id, received, self.protocol_name, kind, self.peer, raw, "ok", None)
@@ -434,24 +427,26 @@ class DeviceConnection(asyncio.Protocol):
         if now - self.last_seen_sent >= SEEN_UPDATE_INTERVAL_SEC:
             self.last_seen_sent = now
             update = DeviceStateUpdate(device.id, seen_at=received)
+        records = len(telemetry.records)
+        # Rows are built by the writer when it takes the batch: this callback stays short.
         item = Pending(
             self,
             telemetry.ack,
             now,
-            rows.positions,
-            rows.can,
-            rows.events,
-            raw_row,
-            update,
-            rows.records,
-            len(raw),
+            raw=raw_row,
+            device_update=update,
+            records=records,
+            nbytes=len(raw),
+            telemetry=telemetry,
+            device_id=device.id,
+            received_at=received,
         )
         self.outbox.append(item)
         self.inflight += 1
         if self.inflight >= MAX_INFLIGHT_FRAMES:
             self.pause(PAUSE_INFLIGHT)
         self.rejects = 0
-        service.stats.frame(kind, rows.records)
+        service.stats.frame(kind, records)
         service.writer.submit(item)
 
     def _rejected(self, rejected: Rejected) -> None:

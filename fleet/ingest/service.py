@@ -16,6 +16,7 @@ import structlog
 
 from fleet.db.queries.ingest import DeviceSummary
 from fleet.errors import ConfigError
+from fleet.ingest import writer as writer_module
 from fleet.ingest.connection import PAUSE_GLOBAL, DeviceConnection
 from fleet.ingest.registry import DeviceRegistry
 from fleet.ingest.rows import RowBuilder
@@ -137,6 +138,7 @@ class IngestService:
             low_water=settings.ingest_queue_low_water,
             on_pressure=self._on_pressure,
             on_committed=self._on_committed,
+            concurrency=writer_module.WRITER_CONCURRENCY,
         )
         self.writer.start()
         if self.bus is not None:

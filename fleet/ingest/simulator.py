@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import math
 import random
+import resource
 import struct
 import time
 from array import array
@@ -179,6 +180,22 @@ class SimulationResult:
     bad_replies: int = 0
     latencies: array = field(default_factory=lambda: array("d"))  # seconds per acknowledged frame
     devices: dict[str, DeviceTally] = field(default_factory=dict)
+    logged_in: int = 0  # devices that completed handshake and negotiation at least once
+    all_logged_in_s: float | None = None  # when the last device first logged in (from the start)
+    acked_when_all_logged_in: int = 0
+    acked_when_recording_stopped: int | None = None
+
+    @property
+    def steady_rate(self) -> float | None:
+        """Acknowledged records per second from the moment every device was connected to the end of
+        recording - the rate without the connection ramp (None when the ramp took the whole run)."""
+        start = self.all_logged_in_s
+        if start is None or self.acked_when_recording_stopped is None:
+            return None
+        window = self.config.duration - start
+        if window < 1.0:
+            return None
+        return (self.acked_when_recording_stopped - self.acked_when_all_logged_in) / window
 
     @property
     def acked(self) -> dict[str, int]:
@@ -203,6 +220,8 @@ class SimulationResult:
             "records_resent": self.records_resent,
             "records_acked": self.records_acked,
             "records_acked_per_s": round(self.records_acked / elapsed, 1),
+            "steady_records_per_s": None if self.steady_rate is None else round(self.steady_rate, 1),
+            "all_logged_in_s": None if self.all_logged_in_s is None else round(self.all_logged_in_s, 3),
             "frames_sent": self.frames_sent,
             "frames_acked": self.frames_acked,
             "retransmissions": self.retransmissions,
@@ -286,6 +305,7 @@ class _Device:
         self.next_index = config.first_index  # next record to record
         self.pending: tuple[bytes, int] | None = None  # frame waiting for its ACK: (bytes, record count)
         self.sent_once = False
+        self.logged_in_once = False
         per_device = config.rate / config.devices if config.rate > 0 else 0.0
         self.interval = 1.0 / per_device if per_device > 0 else 0.0
         # Spread the devices' recording phases so their frames do not arrive in lockstep.
@@ -377,6 +397,9 @@ class _Device:
         if body != b"*<FLEX" + sim.profile.negotiation_body_tail:
             raise _BadReply(f"negotiation answered {body!r}")
         loop = asyncio.get_running_loop()
+        if not self.logged_in_once:
+            self.logged_in_once = True
+            sim.device_logged_in()
         while True:
             if self.pending is None:
                 now = loop.time()
@@ -441,6 +464,16 @@ class _Simulation:
         self.give_up_at = self.stop_recording_at + config.drain_timeout
         self._loop = loop
 
+    def device_logged_in(self) -> None:
+        result = self.result
+        result.logged_in += 1
+        if result.logged_in == self.config.devices:
+            result.all_logged_in_s = self._loop.time() - self.started
+            result.acked_when_all_logged_in = result.records_acked
+
+    def recording_stopped(self) -> None:
+        self.result.acked_when_recording_stopped = self.result.records_acked
+
     def finished(self, device: _Device) -> bool:
         now = self._loop.time()
         if now >= self.give_up_at:
@@ -460,6 +493,7 @@ async def run_simulation(
     sim = _Simulation(config)
     devices = [_Device(sim, number) for number in range(config.devices)]
     tasks = [asyncio.create_task(device.run(), name=f"sim-{device.imei}") for device in devices]
+    stop_marker = asyncio.get_running_loop().call_at(sim.stop_recording_at, sim.recording_stopped)
     monitor: asyncio.Task[None] | None = None
     if on_progress is not None:
         monitor = asyncio.create_task(_monitor(sim, on_progress))
@@ -469,6 +503,7 @@ async def run_simulation(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        stop_marker.cancel()
         if monitor is not None:
             monitor.cancel()
             await asyncio.gather(monitor, return_exceptions=True)
@@ -492,6 +527,8 @@ def run_simulation_blocking(config: SimulationConfig) -> dict[str, Any]:
     result = _run_fresh_loop(run_simulation(config))
     summary = result.summary()
     summary["wall_s"] = round(time.perf_counter() - started, 3)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    summary["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 3)
     summary["acked"] = result.acked
     return summary
 

@@ -40,10 +40,12 @@ from fleet.db.queries.ingest import (
     store_batch,
 )
 from fleet.errors import DatabaseUnavailable
+from fleet.ingest.rows import RowBuilder
 from fleet.ingest.stats import BACKPRESSURE_ACTIVE, QUEUE_BYTES, QUEUE_RECORDS, IngestStats
 
 if TYPE_CHECKING:
     from fleet.db import Database
+    from fleet.protocol.navtelecom import Telemetry
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +56,9 @@ QUEUE_HIGH_WATER_BYTES = 64 * 1024 * 1024
 QUEUE_LOW_WATER_BYTES = 16 * 1024 * 1024
 # Concurrent batches: while one commits (PostgreSQL busy, Python idle) the next is encoded and copied.
 WRITER_CONCURRENCY = 2
+# Records turned into rows between two yields to the event loop: row building runs in the writer task,
+# and other connections (and the other writer's database round trips) must not wait long behind it.
+ROWS_PER_SLICE = 500
 RETRY_MIN_SEC = 0.1
 RETRY_MAX_SEC = 5.0
 # Months outside this window are not given partitions on the fly (their rows land in the default
@@ -70,12 +75,17 @@ class AckSink(Protocol):
 
 
 class Pending:
-    """One frame on its way to the database (and, for telemetry, an ACK waiting for the commit)."""
+    """One frame on its way to the database (and, for telemetry, an ACK waiting for the commit).
+
+    Telemetry arrives decoded but without rows (``telemetry``, ``device_id``, ``received_at``): the writer
+    builds them when it takes the batch, so that socket callbacks stay short (see ``_materialize``).
+    """
 
     __slots__ = (
         "ack",
         "can",
         "conn",
+        "device_id",
         "device_update",
         "enqueued",
         "events",
@@ -83,8 +93,10 @@ class Pending:
         "positions",
         "raw",
         "received",
+        "received_at",
         "records",
         "state",
+        "telemetry",
     )
 
     def __init__(
@@ -99,8 +111,14 @@ class Pending:
         device_update: DeviceStateUpdate | None = None,
         records: int = 0,
         nbytes: int = 0,
+        telemetry: Telemetry | None = None,
+        device_id: int | None = None,
+        received_at: datetime | None = None,
     ) -> None:
         self.conn = conn
+        self.telemetry = telemetry
+        self.device_id = device_id
+        self.received_at = received_at
         self.ack = ack
         self.received = received  # loop time of reception, for the ACK latency
         self.enqueued = received
@@ -183,9 +201,13 @@ class BatchWriter:
         concurrency: int = WRITER_CONCURRENCY,
         high_water_bytes: int = QUEUE_HIGH_WATER_BYTES,
         low_water_bytes: int = QUEUE_LOW_WATER_BYTES,
+        rows: RowBuilder | None = None,
     ) -> None:
         self._db = db
         self._stats = stats
+        self._rows = rows or RowBuilder()
+        # Backends (server PIDs) whose session has the staging tables: saves a statement per batch.
+        self._staged_backends: set[int] = set()
         self.window = window_ms / 1000
         self.max_records = max_records
         self.high_water = high_water
@@ -380,7 +402,32 @@ class BatchWriter:
             except Exception as second:  # the evidence is best effort, the frame is already unacknowledged
                 log.warning("ingest_raw_evidence_failed", error=str(second))
 
+    async def _materialize(self, batch: list[Pending]) -> None:
+        """Build the rows of the batch's telemetry, yielding to the event loop every ``ROWS_PER_SLICE``."""
+        since_yield = 0
+        for item in batch:
+            telemetry = item.telemetry
+            if telemetry is None:
+                continue
+            item.telemetry = None
+            assert item.device_id is not None and item.received_at is not None
+            try:
+                rows = self._rows.telemetry(item.device_id, telemetry, item.received_at)
+            except Exception as err:  # a record the row builder cannot handle: keep it, do not ACK it
+                log.exception("ingest_rows_failed", frame_type=telemetry.kind.value, device_id=item.device_id)
+                self._stats.decode_error("rows_failed")
+                item.state = FAILED
+                if item.raw is not None:
+                    item.raw = (*item.raw[:6], "error", f"{type(err).__name__}: {err}"[:500])
+                continue
+            item.positions, item.can, item.events = rows.positions, rows.can, rows.events
+            since_yield += rows.records
+            if since_yield >= ROWS_PER_SLICE:
+                since_yield = 0
+                await asyncio.sleep(0)
+
     async def _write(self, batch: list[Pending]) -> BatchOutcome:
+        await self._materialize(batch)
         positions = list(itertools.chain.from_iterable(item.positions for item in batch))
         can = list(itertools.chain.from_iterable(item.can for item in batch))
         events = list(itertools.chain.from_iterable(item.events for item in batch))
@@ -396,10 +443,25 @@ class BatchWriter:
             rows = positions if name == "positions" else can if name == "can" else raw
             wanted.update((table, row[column].year, row[column].month) for row in rows)
         await self._partitions.ensure(wanted)
-        async with self._db.system() as conn:
-            if updates:
-                await apply_device_updates(conn, list(updates.values()))
-            outcome = await store_batch(conn, positions=positions, raw_frames=raw, can=can, events=events)
+        backend = -1
+        try:
+            async with self._db.system() as conn:
+                backend = conn.get_server_pid()
+                if updates:
+                    await apply_device_updates(conn, list(updates.values()))
+                outcome = await store_batch(
+                    conn,
+                    positions=positions,
+                    raw_frames=raw,
+                    can=can,
+                    events=events,
+                    staging_ready=backend in self._staged_backends,
+                )
+        except BaseException:
+            self._staged_backends.discard(backend)
+            raise
+        # Only a committed CREATE TEMP TABLE lasts: remember the backend after the commit.
+        self._staged_backends.add(backend)
         stats = self._stats
         stats.stored("positions", outcome.positions_stored)
         stats.duplicate(len(positions) - outcome.positions_stored)
@@ -410,7 +472,8 @@ class BatchWriter:
 
     def _committed(self, batch: list[Pending], outcome: BatchOutcome, seconds: float) -> None:
         for item in batch:
-            item.state = COMMITTED
+            if item.state == WAITING:
+                item.state = COMMITTED
         self._stats.batch(sum(item.records for item in batch), seconds)
         self._notify(batch)
         if self._on_committed is not None and outcome.summaries:

@@ -6,7 +6,8 @@ A batch is written in one transaction:
    transaction starts with empty staging tables and no catalog churn per batch). COPY goes to staging
    rather than straight into the tables because PostgreSQL refuses ``COPY FROM`` into tables with
    row-level security, and because ``ON CONFLICT`` needs an ``INSERT``;
-2. one ``INSERT … SELECT … ON CONFLICT DO NOTHING`` per target table. A retransmitted record (same
+2. ``INSERT … SELECT … ON CONFLICT DO NOTHING`` into each target table - all of them as CTEs of one
+   statement, so a batch costs one round trip after its COPYs. A retransmitted record (same
    device, black-box index and device time) hits the unique key and is skipped. ``vehicle_id`` comes from
    a join with ``devices`` at write time, so rows follow a device's current assignment and rows of a
    device deleted meanwhile are dropped instead of failing the batch;
@@ -21,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import asyncpg
@@ -216,52 +218,76 @@ _SUMMARY = """
     FROM ins GROUP BY device_id, vehicle_id"""
 
 
-def _positions_statement(with_can: bool, upsert: bool) -> str:
-    select = _POSITION_SELECT
-    if upsert:
-        # DO UPDATE may touch a row once per statement: keep one staged copy of each key.
-        select = (
-            select.replace(
-                "SELECT s.device_id",
-                "SELECT DISTINCT ON (s.device_id, s.record_index, s.device_time) s.device_id",
-            )
-            + " ORDER BY s.device_id, s.record_index, s.device_time"
-        )
-    conflict = (
-        _POSITION_UPSERT if upsert else " ON CONFLICT (device_id, record_index, device_time) DO NOTHING"
-    )
-    parts = [f"WITH ins AS ({_POSITION_INSERT} {select} {conflict} {_POSITION_RETURNING})"]
-    if with_can:
-        can_conflict = _CAN_UPSERT if upsert else " ON CONFLICT (device_id, time, source, name) DO NOTHING"
-        parts.append(f", can AS ({_CAN_LINKED} {can_conflict} RETURNING 1)")
-    parts.append(_SUMMARY.format(can_count="SELECT count(*) FROM can" if with_can else "0"))
-    return "".join(parts)
-
-
-_POSITION_STATEMENTS = {(c, u): _positions_statement(c, u) for c in (False, True) for u in (False, True)}
-
-_RAW_INSERT = f"""
-INSERT INTO raw_frames (device_id, vehicle_id, received_at, protocol, frame_type, peer, data, outcome, error)
-SELECT r.device_id, d.vehicle_id, r.received_at, r.protocol, r.frame_type, r.peer, r.data, r.outcome, r.error
-FROM {STAGE_RAW} r LEFT JOIN devices d ON d.id = r.device_id;"""
-_CAN_STANDALONE = f"""
-INSERT INTO can_data (device_id, vehicle_id, time, name, value, value_text, unit, source)
-SELECT DISTINCT ON (c.device_id, c.time, c.source, c.name)
-       c.device_id, d.vehicle_id, c.time, c.name, c.value, c.value_text, c.unit, c.source
-FROM {STAGE_CAN} c JOIN devices d ON d.id = c.device_id
-WHERE c.record_index IS NULL
-ORDER BY c.device_id, c.time, c.source, c.name
-{{conflict}};"""
-_EVENTS_INSERT = f"""
-INSERT INTO events (device_id, vehicle_id, time, event_code, event_type, description, record_index, attributes)
-SELECT e.device_id, d.vehicle_id, e.time, e.event_code, e.event_type, e.description, e.record_index,
-       e.attributes::jsonb
-FROM {STAGE_EVENTS} e JOIN devices d ON d.id = e.device_id
-ON CONFLICT (device_id, time, event_code, record_index) DO {{action}};"""
+# The other tables of a batch, as data-modifying CTEs of the one statement that also inserts the positions:
+# a batch costs one round trip for all its INSERTs, whatever it holds.
+_RAW_CTE = f"""
+raw AS (
+    INSERT INTO raw_frames (device_id, vehicle_id, received_at, protocol, frame_type, peer, data, outcome, error)
+    SELECT r.device_id, d.vehicle_id, r.received_at, r.protocol, r.frame_type, r.peer, r.data, r.outcome, r.error
+    FROM {STAGE_RAW} r LEFT JOIN devices d ON d.id = r.device_id
+    RETURNING 1)"""
+_CAN_STANDALONE_CTE = f"""
+can_free AS (
+    INSERT INTO can_data AS cd (device_id, vehicle_id, time, name, value, value_text, unit, source)
+    SELECT DISTINCT ON (c.device_id, c.time, c.source, c.name)
+           c.device_id, d.vehicle_id, c.time, c.name, c.value, c.value_text, c.unit, c.source
+    FROM {STAGE_CAN} c JOIN devices d ON d.id = c.device_id
+    WHERE c.record_index IS NULL
+    ORDER BY c.device_id, c.time, c.source, c.name
+    {{conflict}}
+    RETURNING 1)"""
+_EVENTS_CTE = f"""
+ev AS (
+    INSERT INTO events AS e (device_id, vehicle_id, time, event_code, event_type, description, record_index,
+                             attributes)
+    SELECT DISTINCT ON (s.device_id, s.time, s.event_code, s.record_index)
+           s.device_id, d.vehicle_id, s.time, s.event_code, s.event_type, s.description, s.record_index,
+           s.attributes::jsonb
+    FROM {STAGE_EVENTS} s JOIN devices d ON d.id = s.device_id
+    ORDER BY s.device_id, s.time, s.event_code, s.record_index
+    ON CONFLICT (device_id, time, event_code, record_index) DO {{action}}
+    RETURNING 1)"""
 _EVENTS_UPDATE = (
     "UPDATE SET vehicle_id = EXCLUDED.vehicle_id, event_type = EXCLUDED.event_type, "
     "description = EXCLUDED.description, attributes = EXCLUDED.attributes"
 )
+_CAN_NOTHING = "ON CONFLICT (device_id, time, source, name) DO NOTHING"
+
+
+@lru_cache(maxsize=64)
+def batch_statement(
+    positions: bool, linked_can: bool, free_can: bool, events: bool, raw: bool, upsert: bool
+) -> str:
+    """Return the single statement writing whatever a batch staged (positions summary as its result)."""
+    ctes = []
+    if positions:
+        select = _POSITION_SELECT
+        if upsert:
+            # DO UPDATE may touch a row once per statement: keep one staged copy of each key.
+            select = (
+                select.replace(
+                    "SELECT s.device_id",
+                    "SELECT DISTINCT ON (s.device_id, s.record_index, s.device_time) s.device_id",
+                )
+                + " ORDER BY s.device_id, s.record_index, s.device_time"
+            )
+        conflict = (
+            _POSITION_UPSERT if upsert else " ON CONFLICT (device_id, record_index, device_time) DO NOTHING"
+        )
+        ctes.append(f"ins AS ({_POSITION_INSERT} {select} {conflict} {_POSITION_RETURNING})")
+        if linked_can:
+            ctes.append(f"can AS ({_CAN_LINKED} {_CAN_UPSERT if upsert else _CAN_NOTHING} RETURNING 1)")
+    if free_can:
+        ctes.append(_CAN_STANDALONE_CTE.format(conflict=_CAN_UPSERT if upsert else _CAN_NOTHING))
+    if events:
+        ctes.append(_EVENTS_CTE.format(action=_EVENTS_UPDATE if upsert else "NOTHING"))
+    if raw:
+        ctes.append(_RAW_CTE)
+    if positions:
+        final = _SUMMARY.format(can_count="SELECT count(*) FROM can" if linked_can else "0")
+    else:
+        final = "SELECT 1 WHERE false"  # the CTEs run all the same
+    return "WITH " + ",\n".join(ctes) + "\n" + final
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,37 +316,31 @@ class BatchOutcome:
 async def store_batch(
     conn: asyncpg.Connection,
     *,
-    positions: Sequence[tuple],
-    raw_frames: Sequence[tuple] = (),
-    can: Sequence[tuple] = (),
-    events: Sequence[tuple] = (),
+    positions: Sequence[tuple[Any, ...]],
+    raw_frames: Sequence[tuple[Any, ...]] = (),
+    can: Sequence[tuple[Any, ...]] = (),
+    events: Sequence[tuple[Any, ...]] = (),
     upsert: bool = False,
+    staging_ready: bool = False,
 ) -> BatchOutcome:
-    """Write one batch (inside the caller's transaction); ``upsert`` replaces existing rows (redecode)."""
-    await prepare_staging(conn)
+    """Write one batch inside the caller's transaction; ``upsert`` replaces existing rows (redecode).
+
+    ``staging_ready``: the caller knows this session already has the staging tables (saves a round trip).
+    """
+    if not staging_ready:
+        await prepare_staging(conn)
     await stage(conn, STAGE_POSITIONS, POSITION_COLUMNS, positions)
     await stage(conn, STAGE_RAW, RAW_COLUMNS, raw_frames)
     await stage(conn, STAGE_CAN, CAN_COLUMNS, can)
     await stage(conn, STAGE_EVENTS, EVENT_COLUMNS, events)
-    summaries: list[DeviceSummary] = []
-    can_stored = 0
-    if positions:
-        linked = any(row[1] is not None for row in can)
-        rows = await conn.fetch(_POSITION_STATEMENTS[(linked, upsert)])
-        if rows:
-            summaries = _summaries(rows, positions)
-            can_stored = rows[0]["can_stored"]
-    tail = []
-    if raw_frames:
-        tail.append(_RAW_INSERT)
-    if any(row[1] is None for row in can):
-        conflict = _CAN_UPSERT if upsert else "ON CONFLICT (device_id, time, source, name) DO NOTHING"
-        tail.append(_CAN_STANDALONE.format(conflict=conflict))
-    if events:
-        tail.append(_EVENTS_INSERT.format(action=_EVENTS_UPDATE if upsert else "NOTHING"))
-    if tail:
-        # No parameters: the simple-query protocol runs them all in one round trip.
-        await conn.execute("\n".join(tail))
+    linked = bool(positions) and any(row[1] is not None for row in can)
+    free = any(row[1] is None for row in can)
+    if not (positions or free or events or raw_frames):
+        return BatchOutcome(0, 0, [])
+    statement = batch_statement(bool(positions), linked, free, bool(events), bool(raw_frames), upsert)
+    rows = await conn.fetch(statement)
+    summaries = _summaries(rows, positions) if rows else []
+    can_stored = rows[0]["can_stored"] if rows else 0
     return BatchOutcome(sum(s.stored for s in summaries), can_stored, summaries)
 
 
