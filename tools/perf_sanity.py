@@ -139,14 +139,19 @@ async def measure(
     runs: int,
     concurrency: int,
     headers: dict[str, str],
-    warmup: int = 10,
+    warmup_rounds: int = 3,
     meter: CpuMeter | None = None,
 ) -> dict[str, Any]:
-    """`runs` GETs of `path` spread over `concurrency` keep-alive connections (after a short warm-up)."""
+    """`runs` GETs of `path` spread over `concurrency` keep-alive connections, measured in steady state.
+
+    Warm-up: `warmup_rounds` requests on every connection at once, so that the server's database pool
+    has grown to its working size and each pooled connection has prepared its statements — otherwise a
+    short run measures connection set-up rather than the endpoint.
+    """
     url = httpx.URL(base)
     connections = [KeepAliveConnection(url.host, url.port or 80) for _ in range(concurrency)]
-    for i in range(min(warmup, runs)):
-        await connections[i % concurrency].get(path, headers)
+    for _ in range(warmup_rounds):
+        await asyncio.gather(*(conn.get(path, headers) for conn in connections))
     sample = Sample()
     remaining = runs
 
@@ -496,7 +501,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     runs=args.history_runs,
                     concurrency=1,
                     headers=headers,
-                    warmup=1,
+                    warmup_rounds=1,
                     meter=meter,
                 ),
             }

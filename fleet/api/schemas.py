@@ -168,7 +168,7 @@ class VehiclePage(Page[Vehicle]):
 
 
 class Position(BaseModel):
-    time: str = Field(examples=["2026-11-25T12:00:00.000000Z"])
+    time: str = Field(examples=["2026-11-25T12:00:00Z"])
     latitude: float | None
     longitude: float | None
     speed: float | None = Field(None, description="km/h")

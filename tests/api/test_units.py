@@ -10,6 +10,7 @@ import pytest
 from fleet.api.errors import ApiError
 from fleet.api.params import parse_bucket
 from fleet.auth import tokens
+from fleet.db import Database
 from fleet.ops.ratelimit import RateLimiter, ThrottledMemoryStorage
 from fleet.passwords import BCRYPT_COST, hash_password_sync
 
@@ -88,3 +89,17 @@ def test_bucket_parsing() -> None:
     for bad in ("1w", "abc", "0m", "32d", "1.5m"):
         with pytest.raises(ApiError):
             parse_bucket(bad)
+
+
+async def test_sql_timestamps_are_utc_rfc3339_whatever_the_session_says(db: Database) -> None:
+    from fleet.db.queries.pages import iso
+
+    async with db.system() as conn:
+        await conn.execute("SET LOCAL TimeZone = 'Asia/Tokyo'")
+        await conn.execute("SET LOCAL DateStyle = 'German, DMY'")
+        row = await conn.fetchrow(
+            f"""SELECT {iso("'2026-03-10 21:00:00.25+09'::timestamptz")} AS frac,
+                       {iso("'2026-03-10 12:00:00+00'::timestamptz")} AS whole,
+                       {iso("NULL::timestamptz")} AS missing"""
+        )
+    assert dict(row) == {"frac": "2026-03-10T12:00:00.25Z", "whole": "2026-03-10T12:00:00Z", "missing": None}

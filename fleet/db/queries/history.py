@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from fleet.db.queries.pages import ISO_FORMAT, iso, json_page
+from fleet.db.queries.pages import iso, json_page
 
 # Fixed origin for date_bin so that the same bucket size always yields the same boundaries.
 BUCKET_ORIGIN = "TIMESTAMPTZ '2000-01-01 00:00:00+00'"
@@ -102,7 +102,7 @@ async def positions_gpx(
         f"""SELECT string_agg(format('<trkpt lat="%s" lon="%s">%s<time>%s</time>%s</trkpt>',
                        latitude, longitude,
                        CASE WHEN altitude IS NOT NULL THEN format('<ele>%s</ele>', altitude) ELSE '' END,
-                       to_char(device_time AT TIME ZONE 'UTC', {ISO_FORMAT}),
+                       {iso("device_time")},
                        CASE WHEN speed IS NOT NULL
                             THEN format('<extensions><speed>%s</speed></extensions>', round((speed / 3.6)::numeric, 3))
                             ELSE '' END), E'\\n' ORDER BY device_time, id)
