@@ -364,7 +364,11 @@ class SpawnedServer:
         from fleet.config import Settings
         from fleet.db import Database
 
-        os.environ.setdefault("XDG_RUNTIME_DIR", str(self.dir / "run"))
+        # A runtime directory outside the temporary data directory, which is removed at the end (pgserver
+        # would otherwise recreate it there while shutting down).
+        runtime_dir = Path(tempfile.gettempdir()) / "fleet-perf-xdg"
+        runtime_dir.mkdir(mode=0o700, exist_ok=True)
+        os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime_dir))
         settings = Settings(env="development", data_dir=self.dir, db_app_password=self.app_password)
         self.db = Database(settings)
         await self.db.start(migrate_schema=True, pool=False)
