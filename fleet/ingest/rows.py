@@ -27,6 +27,7 @@ import json
 import math
 from collections.abc import Iterable
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from fleet.can import CanDecoder, CanSignal, flex_can_signals
@@ -212,11 +213,11 @@ class RowBuilder:
         can_plan = self._can_plan(record.layout)
         if can_plan:
             values = record.values
-            wire = {
-                n: values[start] if count == 1 else values[start : start + count]
+            wire = tuple(
+                (n, values[start] if count == 1 else values[start : start + count])
                 for n, start, count in can_plan
-            }
-            out.can.extend(_can_rows(device_id, index, device_time, flex_can_signals(wire)))
+            )
+            out.can.extend(_can_rows(device_id, index, device_time, _flex_can_signals(wire)))
         if kind is TelemetryKind.EVENT:
             details = {"frame": "T", "event_index": event_index}
             out.events.append(
@@ -318,6 +319,16 @@ class RowBuilder:
         out.can.append(
             (device_id, None, time, "raw", None, frame.data.hex(), None, f"CAN:0x{frame.can_id:0{width}X}")
         )
+
+
+@lru_cache(maxsize=1024)
+def _flex_can_signals(wire: tuple[tuple[int, Any], ...]) -> tuple[CanSignal, ...]:
+    """Return flex_can_signals for one record's CAN fields, memoised.
+
+    Consecutive records mostly repeat these values ("not available" on trackers without a CAN adapter,
+    slowly changing readings otherwise) and signals are immutable, so sharing results is safe.
+    """
+    return tuple(flex_can_signals(dict(wire)))
 
 
 def _can_rows(

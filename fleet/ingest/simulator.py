@@ -151,6 +151,7 @@ class SimulationConfig:
     connect_timeout: float = 10.0
     deliver_backlog: bool = False  # also upload records that could not be sent during `duration`
     can: bool = False  # report CAN values (fields 53-69) instead of "not available"
+    duration_from_login: bool = False  # count `duration` from the moment every device is logged in
     seed: int | None = None
 
 
@@ -192,7 +193,7 @@ class SimulationResult:
         start = self.all_logged_in_s
         if start is None or self.acked_when_recording_stopped is None:
             return None
-        window = self.config.duration - start
+        window = self.config.duration if self.config.duration_from_login else self.config.duration - start
         if window < 1.0:
             return None
         return (self.acked_when_recording_stopped - self.acked_when_all_logged_in) / window
@@ -462,14 +463,23 @@ class _Simulation:
         self.started = loop.time()
         self.stop_recording_at = self.started + config.duration
         self.give_up_at = self.stop_recording_at + config.drain_timeout
+        if config.duration_from_login:  # until everyone is in, recording does not stop
+            self.stop_recording_at = self.give_up_at = float("inf")
         self._loop = loop
+        self.stop_marker: asyncio.TimerHandle | asyncio.Handle = loop.call_soon(lambda: None)
 
     def device_logged_in(self) -> None:
         result = self.result
         result.logged_in += 1
         if result.logged_in == self.config.devices:
-            result.all_logged_in_s = self._loop.time() - self.started
+            now = self._loop.time()
+            result.all_logged_in_s = now - self.started
             result.acked_when_all_logged_in = result.records_acked
+            if self.config.duration_from_login:
+                self.stop_recording_at = now + self.config.duration
+                self.give_up_at = self.stop_recording_at + self.config.drain_timeout
+                self.stop_marker.cancel()
+                self.stop_marker = self._loop.call_at(self.stop_recording_at, self.recording_stopped)
 
     def recording_stopped(self) -> None:
         self.result.acked_when_recording_stopped = self.result.records_acked
@@ -493,7 +503,7 @@ async def run_simulation(
     sim = _Simulation(config)
     devices = [_Device(sim, number) for number in range(config.devices)]
     tasks = [asyncio.create_task(device.run(), name=f"sim-{device.imei}") for device in devices]
-    stop_marker = asyncio.get_running_loop().call_at(sim.stop_recording_at, sim.recording_stopped)
+    sim.stop_marker = asyncio.get_running_loop().call_at(sim.stop_recording_at, sim.recording_stopped)
     monitor: asyncio.Task[None] | None = None
     if on_progress is not None:
         monitor = asyncio.create_task(_monitor(sim, on_progress))
@@ -503,7 +513,7 @@ async def run_simulation(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        stop_marker.cancel()
+        sim.stop_marker.cancel()
         if monitor is not None:
             monitor.cancel()
             await asyncio.gather(monitor, return_exceptions=True)
