@@ -19,7 +19,7 @@ class VehicleTarget:
     name: str
     host: str
     port: int
-    api_key: str | None
+    api_key: str | None = field(repr=False)  # never in logs or tracebacks
     last_sync_at: datetime | None
     alarms_synced_at: datetime | None
     sync_failures: int
@@ -34,12 +34,15 @@ class VehicleTarget:
 
 @dataclass(frozen=True, slots=True)
 class StatusReply:
-    """What `/status` said (only the fields the server stores or reports)."""
+    """What `/status` said (only the fields the server stores or acts on)."""
 
     online: bool
     software_version: str | None
     contract_version: str | None
     db_ok: bool | None
+    oldest_data: datetime | None = None  # the oldest sample the agent still holds
+    row_limit: int | None = None  # the agent's `limits`; None: not reported (use the server's own)
+    max_window_seconds: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,9 +26,9 @@ EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 # A vehicle clock may run a little ahead of the server's; beyond this a time is "in the future".
 MAX_CLOCK_SKEW = timedelta(seconds=60)
 
-# Column limits: channel ids are `integer`, alarm ids `bigint` in the schema.
-INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# Id ranges of the contract (§4), which also fit the schema's `integer` and `bigint` columns.
+CHANNEL_ID_MAX = 2**31 - 1
+ALARM_ID_MAX = 2**63 - 1
 # Text limits: generous for real names, small enough that a hostile agent cannot bloat the tables.
 MAX_NAME_CHARS = 200
 MAX_UNIT_CHARS = 50
@@ -123,12 +123,32 @@ def parse_status(doc: Any) -> StatusReply:
     version = body.get("software_version")
     contract = body.get("contract_version")
     db_ok = body.get("db_ok")
+    limits = body.get("limits")
+    if type(limits) is not dict:
+        limits = {}
     return StatusReply(
         online=body.get("online") is True,
         software_version=_text(version, MAX_VERSION_CHARS),
         contract_version=_text(contract, MAX_VERSION_CHARS),
         db_ok=db_ok if type(db_ok) is bool else None,
+        oldest_data=parse_time(body.get("oldest_data")),
+        row_limit=_positive(limits.get("row_limit")),
+        max_window_seconds=_positive(limits.get("max_window_seconds")),
     )
+
+
+def _positive(value: Any) -> int | None:
+    return value if type(value) is int and value >= 1 else None
+
+
+def contract_major(version: str | None) -> int | None:
+    """The MAJOR of a `MAJOR.MINOR` contract version; None when it is missing or malformed."""
+    if version is None:
+        return None
+    major, dot, minor = version.partition(".")
+    if not (dot and major.isdigit() and minor.isdigit()):
+        return None
+    return int(major)
 
 
 def parse_channels(doc: Any) -> tuple[list[ChannelInfo], Counter[str]]:
@@ -150,7 +170,7 @@ def parse_channels(doc: Any) -> tuple[list[ChannelInfo], Counter[str]]:
         if type(channel_id) is not int or type(name) is not str or not (unit is None or type(unit) is str):
             rejected[WRONG_TYPE] += 1
             continue
-        if not INT32_MIN <= channel_id <= INT32_MAX:
+        if not 0 <= channel_id <= CHANNEL_ID_MAX:
             rejected[WRONG_TYPE] += 1
             continue
         if not 1 <= len(name) <= MAX_NAME_CHARS or (unit is not None and len(unit) > MAX_UNIT_CHARS):
@@ -201,7 +221,8 @@ def parse_data(
     rows = body.get("rows")
     if type(rows) is not list:
         raise PullProtocolError("data", "'rows' is not a list")
-    if len(rows) > max_rows:
+    if len(rows) > max_rows and not _one_timestamp(rows):
+        # The contract allows more only for a single timestamp with more channels than the limit.
         raise PullProtocolError("data", f"{len(rows)} rows is more than the {max_rows} asked for")
     truncated = body.get("truncated", False)
     if type(truncated) is not bool:
@@ -209,6 +230,8 @@ def parse_data(
     answered_end = _window_end("data", body, start, end)
     next_from: datetime | None = None
     if truncated:
+        if not rows:  # a page that holds nothing cannot be cut short; following it could loop forever
+            raise PullProtocolError("data", "a truncated answer without rows")
         next_from = parse_time(body.get("next_from")) if body.get("next_from") is not None else None
         if next_from is not None and not start < next_from <= answered_end:
             raise PullProtocolError("data", "'next_from' is outside the window")
@@ -257,6 +280,11 @@ def parse_data(
     return DataPage(start, answered_end, accepted, truncated, next_from, rejected)
 
 
+def _one_timestamp(rows: list[Any]) -> bool:
+    first, last = rows[0], rows[-1]
+    return type(first) is dict and type(last) is dict and first.get("time") == last.get("time")
+
+
 def _classify_time(raw: Any, start: datetime, end: datetime, latest: datetime) -> datetime | str:
     when = parse_time(raw)
     if when is None:
@@ -293,8 +321,8 @@ def parse_alarms(doc: Any, *, start: datetime, end: datetime, now: datetime) -> 
         message = entry.get("message")
         if (
             type(alarm_id) is not int
-            or not INT64_MIN <= alarm_id <= INT64_MAX
-            or not (channel_id is None or (type(channel_id) is int and INT32_MIN <= channel_id <= INT32_MAX))
+            or not 1 <= alarm_id <= ALARM_ID_MAX
+            or not (channel_id is None or (type(channel_id) is int and 0 <= channel_id <= CHANNEL_ID_MAX))
             or not (level is None or type(level) is str)
             or not (message is None or type(message) is str)
         ):

@@ -28,6 +28,7 @@ from fleet.sync.errors import (
 )
 from fleet.sync.models import AlarmPage, ChannelInfo, DataPage, StatusReply, VehicleTarget
 from fleet.sync.parse import (
+    MAX_CHANNELS,
     decode_json,
     format_time,
     parse_alarms,
@@ -51,10 +52,15 @@ ERROR_BODY_BYTES = 4096
 
 
 def open_client(concurrency: int, timeout: float) -> httpx.AsyncClient:
-    """The shared client: one connection per concurrent vehicle, no proxies from the environment."""
+    """The shared client: a connection per vehicle in flight, no proxies from the environment.
+
+    A pull's requests are sequential, so `concurrency` vehicles use at most `concurrency` connections; the
+    pool allows twice that so that connections of failed pulls, idle until they expire, never make a
+    request wait for a slot (the semaphore of the service is the real bound).
+    """
     return httpx.AsyncClient(
         limits=httpx.Limits(
-            max_connections=concurrency,
+            max_connections=2 * concurrency,
             max_keepalive_connections=concurrency,
             keepalive_expiry=5.0,
         ),
@@ -82,6 +88,10 @@ class VehiclePuller:
         self._base = target.base_url
         self._vehicle_id = target.id
         self._headers = {API_KEY_HEADER: api_key}
+        # The last request of a pull (/alarms) closes its connection: the next pull of this vehicle is a
+        # cycle away, far beyond any keep-alive, and an idle connection left in the shared pool only makes
+        # every other request's pool bookkeeping slower.
+        self._close_headers = {API_KEY_HEADER: api_key, "Connection": "close"}
         self._timeout = timeout
         self._max_rows = max_rows
 
@@ -96,12 +106,18 @@ class VehiclePuller:
         )
         return channels, dict(rejected)
 
+    def limit_rows(self, agent_limit: int | None) -> None:
+        """Ask for no more rows per page than the agent says it serves (`/status.limits.row_limit`)."""
+        if agent_limit is not None:
+            self._max_rows = min(self._max_rows, agent_limit)
+
     async def data(
         self, start: datetime, end: datetime, *, channels: Collection[int], now: datetime
     ) -> DataPage:
         """GET /data for [start, end) with the row cap as `limit`; rows validated against `channels`."""
         params = {"from": format_time(start), "to": format_time(end), "limit": str(self._max_rows)}
-        cap = max(DATA_MIN_BYTES, self._max_rows * DATA_BYTES_PER_ROW)
+        # One timestamp may exceed the limit (contract §5); it cannot hold more rows than channels.
+        cap = max(DATA_MIN_BYTES, max(self._max_rows, MAX_CHANNELS) * DATA_BYTES_PER_ROW)
         doc = await self._get("data", "/data", params, cap)
         return parse_data(
             doc,
@@ -116,14 +132,16 @@ class VehiclePuller:
     async def alarms(self, start: datetime, end: datetime, *, now: datetime) -> AlarmPage:
         """GET /alarms for [start, end)."""
         params = {"from": format_time(start), "to": format_time(end)}
-        doc = await self._get("alarms", "/alarms", params, ALARMS_MAX_BYTES)
+        doc = await self._get("alarms", "/alarms", params, ALARMS_MAX_BYTES, close=True)
         return parse_alarms(doc, start=start, end=end, now=now)
 
-    async def _get(self, endpoint: str, path: str, params: dict[str, str] | None, cap: int) -> Any:
+    async def _get(
+        self, endpoint: str, path: str, params: dict[str, str] | None, cap: int, *, close: bool = False
+    ) -> Any:
         started = time.perf_counter()
         outcome = "error"
         try:
-            body = await self._fetch(endpoint, path, params, cap)
+            body = await self._fetch(endpoint, path, params, cap, close)
             doc = decode_json(endpoint, body)
             outcome = "ok"
             return doc
@@ -134,11 +152,14 @@ class VehiclePuller:
             metrics.REQUESTS.labels(endpoint, outcome).inc()
             metrics.REQUEST_DURATION.labels(endpoint).observe(time.perf_counter() - started)
 
-    async def _fetch(self, endpoint: str, path: str, params: dict[str, str] | None, cap: int) -> bytes:
+    async def _fetch(
+        self, endpoint: str, path: str, params: dict[str, str] | None, cap: int, close: bool
+    ) -> bytes:
+        headers = self._close_headers if close else self._headers
         try:
             async with asyncio.timeout(self._timeout):
                 async with self._client.stream(
-                    "GET", self._base + path, params=params, headers=self._headers
+                    "GET", self._base + path, params=params, headers=headers
                 ) as response:
                     if response.status_code != 200:
                         raise await _status_error(endpoint, response)

@@ -50,17 +50,23 @@ from fleet.db.queries.sync import (
 from fleet.sync import metrics
 from fleet.sync.errors import LeaseLost, NoApiKey, PullError, PullProtocolError
 from fleet.sync.models import AlarmInfo, ChannelInfo, Row, VehicleTarget
-from fleet.sync.parse import REJECT_REASONS, to_millis
+from fleet.sync.parse import REJECT_REASONS, contract_major, format_time, to_millis
 from fleet.sync.puller import VehiclePuller, open_client
-from fleet.sync.status import OFFLINE, ONLINE
-from fleet.sync.windows import TRUNCATED_STEP, Window, plan, split
-from fleet.sync.writer import LEASE_LOST_NOTE, SyncWriter, VehicleWrite
+from fleet.sync.status import ERROR, OFFLINE, ONLINE
+from fleet.sync.windows import MIN_ALARM_WINDOW, TRUNCATED_STEP, Window, plan, plan_alarms, split
+from fleet.sync.writer import DATABASE_UNAVAILABLE, LEASE_LOST_NOTE, SyncWriter, VehicleWrite
 
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
 
 MAX_ERROR_CHARS = 2000
+# Requests per endpoint in one vehicle's pull. A 72-hour gap at 25 channels × 1 Hz takes about 450 /data
+# requests (hourly windows, each cut into 10-minute ones); the budget stops a vehicle that pages through
+# tiny answers from holding a worker forever. What is left is pulled next cycle, from the cursor.
+MAX_REQUESTS_PER_PULL = 1000
+# The contract major version this server implements (docs/DATA_CONTRACT.md §2).
+CONTRACT_MAJOR = 1
 
 
 def utc_now() -> datetime:
@@ -131,6 +137,7 @@ class _Run:
     target: VehicleTarget
     now: datetime
     started: float
+    renewed: float = 0.0  # perf_counter of the last lease renewal
     cursor: datetime | None = None  # end of the stored data range (the next last_sync_at)
     window_from: datetime | None = None
     alarm_cursor: datetime | None = None
@@ -142,6 +149,9 @@ class _Run:
     software_version: str | None = None
     channels: list[ChannelInfo] = field(default_factory=list)
     alarms: dict[int, AlarmInfo] = field(default_factory=dict)
+    max_width: timedelta | None = None  # the agent's widest window
+    oldest_data: datetime | None = None  # the agent's oldest sample
+    backoff: bool = True  # False: a failure that waits no longer than the interval
 
 
 class SyncService:
@@ -253,7 +263,8 @@ class SyncService:
     # --- one vehicle -----------------------------------------------------------------------------------
     async def sync_vehicle(self, target: VehicleTarget) -> VehicleReport:
         """Pull one leased vehicle and store the outcome; never raises (but for cancellation)."""
-        run = _Run(target=target, now=to_millis(self._now()), started=time.perf_counter())
+        started = time.perf_counter()
+        run = _Run(target=target, now=to_millis(self._now()), started=started, renewed=started)
         status = "ok"
         error: PullError | None = None
         sync_status: str | None = ONLINE
@@ -276,27 +287,58 @@ class SyncService:
             else:
                 run.seen = True
                 run.software_version = reply.software_version
-                known = await self._channels(puller, run)
-                try:
-                    if known is None:
-                        raise PullProtocolError(
-                            "data", "no channel list: /channels failed and none is stored"
-                        )
-                    await self._pull_data(puller, run, known)
-                except PullError as err:
-                    status, error = err.journal_status, err
-                    run.notes.insert(0, str(err))
-                await self._pull_alarms(puller, run)
+                run.oldest_data = reply.oldest_data
+                if reply.max_window_seconds is not None:
+                    run.max_width = timedelta(seconds=reply.max_window_seconds)
+                puller.limit_rows(reply.row_limit)
+                status, sync_status, error = await self._pull_up_vehicle(
+                    puller, run, reply.contract_version, reply.db_ok
+                )
         except NoApiKey as err:  # not contacted: its online/offline state is unknown, not changed
             status, error, sync_status = err.journal_status, err, None
         except LeaseLost:
             status = "error"
             run.notes.insert(0, LEASE_LOST_NOTE)
-        except Exception as err:  # a bug or a database failure: journal it, keep the cycle going
+        except DATABASE_UNAVAILABLE as err:  # the cycle's next claim fails and reports it once
+            status = "error"
+            run.notes.insert(0, f"database unavailable: {err}")
+        except Exception as err:  # a bug: journal it, keep the cycle going
             log.exception("vehicle_sync_crashed", vehicle_id=target.id)
             status = "error"
             run.notes.insert(0, f"unexpected {type(err).__name__}: {err}")
         return await self._finish(run, status, sync_status, error)
+
+    async def _pull_up_vehicle(
+        self, puller: VehiclePuller, run: _Run, contract: str | None, db_ok: bool | None
+    ) -> tuple[str, str, PullError | None]:
+        """Steps 2–5 for a vehicle that answered `/status`: the journal status, `sync_status`, the data error.
+
+        A vehicle that answers but cannot be synced — a contract major version this server does not speak,
+        or a local database it reports broken — gets `sync_status = 'error'`, and no backoff: it is tried
+        again next interval, which keeps `last_seen_at` (and so its online state) current.
+        """
+        if contract_major(contract) != CONTRACT_MAJOR:
+            run.backoff = False
+            run.notes.append(
+                f"contract_version {contract!r} is not supported (this server implements "
+                f"{CONTRACT_MAJOR}.x): data and alarms not pulled"
+            )
+            return "error", ERROR, None
+        known = await self._channels(puller, run)
+        if db_ok is False:
+            run.backoff = False
+            run.notes.append("the vehicle reports its local database failing (db_ok false): data not pulled")
+            return "error", ERROR, None
+        error: PullError | None = None
+        try:
+            if known is None:
+                raise PullProtocolError("data", "no channel list: /channels failed and none is stored")
+            await self._pull_data(puller, run, known)
+        except PullError as err:
+            error = err
+            run.notes.insert(0, str(err))
+        await self._pull_alarms(puller, run)
+        return (error.journal_status if error is not None else "ok"), ONLINE, error
 
     async def _channels(self, puller: VehiclePuller, run: _Run) -> set[int] | None:
         """Step 2; returns the channel ids rows are checked against (None: no list at all)."""
@@ -317,12 +359,33 @@ class SyncService:
         """Steps 3–4: walk the windows in order, moving the cursor only over ranges fully stored."""
         target = run.target
         start = target.last_sync_at or (run.now - timedelta(seconds=self.settings.pull_window_sec))
+        oldest = run.oldest_data
+        if target.last_sync_at is not None and oldest is not None and target.last_sync_at < oldest <= run.now:
+            # The vehicle's retention dropped the start of the gap (contract §8): say so once, go on from what
+            # it still holds instead of asking for hours of empty windows.
+            run.notes.append(
+                f"the vehicle holds nothing before {format_time(oldest)}: "
+                f"data since {format_time(target.last_sync_at)} is lost"
+            )
+            log.warning(
+                "vehicle_data_lost",
+                vehicle_id=target.id,
+                vehicle=target.name,
+                lost_from=format_time(target.last_sync_at),
+                lost_to=format_time(oldest),
+            )
+            start = to_millis(oldest)
         run.window_from = run.cursor = start
-        queue: deque[Window] = deque(plan(start, run.now))
+        queue: deque[Window] = deque(plan(start, run.now, run.max_width))
+        requests = 0
         while queue:
             window = queue.popleft()
             if window.start != run.cursor:  # windows must meet exactly: never leave a hole behind
                 break
+            if requests == MAX_REQUESTS_PER_PULL:
+                run.notes.append(f"data: stopped after {requests} requests; the rest follows next cycle")
+                break
+            requests += 1
             page = await puller.data(window.start, window.end, channels=known, now=run.now)
             run.rejected.update(page.rejected)
             run.pending.extend(page.rows)
@@ -340,7 +403,11 @@ class SyncService:
                 run.cursor = page.end
                 if page.end < window.end:  # the agent has nothing settled beyond this point yet
                     break
-            if len(run.pending) >= self.settings.sync_max_rows_per_request:
+            # Commit as the pull goes: bounded memory, and a long pull keeps its lease alive.
+            if (
+                len(run.pending) >= self.settings.sync_max_rows_per_request
+                or time.perf_counter() - run.renewed > self.settings.sync_lease_sec / 3
+            ):
                 await self._flush_rows(run)
 
     async def _flush_rows(self, run: _Run) -> None:
@@ -361,6 +428,7 @@ class SyncService:
             )
         )
         run.channels = []  # stored; the final write need not repeat them
+        run.renewed = time.perf_counter()
         run.rows_written += result.inserted
         if not result.lease_held:
             raise LeaseLost()
@@ -374,18 +442,22 @@ class SyncService:
             or (run.now - timedelta(seconds=self.settings.pull_window_sec))
         )
         cursor = start
-        queue: deque[Window] = deque(plan(start, run.now))
+        queue: deque[Window] = deque(plan_alarms(start, run.now, run.max_width))
+        requests = 0
         try:
             while queue:
                 window = queue.popleft()
-                if window.start != cursor:
+                if window.start != cursor or requests == MAX_REQUESTS_PER_PULL:
                     break
+                requests += 1
                 page = await puller.alarms(window.start, window.end, now=run.now)
                 run.rejected.update(page.rejected)
                 for alarm in page.alarms:
                     run.alarms[alarm.alarm_id] = alarm
-                if page.truncated and window.width > TRUNCATED_STEP:
-                    queue.extendleft(reversed(split(window.start, page.end, TRUNCATED_STEP)))
+                if page.truncated and page.end - window.start > MIN_ALARM_WINDOW:
+                    # More alarms than the agent answers at once: ask again in halves (contract §5).
+                    middle = to_millis(window.start + (page.end - window.start) / 2)
+                    queue.extendleft([Window(middle, page.end), Window(window.start, middle)])
                     continue
                 if page.truncated:
                     run.notes.append(f"alarms: more than one answer holds in {format_window(window)}")
@@ -405,7 +477,7 @@ class SyncService:
         failures = 0 if status == "ok" else target.sync_failures + 1
         interval = self.settings.sync_interval_sec
         delay = backoff_delay(
-            failures,
+            failures if run.backoff else 0,
             interval,
             self.settings.sync_backoff_max_sec,
             permanent=error is not None and not error.retryable,
@@ -506,6 +578,8 @@ class SyncService:
                     ),
                 )
             )
+        except DATABASE_UNAVAILABLE:
+            log.debug("sync_journal_failed", vehicle_id=run.target.id, error=str(err))
         except Exception as again:
             log.error("sync_journal_failed", vehicle_id=run.target.id, error=str(again), first_error=str(err))
 

@@ -1,12 +1,14 @@
 """The one definition of a vehicle's status as users see it: online, offline or unknown.
 
 The sync service records facts — `last_seen_at` (the last successful `/status`) and `sync_status` (the outcome
-of the latest attempt: `online` after an answer, `offline` after a timeout or error). What a user expects is
-derived from them here, so the API, the web UI and the CLI never disagree:
+of the latest attempt: `online` after an answer, `offline` after a timeout or error, `error` when the vehicle
+answers but cannot be synced: an unsupported contract version or a failing local database). What a user
+expects is derived from them here, so the API, the web UI and the CLI never disagree:
 
 * `unknown` — never contacted: no successful `/status` and no failed attempt either;
-* `online`  — the latest attempt succeeded and it is recent: within two sync intervals (one missed cycle is
-  tolerated, so a slow cycle does not flap the status);
+* `online`  — the vehicle answered the latest attempt and that is recent: within two sync intervals (one
+  missed cycle is tolerated, so a slow cycle does not flap the status). A vehicle in `error` is online: it
+  answers; why its data does not arrive is in the sync journal;
 * `offline` — anything else: the latest attempt timed out or failed, or the last answer is too old (the
   vehicle stopped answering, or nothing has polled it lately).
 """
@@ -21,6 +23,7 @@ VehicleStatus = Literal["online", "offline", "unknown"]
 ONLINE: Final = "online"
 OFFLINE: Final = "offline"
 UNKNOWN: Final = "unknown"
+ERROR: Final = "error"  # a `sync_status` value only: answers, but cannot be synced
 
 # How many sync intervals an answer stays fresh.
 FRESH_INTERVALS = 2

@@ -53,6 +53,8 @@ class FakeVehicle:
     step_s: float = 10.0
     alarms: list[dict[str, Any]] = field(default_factory=list)
     software_version: str = "9.9.9"
+    # Merged into the /status answer (contract_version, db_ok, oldest_data, limits, ...).
+    status_extra: dict[str, Any] = field(default_factory=dict)
     # The agent's clock horizon: a window end is clamped to it (None: answer every window whole).
     horizon: datetime | None = None
     overrides: dict[str, Handler] = field(default_factory=dict)
@@ -118,6 +120,7 @@ class FakeVehicle:
                     "contract_version": "1.0",
                     "db_ok": True,
                     "time": format_time(datetime.now(UTC)),
+                    **self.status_extra,
                 }
             )
         if path == "/channels":

@@ -10,7 +10,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from fleet.db import Database
+from fleet.sync import service as service_module
 from fleet.sync.parse import format_time, parse_time
 from fleet.sync.service import SyncService
 from tests.sync.conftest import DEFAULT_KEY, VehicleFactory, journal, measurement_count, vehicle_row
@@ -191,3 +194,40 @@ async def test_channels_failing_falls_back_to_the_stored_list(
     assert report.vehicles[0].status == "ok"
     assert "using stored channels" in (report.vehicles[0].note or "")
     assert report.vehicles[0].rows_written == 9
+
+
+async def test_endless_paging_stops_at_the_request_budget(
+    db: Database,
+    make_vehicle: VehicleFactory,
+    service_factory: Callable[..., SyncService],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(service_module, "MAX_REQUESTS_PER_PULL", 20)
+    clock = FakeClock()
+    vehicle = FakeVehicle(api_key=DEFAULT_KEY)
+
+    async def one_row_pages(query: dict[str, str]) -> Reply:
+        # Always "truncated", always one more millisecond: an agent that would keep a worker forever.
+        start = parse_time(query["from"])
+        assert start is not None
+        return json_reply(
+            {
+                "from": query["from"],
+                "to": query["to"],
+                "rows": [{"channel_id": 1, "time": query["from"], "value": 1.0}],
+                "truncated": True,
+                "next_from": format_time(start + timedelta(milliseconds=1)),
+            }
+        )
+
+    vehicle.overrides["/data"] = one_row_pages
+    async with serve(vehicle) as port, service_factory(now=clock) as service:
+        vehicle_id = await make_vehicle(port)
+        report = await service.run_cycle(only=[vehicle_id])
+    assert vehicle.count("/data") == 20
+    assert report.vehicles[0].status == "ok"
+    assert "stopped after 20 requests" in (report.vehicles[0].note or "")
+    # The progress made is kept; the next cycle goes on from there.
+    first = clock() - timedelta(seconds=60)
+    assert (await vehicle_row(db, vehicle_id))["last_sync_at"] == first + timedelta(milliseconds=20)
+    assert await measurement_count(db, vehicle_id) == 20

@@ -12,6 +12,7 @@ import pytest
 from fleet.sync.errors import PullProtocolError
 from fleet.sync.models import VehicleTarget
 from fleet.sync.parse import (
+    contract_major,
     format_time,
     parse_alarms,
     parse_channels,
@@ -135,13 +136,17 @@ def test_data_rows_are_typed_and_checked() -> None:
 
 
 def test_data_answer_level_violations_are_protocol_errors() -> None:
-    rows = [{"channel_id": 1, "time": format_time(START), "value": 1.0}] * 101
+    rows = [
+        {"channel_id": 1, "time": format_time(START + timedelta(milliseconds=n)), "value": 1.0}
+        for n in range(101)
+    ]
     bad_docs = [
         {"rows": rows},  # more than asked for
         {"rows": [], "to": format_time(NOW + timedelta(seconds=1))},  # answers beyond the window
         {"rows": [], "to": format_time(START - timedelta(seconds=1))},
         {"rows": [], "to": "soon"},
         {"rows": [], "truncated": 1},
+        {"rows": [], "truncated": True},  # nothing on a cut page: following it would never end
         {"rows": [], "truncated": True, "to": format_time(NOW), "next_from": format_time(START)},
         {"rows": None},
         "rows",
@@ -151,10 +156,33 @@ def test_data_answer_level_violations_are_protocol_errors() -> None:
             _data(doc)
 
 
+def test_one_timestamp_may_exceed_the_row_limit() -> None:
+    # Contract §5: a single timestamp with more channels than the limit is returned whole.
+    rows = [{"channel_id": c, "time": format_time(START), "value": 1.0} for c in range(150)]
+    page = _data({"rows": rows, "to": format_time(NOW)}, channels=set(range(150)))
+    assert len(page.rows) == 150
+
+
+def test_status_limits_and_contract_version() -> None:
+    reply = parse_status(
+        {
+            "contract_version": "1.3",
+            "oldest_data": "2026-03-01T00:00:00.000Z",
+            "limits": {"row_limit": 1000, "max_window_seconds": 3600, "settle_seconds": 2.0},
+        }
+    )
+    assert (reply.row_limit, reply.max_window_seconds) == (1000, 3600)
+    assert reply.oldest_data == datetime(2026, 3, 1, tzinfo=UTC)
+    assert contract_major(reply.contract_version) == 1
+    assert [contract_major(v) for v in (None, "2.0", "1", "v1.0", "1.x")] == [None, 2, None, None, None]
+    odd = parse_status({"limits": {"row_limit": 0, "max_window_seconds": "1h"}})
+    assert (odd.row_limit, odd.max_window_seconds, odd.oldest_data) == (None, None, None)
+
+
 def test_a_truncated_page_reports_where_to_resume() -> None:
     page = _data(
         {
-            "rows": [],
+            "rows": [{"channel_id": 1, "time": format_time(START), "value": 1.0}],
             "to": format_time(NOW - timedelta(seconds=2)),
             "truncated": True,
             "next_from": format_time(START + timedelta(seconds=20)),
