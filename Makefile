@@ -39,5 +39,8 @@ bench: bench-codec bench-ingest bench-sync
 bench-codec: $(STAMP)
 	$(PY) bench/bench_codec.py
 
+bench-sync: $(STAMP)
+	$(PY) bench/bench_sync.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
