@@ -47,10 +47,19 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def run_async(factory: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine, turning domain errors into a clean message and exit code."""
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     try:
-        return asyncio.run(factory())  # type: ignore[arg-type]
+        import uvloop
+    except ImportError:  # uvloop is not built for every platform
+        return None
+    return uvloop.new_event_loop
+
+
+def run_async(factory: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine on uvloop when available, turning domain errors into a clean message and exit code."""
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            return runner.run(factory())  # type: ignore[arg-type]
     except FleetError as err:
         raise fail(str(err), err.exit_code) from None
 

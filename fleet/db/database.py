@@ -57,6 +57,15 @@ class Tenant:
         return cls(None, None)
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool reset on release: nothing beyond asyncpg's own rollback of an open transaction.
+
+    The default reset (RESET ALL, UNLISTEN *, CLOSE ALL, advisory unlock) costs a round trip per
+    request; this code never changes session state outside a transaction (the tenant context is
+    transaction-local), and it keeps per-backend temp staging tables on purpose.
+    """
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for typename in ("json", "jsonb"):
         await conn.set_type_codec(typename, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
@@ -95,6 +104,7 @@ class Database:
                     min_size=settings.db_pool_min,
                     max_size=settings.db_pool_max,
                     init=_init_connection,
+                    reset=_keep_session,
                     command_timeout=60,
                     server_settings={"application_name": "fleet"},
                 )
