@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 import fleet
 from fleet.api.errors import install_error_handlers
-from fleet.api.middleware import BodySizeLimit, DeprecationHeaders
+from fleet.api.middleware import BodySizeLimit, DeprecationHeaders, RequestContext
 from fleet.api.routes import admin, api_keys, audit, auth, devices, google, health, metrics, vehicles
 from fleet.api.state import ApiState, parse_networks
 from fleet.config import Settings, load_settings
@@ -127,6 +127,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.add_middleware(BodySizeLimit)
     app.add_middleware(DeprecationHeaders, prefix="/api/v1/", headers=devices.V1_HEADERS)
     app.add_middleware(HttpMetricsMiddleware)
+    app.add_middleware(RequestContext)  # outermost: the request id covers everything below
     for router in (
         health.router,
         metrics.router,

@@ -1,9 +1,12 @@
-"""ASGI middleware of the API: refuse oversized bodies before anything parses them."""
+"""ASGI middleware of the API: oversized bodies refused before parsing, request ids in every log line."""
 
 from __future__ import annotations
 
 import json
+import time
+import uuid
 
+import structlog
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -103,3 +106,55 @@ class DeprecationHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+REQUEST_ID_HEADER = b"x-request-id"
+# An incoming id is reused (so a proxy's id follows the request through our logs) only when it is sane.
+_MAX_REQUEST_ID = 64
+_QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID_HEADER:
+            text = value.decode("latin-1")
+            if 0 < len(text) <= _MAX_REQUEST_ID and all(c.isalnum() or c in "-_.:" for c in text):
+                return text
+    return None
+
+
+class RequestContext:
+    """Bind a request id into every log line of the request, echo it back, and log one line per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.log = structlog.get_logger("fleet.api.access")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        status = 0
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, request_id.encode())]
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                path = scope.get("path", "")
+                level = "debug" if path in _QUIET_PATHS and status < 500 else "info"
+                getattr(self.log, level)(
+                    "request",
+                    method=scope.get("method", "WS"),
+                    path=path,
+                    status=status,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                )
