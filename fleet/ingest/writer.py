@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import itertools
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -65,7 +65,22 @@ RETRY_MAX_SEC = 5.0
 # partition, where maintenance re-homes them): a device with a broken clock must not create tables.
 PARTITION_PAST = timedelta(days=800)
 PARTITION_FUTURE = timedelta(days=62)
-_PARTITIONED = (("positions", 3, "positions"), ("can", 2, "can_data"), ("raw", 1, "raw_frames"))
+SECONDS_PER_DAY = 86_400
+
+
+def months_of(times: Iterable[float | datetime]) -> set[tuple[int, int]]:
+    """Return the UTC (year, month) pairs of epoch seconds or datetimes (deduplicated by day first)."""
+    days = set()
+    months = set()
+    for value in times:
+        if isinstance(value, datetime):
+            months.add((value.year, value.month))
+        else:
+            days.add(int(value // SECONDS_PER_DAY))
+    for day in days:
+        moment = datetime.fromtimestamp(day * SECONDS_PER_DAY, UTC)
+        months.add((moment.year, moment.month))
+    return months
 
 
 class AckSink(Protocol):
@@ -438,10 +453,9 @@ class BatchWriter:
             if update is not None:
                 known = updates.get(update.device_id)
                 updates[update.device_id] = update if known is None else known.merge(update)
-        wanted: set[tuple[str, int, int]] = set()
-        for name, column, table in _PARTITIONED:
-            rows = positions if name == "positions" else can if name == "can" else raw
-            wanted.update((table, row[column].year, row[column].month) for row in rows)
+        wanted = {("positions", *month) for month in months_of(row[3] for row in positions)}
+        wanted.update(("can_data", *month) for month in months_of(row[2] for row in can))
+        wanted.update(("raw_frames", *month) for month in months_of(row[1] for row in raw))
         await self._partitions.ensure(wanted)
         backend = -1
         try:

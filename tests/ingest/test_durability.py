@@ -145,7 +145,7 @@ async def test_unstorable_frame_is_isolated_and_not_acknowledged(
     device = service.registry.cached(imei)
     assert device is not None and device != "refused"
     loop = asyncio.get_running_loop()
-    now = datetime.now(UTC)
+    now = datetime.now(UTC).timestamp()  # rows stage times as epoch seconds
 
     class Sink:
         flushed = 0

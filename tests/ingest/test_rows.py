@@ -7,6 +7,8 @@ import math
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fleet.db.queries.ingest import CAN_COLUMNS, EVENT_COLUMNS, POSITION_COLUMNS
 from fleet.ingest import rows as rows_module
@@ -14,6 +16,7 @@ from fleet.ingest.rows import NO_INDEX, RowBuilder, to_json
 from fleet.protocol.navtelecom import (
     NavtelecomSession,
     Telemetry,
+    TelemetryKind,
     archive,
     build_record,
     event,
@@ -21,6 +24,7 @@ from fleet.protocol.navtelecom import (
     handshake,
     layout_for_fields,
 )
+from fleet.protocol.navtelecom.fields import field_spec
 
 FIELDS = (1, 2, 3, 8, 9, 10, 11, 13, 69)
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -74,8 +78,8 @@ def test_flex_record_row() -> None:
     out = RowBuilder().telemetry(42, decode(archive([record])), NOW)
     (row,) = out.positions
     assert column(row, "device_id") == 42 and column(row, "record_index") == 7
-    assert column(row, "device_time") == datetime.fromtimestamp(1_767_225_600, UTC)
-    assert column(row, "fix_time") == datetime.fromtimestamp(1_767_225_599, UTC)
+    assert column(row, "device_time") == 1_767_225_600  # epoch seconds, to_timestamp() in SQL
+    assert column(row, "fix_time") == 1_767_225_599
     assert column(row, "valid") is True and column(row, "satellites") == 8
     assert column(row, "latitude") == pytest.approx(55.5) and column(row, "longitude") == pytest.approx(37.25)
     assert column(row, "speed") is None  # NaN would be stored as NaN in `real`: treated as unknown
@@ -93,7 +97,7 @@ def test_out_of_range_coordinates_and_missing_times() -> None:
     assert column(row, "latitude") is None and column(row, "longitude") is None
     attributes = json.loads(str(column(row, "attributes")))
     assert attributes["invalid_latitude"] == pytest.approx(200.0)
-    assert column(row, "device_time") == NOW  # no event time, no fix time: the reception time
+    assert column(row, "device_time") == NOW.timestamp()  # no event time, no fix time: the reception time
 
 
 def test_missing_index_and_not_available_can_values() -> None:
@@ -115,3 +119,66 @@ def test_out_of_turn_record_is_also_an_event() -> None:
         column(row, "event_code", EVENT_COLUMNS) == 0x1301 and column(row, "record_index", EVENT_COLUMNS) == 9
     )
     assert json.loads(str(column(row, "attributes", EVENT_COLUMNS))) == {"frame": "T", "event_index": 9}
+
+
+# Layouts of the simulator's FLEX profiles plus sparse ones that leave core fields out.
+LAYOUTS = [
+    layout_for_fields(fields)
+    for fields in (
+        (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 29, 37, 45, 69, 70, 71),
+        (1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 53, 54, 55, 56, 57, 63, 64, 65, 69),
+        (3, 10, 11),
+        (1, 8, 71),
+        (2, 9, 13, 14),
+    )
+]
+_STRUCT_RANGES = {"B": (0, 255), "b": (-128, 127), "H": (0, 65535), "h": (-32768, 32767)}
+
+
+@st.composite
+def wire_record(draw: st.DrawFn) -> tuple[object, dict[int, object]]:
+    layout = draw(st.sampled_from(LAYOUTS))
+    values: dict[int, object] = {}
+    for number in layout.fields:
+        fmt = field_spec(number, layout.field100_size).fmt
+        if fmt in ("I", "i"):
+            values[number] = draw(
+                st.integers(0 if fmt == "I" else -(2**31), 2**32 - 1 if fmt == "I" else 2**31 - 1)
+            )
+        elif fmt in _STRUCT_RANGES:
+            values[number] = draw(st.integers(*_STRUCT_RANGES[fmt]))
+        elif fmt == "f":
+            values[number] = draw(st.floats(width=32, allow_nan=True, allow_infinity=True))
+    return layout, values
+
+
+@settings(max_examples=300, deadline=None)
+@given(wire_record())
+def test_fast_path_matches_record_properties(case: tuple[object, dict[int, object]]) -> None:
+    """The row builder reads FlexRecord.values directly; it must agree with the codec's properties."""
+    layout, values = case
+    (record,) = layout.decode(layout.encode(values))  # type: ignore[attr-defined]
+    out = RowBuilder().telemetry(1, Telemetry(TelemetryKind.ARCHIVE, [record], b"", b""), NOW)
+    (row,) = out.positions
+
+    def epoch(value: datetime | None) -> float | None:
+        return None if value is None else value.timestamp()
+
+    expected_fix = epoch(record.fix_time)
+    expected_time = epoch(record.device_time) or expected_fix or NOW.timestamp()
+    assert column(row, "record_index") == (NO_INDEX if record.index is None else record.index)
+    assert column(row, "event_code") == record.event_code
+    assert column(row, "device_time") == expected_time
+    assert column(row, "fix_time") == expected_fix
+    assert column(row, "valid") is bool(record.valid)
+    assert column(row, "satellites") == record.satellites
+    assert column(row, "course") == record.course
+    assert column(row, "hdop") == record.hdop
+    assert column(row, "altitude") == record.altitude_m
+    speed = record.speed_kmh
+    assert column(row, "speed") == (None if speed is None or not math.isfinite(speed) else speed)
+    lat, lon = record.latitude, record.longitude
+    if lat is not None and lon is not None and -90 <= lat <= 90 and -180 <= lon <= 180:
+        assert (column(row, "latitude"), column(row, "longitude")) == (lat, lon)
+    else:
+        assert column(row, "latitude") is None and column(row, "longitude") is None

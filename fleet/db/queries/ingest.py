@@ -121,10 +121,11 @@ async def apply_device_updates(conn: asyncpg.Connection, updates: Sequence[Devic
 # --- staging --------------------------------------------------------------------------------------------
 
 STAGE_SCHEMA = "pg_temp"
-STAGE_POSITIONS = "ingest_stage_positions"
-STAGE_RAW = "ingest_stage_raw"
-STAGE_CAN = "ingest_stage_can"
-STAGE_EVENTS = "ingest_stage_events"
+# Versioned names: a session that still holds an older definition is never handed new rows.
+STAGE_POSITIONS = "ingest_stage_positions_v2"
+STAGE_RAW = "ingest_stage_raw_v2"
+STAGE_CAN = "ingest_stage_can_v2"
+STAGE_EVENTS = "ingest_stage_events_v2"
 
 # Column order of the row tuples the ingest code builds (fleet.ingest.rows) - keep the two in step.
 POSITION_COLUMNS = (
@@ -148,11 +149,13 @@ CAN_COLUMNS = ("device_id", "record_index", "time", "name", "value", "value_text
 EVENT_COLUMNS = ("device_id", "time", "event_code", "event_type", "description", "record_index", "attributes")
 
 # `attributes` is staged as text holding JSON: the rows carry pre-serialised JSON, which the binary COPY
-# passes through untouched, and the cast to jsonb happens once, in the INSERT.
+# passes through untouched, and the cast to jsonb happens once, in the INSERT. Record times are staged as
+# float8 epoch seconds (asyncpg encodes a float several times faster than a datetime) and converted with
+# to_timestamp() there too. Only raw_frames.received_at, one per frame, travels as a timestamptz.
 _CREATE_STAGING = f"""
 CREATE TEMP TABLE IF NOT EXISTS {STAGE_POSITIONS} (
-    device_id bigint, record_index bigint, event_code integer, device_time timestamptz,
-    fix_time timestamptz, valid boolean, latitude double precision, longitude double precision,
+    device_id bigint, record_index bigint, event_code integer, device_time double precision,
+    fix_time double precision, valid boolean, latitude double precision, longitude double precision,
     altitude double precision, speed real, course real, satellites smallint, hdop real, attributes text
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS {STAGE_RAW} (
@@ -160,11 +163,11 @@ CREATE TEMP TABLE IF NOT EXISTS {STAGE_RAW} (
     outcome text, error text
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS {STAGE_CAN} (
-    device_id bigint, record_index bigint, time timestamptz, name text, value double precision,
+    device_id bigint, record_index bigint, time double precision, name text, value double precision,
     value_text text, unit text, source text
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS {STAGE_EVENTS} (
-    device_id bigint, time timestamptz, event_code integer, event_type text, description text,
+    device_id bigint, time double precision, event_code integer, event_type text, description text,
     record_index bigint, attributes text
 ) ON COMMIT DELETE ROWS;
 """
@@ -184,7 +187,8 @@ async def stage(conn: asyncpg.Connection, table: str, columns: Sequence[str], ro
 # --- batch statements -------------------------------------------------------------------------------------
 
 _POSITION_SELECT = f"""
-    SELECT s.device_id, d.vehicle_id, s.record_index, s.event_code, s.device_time, s.fix_time, s.valid,
+    SELECT s.device_id, d.vehicle_id, s.record_index, s.event_code, to_timestamp(s.device_time),
+           to_timestamp(s.fix_time), s.valid,
            s.latitude, s.longitude, s.altitude, s.speed, s.course, s.satellites, s.hdop, s.attributes::jsonb
     FROM {STAGE_POSITIONS} s JOIN devices d ON d.id = s.device_id"""
 _POSITION_INSERT = """
@@ -204,9 +208,10 @@ _POSITION_UPSERT = """
 _CAN_LINKED = f"""
     INSERT INTO can_data AS cd (device_id, vehicle_id, position_id, time, name, value, value_text, unit, source)
     SELECT DISTINCT ON (c.device_id, c.time, c.source, c.name)
-           c.device_id, i.vehicle_id, i.id, c.time, c.name, c.value, c.value_text, c.unit, c.source
+           c.device_id, i.vehicle_id, i.id, i.device_time, c.name, c.value, c.value_text, c.unit, c.source
     FROM {STAGE_CAN} c
-    JOIN ins i ON i.device_id = c.device_id AND i.record_index = c.record_index AND i.device_time = c.time
+    JOIN ins i ON i.device_id = c.device_id AND i.record_index = c.record_index
+              AND i.device_time = to_timestamp(c.time)
     ORDER BY c.device_id, c.time, c.source, c.name"""
 _CAN_UPSERT = """
     ON CONFLICT (device_id, time, source, name) DO UPDATE SET
@@ -230,7 +235,7 @@ _CAN_STANDALONE_CTE = f"""
 can_free AS (
     INSERT INTO can_data AS cd (device_id, vehicle_id, time, name, value, value_text, unit, source)
     SELECT DISTINCT ON (c.device_id, c.time, c.source, c.name)
-           c.device_id, d.vehicle_id, c.time, c.name, c.value, c.value_text, c.unit, c.source
+           c.device_id, d.vehicle_id, to_timestamp(c.time), c.name, c.value, c.value_text, c.unit, c.source
     FROM {STAGE_CAN} c JOIN devices d ON d.id = c.device_id
     WHERE c.record_index IS NULL
     ORDER BY c.device_id, c.time, c.source, c.name
@@ -241,8 +246,8 @@ ev AS (
     INSERT INTO events AS e (device_id, vehicle_id, time, event_code, event_type, description, record_index,
                              attributes)
     SELECT DISTINCT ON (s.device_id, s.time, s.event_code, s.record_index)
-           s.device_id, d.vehicle_id, s.time, s.event_code, s.event_type, s.description, s.record_index,
-           s.attributes::jsonb
+           s.device_id, d.vehicle_id, to_timestamp(s.time), s.event_code, s.event_type, s.description,
+           s.record_index, s.attributes::jsonb
     FROM {STAGE_EVENTS} s JOIN devices d ON d.id = s.device_id
     ORDER BY s.device_id, s.time, s.event_code, s.record_index
     ON CONFLICT (device_id, time, event_code, record_index) DO {{action}}
@@ -346,10 +351,11 @@ async def store_batch(
 
 def _summaries(rows: Sequence[asyncpg.Record], positions: Sequence[tuple[Any, ...]]) -> list[DeviceSummary]:
     """Combine per-device counts from the database with the newest staged fix of each device."""
-    wanted = {r["device_id"]: r["last_time"] for r in rows}
+    wanted = {r["device_id"]: r["last_time"].timestamp() for r in rows}
     newest: dict[int, tuple[Any, ...]] = {}
     for row in positions:
-        if wanted.get(row[0]) == row[3]:
+        last = wanted.get(row[0])
+        if last is not None and abs(row[3] - last) < 1e-3:
             newest[row[0]] = row
     out = []
     for r in rows:
