@@ -190,7 +190,7 @@ _POSITION_SELECT = f"""
     SELECT s.device_id, d.vehicle_id, s.record_index, s.event_code, to_timestamp(s.device_time),
            to_timestamp(s.fix_time), s.valid,
            s.latitude, s.longitude, s.altitude, s.speed, s.course, s.satellites, s.hdop, s.attributes::jsonb
-    FROM {STAGE_POSITIONS} s JOIN devices d ON d.id = s.device_id"""
+    FROM {STAGE_POSITIONS} s JOIN dev d ON d.id = s.device_id"""
 _POSITION_INSERT = """
     INSERT INTO positions AS p (device_id, vehicle_id, record_index, event_code, device_time, fix_time, valid,
                                 latitude, longitude, altitude, speed, course, satellites, hdop, attributes)"""
@@ -229,14 +229,14 @@ _RAW_CTE = f"""
 raw AS (
     INSERT INTO raw_frames (device_id, vehicle_id, received_at, protocol, frame_type, peer, data, outcome, error)
     SELECT r.device_id, d.vehicle_id, r.received_at, r.protocol, r.frame_type, r.peer, r.data, r.outcome, r.error
-    FROM {STAGE_RAW} r LEFT JOIN devices d ON d.id = r.device_id
+    FROM {STAGE_RAW} r LEFT JOIN dev d ON d.id = r.device_id
     RETURNING 1)"""
 _CAN_STANDALONE_CTE = f"""
 can_free AS (
     INSERT INTO can_data AS cd (device_id, vehicle_id, time, name, value, value_text, unit, source)
     SELECT DISTINCT ON (c.device_id, c.time, c.source, c.name)
            c.device_id, d.vehicle_id, to_timestamp(c.time), c.name, c.value, c.value_text, c.unit, c.source
-    FROM {STAGE_CAN} c JOIN devices d ON d.id = c.device_id
+    FROM {STAGE_CAN} c JOIN dev d ON d.id = c.device_id
     WHERE c.record_index IS NULL
     ORDER BY c.device_id, c.time, c.source, c.name
     {{conflict}}
@@ -248,7 +248,7 @@ ev AS (
     SELECT DISTINCT ON (s.device_id, s.time, s.event_code, s.record_index)
            s.device_id, d.vehicle_id, to_timestamp(s.time), s.event_code, s.event_type, s.description,
            s.record_index, s.attributes::jsonb
-    FROM {STAGE_EVENTS} s JOIN devices d ON d.id = s.device_id
+    FROM {STAGE_EVENTS} s JOIN dev d ON d.id = s.device_id
     ORDER BY s.device_id, s.time, s.event_code, s.record_index
     ON CONFLICT (device_id, time, event_code, record_index) DO {{action}}
     RETURNING 1)"""
@@ -263,8 +263,13 @@ _CAN_NOTHING = "ON CONFLICT (device_id, time, source, name) DO NOTHING"
 def batch_statement(
     positions: bool, linked_can: bool, free_can: bool, events: bool, raw: bool, upsert: bool
 ) -> str:
-    """Return the single statement writing whatever a batch staged (positions summary as its result)."""
-    ctes = []
+    """Return the single statement writing whatever a batch staged (positions summary as its result).
+
+    ``$1`` is the array of the batch's device ids: the devices are looked up once, by primary key, for all
+    inserts (joining the whole table would scan every device of the fleet - and apply its row-level
+    security policy to each - for every batch).
+    """
+    ctes = ["dev AS MATERIALIZED (SELECT id, vehicle_id FROM devices WHERE id = ANY($1::bigint[]))"]
     if positions:
         select = _POSITION_SELECT
         if upsert:
@@ -343,7 +348,11 @@ async def store_batch(
     if not (positions or free or events or raw_frames):
         return BatchOutcome(0, 0, [])
     statement = batch_statement(bool(positions), linked, free, bool(events), bool(raw_frames), upsert)
-    rows = await conn.fetch(statement)
+    device_ids = {row[0] for row in positions}
+    for rows_of_kind in (can, events, raw_frames):
+        device_ids.update(row[0] for row in rows_of_kind)
+    device_ids.discard(None)
+    rows = await conn.fetch(statement, list(device_ids))
     summaries = _summaries(rows, positions) if rows else []
     can_stored = rows[0]["can_stored"] if rows else 0
     return BatchOutcome(sum(s.stored for s in summaries), can_stored, summaries)
