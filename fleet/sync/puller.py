@@ -1,6 +1,7 @@
 """The HTTP client of one vehicle's Outbound API (docs/DATA_CONTRACT.md).
 
-All pullers share one `httpx.AsyncClient` (one connection pool with limits, see `open_client`). Every request
+All pullers share one `httpx.AsyncClient` (one connection pool with limits, see `open_client` and
+`fleet.sync.transport`). Every request
 runs under one total deadline (`PULL_TIMEOUT_SEC`): httpx's own timeouts apply per read, so a vehicle that
 dribbles a byte every few seconds would otherwise hold a worker forever. Bodies are streamed and counted, and
 a body over its cap is abandoned, whatever `Content-Length` claims (a compressed body is counted after
@@ -36,6 +37,7 @@ from fleet.sync.parse import (
     parse_data,
     parse_status,
 )
+from fleet.sync.transport import FleetTransport
 
 API_KEY_HEADER = "X-API-Key"
 USER_AGENT = "fleet-sync/1"
@@ -51,29 +53,36 @@ DATA_MIN_BYTES = 64 * 1024
 ERROR_BODY_BYTES = 4096
 
 
-def open_client(concurrency: int, timeout: float) -> httpx.AsyncClient:
-    """The shared client: a connection per vehicle in flight, no proxies from the environment.
+def open_client(concurrency: int, timeout: float) -> tuple[httpx.AsyncClient, FleetTransport]:
+    """The shared client and its pool: a connection per vehicle in flight, no proxies from the environment.
 
     A pull's requests are sequential, so `concurrency` vehicles use at most `concurrency` connections; the
-    pool allows twice that so that connections of failed pulls, idle until they expire, never make a
-    request wait for a slot (the semaphore of the service is the real bound).
+    limit allows twice that, so a slow close never makes a pull wait (the service's semaphore is the bound).
     """
-    return httpx.AsyncClient(
-        limits=httpx.Limits(
+    pool = FleetTransport(
+        httpx.Limits(
             max_connections=2 * concurrency,
             max_keepalive_connections=concurrency,
             keepalive_expiry=5.0,
-        ),
+        )
+    )
+    client = httpx.AsyncClient(
+        transport=pool,
         timeout=httpx.Timeout(timeout),
         # Vehicles are reached over the VPN; an HTTP(S)_PROXY meant for the internet must not capture them.
         trust_env=False,
         follow_redirects=False,
         headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
     )
+    return client, pool
 
 
 class VehiclePuller:
-    """Requests to one vehicle: `status`, `channels`, `data`, `alarms`, each validated."""
+    """Requests to one vehicle: `status`, `channels`, `data`, `alarms`, each validated.
+
+    Use as `async with VehiclePuller(...) as puller:` — the vehicle's connection is kept for the pull's
+    requests and closed at the end (when the client's pool is a `FleetTransport`).
+    """
 
     def __init__(
         self,
@@ -83,17 +92,24 @@ class VehiclePuller:
         *,
         timeout: float,
         max_rows: int,
+        pool: FleetTransport | None = None,
     ) -> None:
         self._client = client
+        self._pool = pool
         self._base = target.base_url
         self._vehicle_id = target.id
         self._headers = {API_KEY_HEADER: api_key}
-        # The last request of a pull (/alarms) closes its connection: the next pull of this vehicle is a
-        # cycle away, far beyond any keep-alive, and an idle connection left in the shared pool only makes
-        # every other request's pool bookkeeping slower.
-        self._close_headers = {API_KEY_HEADER: api_key, "Connection": "close"}
         self._timeout = timeout
         self._max_rows = max_rows
+
+    async def __aenter__(self) -> VehiclePuller:
+        if self._pool is not None:
+            await self._pool.hold(self._base)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            await self._pool.release(self._base)
 
     async def status(self) -> StatusReply:
         """GET /status."""
@@ -132,16 +148,14 @@ class VehiclePuller:
     async def alarms(self, start: datetime, end: datetime, *, now: datetime) -> AlarmPage:
         """GET /alarms for [start, end)."""
         params = {"from": format_time(start), "to": format_time(end)}
-        doc = await self._get("alarms", "/alarms", params, ALARMS_MAX_BYTES, close=True)
+        doc = await self._get("alarms", "/alarms", params, ALARMS_MAX_BYTES)
         return parse_alarms(doc, start=start, end=end, now=now)
 
-    async def _get(
-        self, endpoint: str, path: str, params: dict[str, str] | None, cap: int, *, close: bool = False
-    ) -> Any:
+    async def _get(self, endpoint: str, path: str, params: dict[str, str] | None, cap: int) -> Any:
         started = time.perf_counter()
         outcome = "error"
         try:
-            body = await self._fetch(endpoint, path, params, cap, close)
+            body = await self._fetch(endpoint, path, params, cap)
             doc = decode_json(endpoint, body)
             outcome = "ok"
             return doc
@@ -152,14 +166,11 @@ class VehiclePuller:
             metrics.REQUESTS.labels(endpoint, outcome).inc()
             metrics.REQUEST_DURATION.labels(endpoint).observe(time.perf_counter() - started)
 
-    async def _fetch(
-        self, endpoint: str, path: str, params: dict[str, str] | None, cap: int, close: bool
-    ) -> bytes:
-        headers = self._close_headers if close else self._headers
+    async def _fetch(self, endpoint: str, path: str, params: dict[str, str] | None, cap: int) -> bytes:
         try:
             async with asyncio.timeout(self._timeout):
                 async with self._client.stream(
-                    "GET", self._base + path, params=params, headers=headers
+                    "GET", self._base + path, params=params, headers=self._headers
                 ) as response:
                     if response.status_code != 200:
                         raise await _status_error(endpoint, response)

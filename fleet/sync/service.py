@@ -53,6 +53,7 @@ from fleet.sync.models import AlarmInfo, ChannelInfo, Row, VehicleTarget
 from fleet.sync.parse import REJECT_REASONS, contract_major, format_time, to_millis
 from fleet.sync.puller import VehiclePuller, open_client
 from fleet.sync.status import ERROR, OFFLINE, ONLINE
+from fleet.sync.transport import FleetTransport
 from fleet.sync.windows import MIN_ALARM_WINDOW, TRUNCATED_STEP, Window, plan, plan_alarms, split
 from fleet.sync.writer import DATABASE_UNAVAILABLE, LEASE_LOST_NOTE, SyncWriter, VehicleWrite
 
@@ -172,6 +173,7 @@ class SyncService:
         self._now = now
         self._own_client = client is None
         self._client = client
+        self._pool: FleetTransport | None = None
         self._writer = SyncWriter(db, owner=self.owner, lease_sec=settings.sync_lease_sec, now=now)
         self._stopping = False
         default_key = settings.vehicle_default_api_key
@@ -179,7 +181,9 @@ class SyncService:
 
     async def __aenter__(self) -> SyncService:
         if self._client is None:
-            self._client = open_client(self.settings.sync_concurrency, self.settings.pull_timeout_sec)
+            self._client, self._pool = open_client(
+                self.settings.sync_concurrency, self.settings.pull_timeout_sec
+            )
         self._writer.start()
         return self
 
@@ -273,27 +277,28 @@ class SyncService:
             if not api_key:
                 raise NoApiKey()
             assert self._client is not None, "use the service as an async context manager"
-            puller = VehiclePuller(
+            async with VehiclePuller(
                 self._client,
                 target,
                 api_key,
                 timeout=self.settings.pull_timeout_sec,
                 max_rows=self.settings.sync_max_rows_per_request,
-            )
-            try:
-                reply = await puller.status()
-            except PullError as err:
-                status, error, sync_status = err.journal_status, err, OFFLINE
-            else:
-                run.seen = True
-                run.software_version = reply.software_version
-                run.oldest_data = reply.oldest_data
-                if reply.max_window_seconds is not None:
-                    run.max_width = timedelta(seconds=reply.max_window_seconds)
-                puller.limit_rows(reply.row_limit)
-                status, sync_status, error = await self._pull_up_vehicle(
-                    puller, run, reply.contract_version, reply.db_ok
-                )
+                pool=self._pool,
+            ) as puller:
+                try:
+                    reply = await puller.status()
+                except PullError as err:
+                    status, error, sync_status = err.journal_status, err, OFFLINE
+                else:
+                    run.seen = True
+                    run.software_version = reply.software_version
+                    run.oldest_data = reply.oldest_data
+                    if reply.max_window_seconds is not None:
+                        run.max_width = timedelta(seconds=reply.max_window_seconds)
+                    puller.limit_rows(reply.row_limit)
+                    status, sync_status, error = await self._pull_up_vehicle(
+                        puller, run, reply.contract_version, reply.db_ok
+                    )
         except NoApiKey as err:  # not contacted: its online/offline state is unknown, not changed
             status, error, sync_status = err.journal_status, err, None
         except LeaseLost:
