@@ -7,6 +7,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 
 from fleet.sync.errors import PullProtocolError
@@ -22,6 +23,7 @@ from fleet.sync.parse import (
 )
 from fleet.sync.service import backoff_delay
 from fleet.sync.status import derive_status
+from fleet.sync.transport import FleetTransport, origin_of
 from fleet.sync.windows import Window, plan, split
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -264,3 +266,22 @@ def test_base_url_brackets_ipv6() -> None:
     target = VehicleTarget(1, "v", "fd00::11", 8001, None, None, None, 0)
     assert target.base_url == "http://[fd00::11]:8001"
     assert VehicleTarget(1, "v", "10.0.0.11", 8001, None, None, None, 0).base_url == "http://10.0.0.11:8001"
+
+
+# --- the connection pool -----------------------------------------------------------------------------------
+async def test_the_pool_counts_holders_and_bounds_open_origins() -> None:
+    pool = FleetTransport(httpx.Limits(max_connections=2, keepalive_expiry=5))
+    a, b, c = "http://127.0.0.1:9001", "http://127.0.0.1:9002", "http://[fd00::3]:8001"
+    await pool.hold(a)
+    await pool.hold(a)  # two vehicles behind one address share the connection
+    await pool.hold(b)
+    third = asyncio.create_task(pool.hold(c))
+    await asyncio.sleep(0.01)
+    assert not third.done()  # two origins open: the third waits for a slot
+    await pool.release(a)
+    await asyncio.sleep(0.01)
+    assert not third.done()  # `a` still has a holder
+    await pool.release(a)
+    await asyncio.wait_for(third, 1)
+    assert origin_of(c) == ("http", "fd00::3", 8001)
+    await pool.aclose()
