@@ -1,7 +1,8 @@
-"""Pure parts of the sync service: status derivation, answer validation, window planning, backoff."""
+"""Pure parts of the sync service: status derivation, answer validation, windows, backoff, the pool."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 from datetime import UTC, datetime, timedelta
