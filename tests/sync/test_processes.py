@@ -132,16 +132,12 @@ async def _stop(proc: asyncio.subprocess.Process) -> int:
     return await asyncio.wait_for(proc.wait(), 30)
 
 
-# The `fleet agent` command, run through its own Typer function (it works whether or not the agent's
-# command is registered in `fleet.cli` yet).
-AGENT_COMMAND = "import typer; from fleet.agent.cli import agent_command; typer.run(agent_command)"
-
-
 async def _start_agent(env: dict[str, str], port: int, db_path: Path) -> asyncio.subprocess.Process:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        "-c",
-        AGENT_COMMAND,
+        "-m",
+        "fleet",
+        "agent",
         "--port",
         str(port),
         "--api-key",
