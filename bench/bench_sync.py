@@ -1,8 +1,5 @@
 """Benchmark the sync service: 1,000 vehicles × 25 channels at 1 Hz, a 30 s backlog each; prints JSON.
 
-Usage: ``python bench/bench_sync.py [--vehicles 1000] [--channels 25] [--backlog 30] [--cycles 4]
-[--output FILE]``
-
 Set-up, all on this machine:
 
 * PostgreSQL: a throwaway database on ``BENCH_DATABASE_URL`` (or ``TEST_DATABASE_URL``; a server where we may
@@ -17,14 +14,22 @@ Set-up, all on this machine:
 
 Measured:
 
-* ``cycles``: wall time of each full cycle (HTTP, validation, staging COPY, INSERT … ON CONFLICT, journal,
-  leases) and the rows it wrote; ``sustained_rows_per_s`` is the median over the cycles;
-* ``raw_copy``: binary COPY of the same number of rows straight into ``measurements`` as the table owner
-  (no RLS, no conflict handling: the ceiling); ``write_path``: the sync's own storage path alone
-  (``insert_measurements``: staging COPY + ``INSERT … ON CONFLICT DO NOTHING`` under RLS) on the same rows;
-* the ratios of both sync figures to the raw COPY rate.
+* ``cycles``: wall time and the sync process's CPU time of each full cycle (HTTP, validation, staging COPY,
+  INSERT, journal, leases) and the rows it wrote; ``sustained_rows_per_s`` is rows per cycle over the median
+  cycle time;
+* ``raw_copy_rows_per_s``: binary COPY of the same number of rows straight into ``measurements`` as the table
+  owner (no RLS, no duplicate handling: the ceiling); ``write_path_rows_per_s``: the sync's own storage path
+  alone (``insert_measurements``: staging COPY + INSERT under RLS, in 100,000-row transactions) on rows of the
+  same shape; both ``--repeat`` times, alternated, median reported;
+* the ratios of the sustained sync rate and of the write path to the raw COPY rate.
+
+The machine's 1-minute load average at the start is recorded: on a shared machine other work slows every
+figure, and the cycles share two cores with PostgreSQL and the vehicles' process.
 
 Targets from the issue: the 750,000-row backlog synced in < 10 s; ≥ 50 % of the raw COPY rate.
+
+Usage: ``python bench/bench_sync.py [--vehicles 1000] [--channels 25] [--backlog 30] [--cycles 4]
+[--repeat 3] [--concurrency 50] [--output FILE]``
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
@@ -264,29 +270,41 @@ async def bench(args: argparse.Namespace, ports: list[int]) -> dict[str, Any]:
                     raise SystemExit(f"cycle incomplete: {cycles[-1]}; first failure: {failed[:1]}")
                 clock["now"] += timedelta(seconds=args.backlog)
 
-        # The raw COPY ceiling and the sync's storage path alone, on rows of the same shape, later times.
-        copy_rows = rows_for(ids, args.channels, clock["now"] + timedelta(hours=1), args.backlog)
+        # The raw COPY ceiling and the sync's storage path alone, on rows of the same shape at later times,
+        # alternated `--repeat` times so that both see the same machine (other work on it slows either).
+        raw_runs: list[float] = []
+        path_runs: list[float] = []
         owner = await asyncpg.connect(dsn)
         try:
-            started = time.perf_counter()
-            async with owner.transaction():
-                await owner.copy_records_to_table(
-                    "measurements", records=copy_rows, columns=["vehicle_id", "channel_id", "time", "value"]
-                )
-            raw_s = time.perf_counter() - started
+            for repeat in range(args.repeat):
+                later = clock["now"] + timedelta(hours=1 + 2 * repeat)
+                copy_rows = rows_for(ids, args.channels, later, args.backlog)
+                started = time.perf_counter()
+                async with owner.transaction():
+                    await owner.copy_records_to_table(
+                        "measurements",
+                        records=copy_rows,
+                        columns=["vehicle_id", "channel_id", "time", "value"],
+                    )
+                raw_runs.append(len(copy_rows) / (time.perf_counter() - started))
+                path_rows = rows_for(ids, args.channels, later + timedelta(hours=1), args.backlog)
+                chunks = [
+                    path_rows[at : at + WRITE_GROUP_ROWS] for at in range(0, len(path_rows), WRITE_GROUP_ROWS)
+                ]
+                # The writer knows how many rows each vehicle brought; so does this measurement.
+                counts = [Counter(row[0] for row in chunk) for chunk in chunks]
+                started = time.perf_counter()
+                for chunk, per_vehicle in zip(chunks, counts, strict=True):
+                    async with db.system() as conn:
+                        await insert_measurements(conn, chunk, per_vehicle)
+                path_runs.append(len(path_rows) / (time.perf_counter() - started))
         finally:
             await owner.close()
-        path_rows = rows_for(ids, args.channels, clock["now"] + timedelta(hours=2), args.backlog)
-        started = time.perf_counter()
-        for offset in range(0, len(path_rows), WRITE_GROUP_ROWS):
-            async with db.system() as conn:
-                await insert_measurements(conn, path_rows[offset : offset + WRITE_GROUP_ROWS])
-        path_s = time.perf_counter() - started
 
     durations = [c["duration_s"] for c in cycles]
     sustained = expected_rows / statistics.median(durations)
-    raw_rate = len(copy_rows) / raw_s
-    path_rate = len(path_rows) / path_s
+    raw_rate = statistics.median(raw_runs)
+    path_rate = statistics.median(path_runs)
     return {
         "benchmark": "sync",
         "machine": machine_info(server_version),
@@ -299,18 +317,21 @@ async def bench(args: argparse.Namespace, ports: list[int]) -> dict[str, Any]:
             "sync_concurrency": args.concurrency,
             "sync_max_rows_per_request": settings.sync_max_rows_per_request,
             "db_pool_max": settings.db_pool_max,
+            "repeat": args.repeat,
         },
         "cycles": cycles,
         "first_cycle_s": durations[0],
         "median_cycle_s": round(statistics.median(durations), 3),
+        "best_cycle_s": min(durations),
         "sustained_rows_per_s": round(sustained),
-        "raw_copy": {"rows": len(copy_rows), "seconds": round(raw_s, 3), "rows_per_s": round(raw_rate)},
-        "write_path": {"rows": len(path_rows), "seconds": round(path_s, 3), "rows_per_s": round(path_rate)},
+        "raw_copy_rows_per_s": {"median": round(raw_rate), "runs": [round(r) for r in raw_runs]},
+        "write_path_rows_per_s": {"median": round(path_rate), "runs": [round(r) for r in path_runs]},
         "sync_vs_raw_copy": round(sustained / raw_rate, 3),
         "write_path_vs_raw_copy": round(path_rate / raw_rate, 3),
         "targets": {
-            "backlog_under_10_s": durations[0] < 10 and statistics.median(durations) < 10,
-            "at_least_half_raw_copy_rate": sustained / raw_rate >= 0.5,
+            "backlog_synced_under_10_s": max(durations) < 10,
+            "sync_at_least_half_raw_copy_rate": sustained / raw_rate >= 0.5,
+            "write_path_at_least_half_raw_copy_rate": path_rate / raw_rate >= 0.5,
         },
     }
 
@@ -349,6 +370,9 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=25)
     parser.add_argument("--backlog", type=int, default=30, help="seconds of data waiting per vehicle")
     parser.add_argument("--cycles", type=int, default=4)
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of the raw COPY and write-path measurements"
+    )
     parser.add_argument("--concurrency", type=int, default=Settings.model_fields["sync_concurrency"].default)
     parser.add_argument("--output", type=Path, help="also write the JSON here")
     args = parser.parse_args()

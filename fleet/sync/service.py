@@ -45,6 +45,7 @@ from fleet.db.queries.sync import (
     claim_vehicles,
     count_without_address,
     release_leases,
+    renew_lease,
     stored_channel_ids,
 )
 from fleet.sync import metrics
@@ -244,9 +245,10 @@ class SyncService:
                 if not claimed:
                     break
                 after_id = claimed[-1]["id"]
+                claimed_at = time.perf_counter()
                 for record in claimed:
                     await slots.acquire()
-                    tasks.create_task(self._pull_in_slot(_target(record), slots, report))
+                    tasks.create_task(self._pull_in_slot(_target(record), claimed_at, slots, report))
         report.finished_at = self._now()
         report.duration_s = time.perf_counter() - started
         metrics.CYCLE_DURATION.observe(report.duration_s)
@@ -257,10 +259,22 @@ class SyncService:
         return report
 
     async def _pull_in_slot(
-        self, target: VehicleTarget, slots: asyncio.Semaphore, report: CycleReport
+        self, target: VehicleTarget, claimed_at: float, slots: asyncio.Semaphore, report: CycleReport
     ) -> None:
         try:
+            # A vehicle claimed in a batch may wait for a slot while slow pulls run; past half its lease, make
+            # sure the claim still holds, so that two workers never pull it at the same time.
+            if time.perf_counter() - claimed_at > self.settings.sync_lease_sec / 2:
+                async with self.db.system() as conn:
+                    held = await renew_lease(
+                        conn, owner=self.owner, vehicle_id=target.id, lease_sec=self.settings.sync_lease_sec
+                    )
+                if not held:
+                    log.info("vehicle_lease_expired_before_pull", vehicle_id=target.id)
+                    return
             report.vehicles.append(await self.sync_vehicle(target))
+        except DATABASE_UNAVAILABLE as err:  # the renewal failed; the cycle's next claim reports it
+            log.debug("vehicle_lease_renewal_failed", vehicle_id=target.id, error=str(err))
         finally:
             slots.release()
 

@@ -144,3 +144,33 @@ async def test_a_vehicle_that_keeps_timing_out_backs_off_and_logs_once(
     recovered = [e for e in recovery_logs if e["event"] == "vehicle_sync_recovered"]
     assert len(recovered) == 1 and recovered[0]["failed_cycles"] == 4
     assert not [e for e in recovery_logs if e["event"] == "vehicle_sync_failing"]
+
+
+async def test_a_claim_that_expired_while_waiting_for_a_slot_is_not_pulled(
+    db: Database,
+    make_vehicle: VehicleFactory,
+    service_factory: Callable[..., SyncService],
+    sync_settings: Settings,
+) -> None:
+    settings = sync_settings.model_copy(update={"sync_concurrency": 2, "sync_lease_sec": 0.6})
+    slow = [FakeVehicle(api_key=DEFAULT_KEY) for _ in range(2)]
+    waiting = FakeVehicle(api_key=DEFAULT_KEY)
+    waiting_id = 0
+
+    async def slow_status(query: dict[str, str]) -> Reply:
+        # While the first two vehicles are pulled, another worker takes over the third one's claim.
+        async with db.system() as conn:
+            await conn.execute("UPDATE vehicles SET sync_lease_owner = 'intruder' WHERE id = $1", waiting_id)
+        await asyncio.sleep(0.5)
+        return slow[0].answer("/status", query)
+
+    for vehicle in slow:
+        vehicle.overrides["/status"] = slow_status
+    async with serve_many([*slow, waiting]) as ports:
+        ids = [await make_vehicle(port) for port in ports]
+        waiting_id = ids[2]
+        async with service_factory(settings=settings) as service:
+            report = await service.run_cycle(only=ids)
+    assert sorted(v.vehicle_id for v in report.vehicles) == ids[:2]
+    assert waiting.requests == []
+    assert await journal(db, waiting_id) == []

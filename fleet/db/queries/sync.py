@@ -67,6 +67,19 @@ async def claim_vehicles(
     return sorted(rows, key=lambda row: row["id"])
 
 
+async def renew_lease(conn: asyncpg.Connection, *, owner: str, vehicle_id: int, lease_sec: float) -> bool:
+    """Extend `owner`'s unexpired lease on a vehicle; False when it expired or another worker holds it."""
+    renewed = await conn.fetchval(
+        """UPDATE vehicles SET sync_lease_until = now() + make_interval(secs => $3)
+           WHERE id = $2 AND sync_lease_owner = $1 AND sync_lease_until > now()
+           RETURNING id""",
+        owner,
+        vehicle_id,
+        lease_sec,
+    )
+    return renewed is not None
+
+
 async def release_leases(conn: asyncpg.Connection, owner: str) -> int:
     """Drop every lease `owner` still holds (a worker shutting down mid-cycle)."""
     status = await conn.execute(
