@@ -186,6 +186,20 @@ class DeviceConnection(asyncio.Protocol):
         return self.device.imei if self.device else self.session.imei
 
     @property
+    def may_send_telemetry(self) -> bool:
+        """True once the connection can send data (FLEX negotiated, or a text device identified).
+
+        Until then it only exchanges a handshake and a negotiation - a few dozen bytes, under the
+        handshake timeout - so backpressure leaves it alone: a reconnect storm under load still logs in.
+        """
+        inner = self.session.session
+        if inner is None:
+            return False
+        if self.session.dialect is Dialect.TEXT:
+            return self.device is not None
+        return getattr(inner, "layout", None) is not None
+
+    @property
     def protocol_name(self) -> str:
         return PROTOCOL_TEXT if self.session.dialect is Dialect.TEXT else PROTOCOL_NTCB
 
@@ -398,10 +412,14 @@ class DeviceConnection(asyncio.Protocol):
             self._store_raw(reply.raw, "ok", None, "handshake", update)
         else:
             service.writer.submit(Pending(None, None, service.loop.time(), device_update=update))
+        if service.writer.paused and self.may_send_telemetry:
+            self.pause(PAUSE_GLOBAL)
 
     def _negotiation(self, reply: Reply) -> None:
         self.send(reply.data)
         self.service.stats.frame("negotiation")
+        if self.service.writer.paused and self.may_send_telemetry:
+            self.pause(PAUSE_GLOBAL)  # data may flow from now on: it waits like everyone else's
         negotiation = getattr(self.session.session, "negotiation", None)
         update = None
         if self.device is not None and negotiation is not None:

@@ -211,8 +211,7 @@ class IngestService:
         self.stats.connections_opened += 1
         CONNECTIONS_OPENED.inc()
         CONNECTIONS_ACTIVE.inc()
-        if self.writer.paused:
-            conn.pause(PAUSE_GLOBAL)
+        # Backpressure holds telemetry back, not logins: a new connection is read until it may send data.
 
     def forget(self, conn: DeviceConnection) -> None:
         if conn in self.connections:
@@ -262,7 +261,8 @@ class IngestService:
         writer = self.writer
         if paused:
             for conn in list(self.connections):
-                conn.pause(PAUSE_GLOBAL)
+                if conn.may_send_telemetry:
+                    conn.pause(PAUSE_GLOBAL)
             self._pressure_pauses += 1
             if self._episode_end is not None:
                 self._episode_end.cancel()

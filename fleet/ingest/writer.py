@@ -233,6 +233,9 @@ class BatchWriter:
         self._on_committed = on_committed
         self._concurrency = concurrency
         self._queue: deque[Pending] = deque()
+        self._unbuilt: deque[Pending] = deque()  # queued telemetry whose rows are not built yet
+        self._build_wake = asyncio.Event()
+        self._builder: asyncio.Task[None] | None = None
         self.queued_records = 0
         self.queued_bytes = 0
         self.in_flight = 0  # items taken by workers, not yet committed or failed
@@ -253,6 +256,9 @@ class BatchWriter:
         was_empty = not self._queue
         item.enqueued = self._loop.time()
         self._queue.append(item)
+        if item.telemetry is not None:
+            self._unbuilt.append(item)
+            self._build_wake.set()
         before = self.queued_records
         self.queued_records += _weight(item)
         self.queued_bytes += item.nbytes
@@ -293,12 +299,36 @@ class BatchWriter:
     def start(self) -> None:
         for number in range(self._concurrency):
             self._workers.append(asyncio.create_task(self._work(), name=f"ingest-writer-{number}"))
+        self._builder = asyncio.create_task(self._build(), name="ingest-row-builder")
+
+    async def _build(self) -> None:
+        """Turn queued telemetry into rows ahead of the writers, in slices, whenever the loop has time.
+
+        Without it a writer would build its batch's rows and only then talk to PostgreSQL, so the
+        server's CPU and the database would take turns instead of working at the same time. A writer that
+        takes items the builder has not reached yet builds them itself (``_materialize``).
+        """
+        unbuilt = self._unbuilt
+        while True:
+            if not unbuilt:
+                self._build_wake.clear()
+                await self._build_wake.wait()
+                continue
+            built = 0
+            while unbuilt and built < ROWS_PER_SLICE:
+                item = unbuilt.popleft()
+                built += self._build_one(item)
+            await asyncio.sleep(0)
 
     async def stop(self, grace: float = 10.0) -> None:
         """Commit what is queued (giving up after ``grace`` seconds), then stop the workers."""
         self._stopping = True
         self._give_up_at = self._loop.time() + grace
         self._wake.set()
+        if self._builder is not None:
+            self._builder.cancel()
+            await asyncio.gather(self._builder, return_exceptions=True)
+            self._builder = None
         if self._workers:
             _done, pending = await asyncio.wait(self._workers, timeout=grace + 1)
             for task in pending:
@@ -418,28 +448,32 @@ class BatchWriter:
                 log.warning("ingest_raw_evidence_failed", error=str(second))
 
     async def _materialize(self, batch: list[Pending]) -> None:
-        """Build the rows of the batch's telemetry, yielding to the event loop every ``ROWS_PER_SLICE``."""
+        """Build the rows the builder task has not built yet, yielding every ``ROWS_PER_SLICE`` records."""
         since_yield = 0
         for item in batch:
-            telemetry = item.telemetry
-            if telemetry is None:
-                continue
-            item.telemetry = None
-            assert item.device_id is not None and item.received_at is not None
-            try:
-                rows = self._rows.telemetry(item.device_id, telemetry, item.received_at)
-            except Exception as err:  # a record the row builder cannot handle: keep it, do not ACK it
-                log.exception("ingest_rows_failed", frame_type=telemetry.kind.value, device_id=item.device_id)
-                self._stats.decode_error("rows_failed")
-                item.state = FAILED
-                if item.raw is not None:
-                    item.raw = (*item.raw[:6], "error", f"{type(err).__name__}: {err}"[:500])
-                continue
-            item.positions, item.can, item.events = rows.positions, rows.can, rows.events
-            since_yield += rows.records
+            since_yield += self._build_one(item)
             if since_yield >= ROWS_PER_SLICE:
                 since_yield = 0
                 await asyncio.sleep(0)
+
+    def _build_one(self, item: Pending) -> int:
+        """Build one item's rows (once); return how many records that was."""
+        telemetry = item.telemetry
+        if telemetry is None:
+            return 0
+        item.telemetry = None
+        assert item.device_id is not None and item.received_at is not None
+        try:
+            rows = self._rows.telemetry(item.device_id, telemetry, item.received_at)
+        except Exception as err:  # a record the row builder cannot handle: keep it, do not ACK it
+            log.exception("ingest_rows_failed", frame_type=telemetry.kind.value, device_id=item.device_id)
+            self._stats.decode_error("rows_failed")
+            item.state = FAILED
+            if item.raw is not None:
+                item.raw = (*item.raw[:6], "error", f"{type(err).__name__}: {err}"[:500])
+            return 1
+        item.positions, item.can, item.events = rows.positions, rows.can, rows.events
+        return rows.records
 
     async def _write(self, batch: list[Pending]) -> BatchOutcome:
         await self._materialize(batch)

@@ -193,3 +193,41 @@ async def test_array_sizes(db: Database, start_ingest: StartIngest, records: int
     assert await tracker.read(4) == ack_archive(records)
     await tracker.close()
     assert await count_positions(db, imei) == records
+
+
+async def test_logins_proceed_while_backpressure_holds_data(
+    db: Database, owner_conn: asyncpg.Connection, start_ingest: StartIngest
+) -> None:
+    """With the writer over its high-water mark, new devices still log in; their data waits."""
+    service = await start_ingest(ingest_queue_high_water=50, ingest_queue_low_water=10)
+    busy = await Tracker.connect(service.port)
+    await busy.login(unique_imei())
+    await busy.send(archive_frame(1, 1))
+    assert await busy.read(4) == ack_archive(1)
+    transaction = owner_conn.transaction()
+    await transaction.start()
+    try:
+        await owner_conn.execute("LOCK TABLE positions IN ACCESS EXCLUSIVE MODE")
+        # One frame per writer (both then block on the lock), then enough to queue past high-water.
+        for first in (10, 20):
+            await busy.send(archive_frame(first, 10))
+            await asyncio.sleep(0.2)
+        for first in range(30, 110, 10):
+            await busy.send(archive_frame(first, 10))
+
+        async def pressure() -> bool:
+            return service.writer.paused
+
+        await wait_for(pressure)
+        newcomer = await Tracker.connect(service.port)
+        await newcomer.login(unique_imei())  # handshake and negotiation answered under backpressure
+        await newcomer.send(archive_frame(1, 2))
+        assert await newcomer.nothing_within(0.5)
+    finally:
+        await transaction.rollback()
+    assert await newcomer.read(4, within=15) == ack_archive(2)
+    for _ in range(10):
+        assert await busy.read(4, within=15) == ack_archive(10)
+    assert service.stats.backpressure_episodes >= 1
+    await newcomer.close()
+    await busy.close()
