@@ -3,10 +3,12 @@
 Modules, one concept each:
 
 * `puller`   — the HTTP client of one vehicle's Outbound API (streamed bodies with byte caps, one deadline);
+* `transport`— the shared connection pool, one connection per vehicle, found in O(1);
 * `parse`    — pure validation of response bodies (wrong types, bad times, NaN, unknown channels);
 * `windows`  — how a pull range is cut into requests (hourly after long gaps, 10-minute after truncation);
 * `writer`   — group commit of many vehicles' results in few transactions (COPY into a staging table);
-* `service`  — one cycle: lease vehicles, pull each one under a semaphore, journal, back off;
+* `service`  — one cycle: lease vehicles, pull each one under a semaphore;
+* `vehicle`  — one vehicle's pull: status, channels, data windows, alarms, journal, backoff;
 * `scheduler`— the coordinator loop (cadence measured from the end of a cycle, log once per state change);
 * `status`   — `derive_status`, the one definition of online/offline/unknown the API reuses;
 * `role`, `cli` — `fleet serve --role sync` and `fleet sync --once`.

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from fleet.db import Database
-from fleet.sync import service as service_module
+from fleet.sync import vehicle as vehicle_module
 from fleet.sync.parse import format_time, parse_time
 from fleet.sync.service import SyncService
 from tests.sync.conftest import DEFAULT_KEY, VehicleFactory, journal, measurement_count, vehicle_row
@@ -202,7 +202,7 @@ async def test_endless_paging_stops_at_the_request_budget(
     service_factory: Callable[..., SyncService],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(service_module, "MAX_REQUESTS_PER_PULL", 20)
+    monkeypatch.setattr(vehicle_module, "MAX_REQUESTS_PER_PULL", 20)
     clock = FakeClock()
     vehicle = FakeVehicle(api_key=DEFAULT_KEY)
 

@@ -22,9 +22,9 @@ from fleet.sync.parse import (
     parse_status,
     parse_time,
 )
-from fleet.sync.service import backoff_delay
 from fleet.sync.status import derive_status
 from fleet.sync.transport import FleetTransport, origin_of
+from fleet.sync.vehicle import backoff_delay
 from fleet.sync.windows import Window, plan, split
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
