@@ -99,7 +99,7 @@ class _Run:
 
 
 class VehiclePull:
-    """Pulls vehicles one at a time per call, sharing the service's settings, client, pool and writer."""
+    """The pull of one vehicle (`run`), with the settings, HTTP client, pool and writer the service shares."""
 
     def __init__(
         self,
