@@ -39,6 +39,9 @@ bench: bench-codec bench-ingest bench-sync
 bench-codec: $(STAMP)
 	$(PY) bench/bench_codec.py
 
+bench-ingest: $(STAMP)
+	$(PY) bench/bench_ingest.py
+
 bench-sync: $(STAMP)
 	$(PY) bench/bench_sync.py
 

@@ -345,7 +345,10 @@ async def raw_copy_baseline(owner_dsn: str, rows: int) -> dict[str, Any]:
                 records.append(bytes(record))
             (telemetry,) = session.feed(archive(records))
             assert isinstance(telemetry, Telemetry)
-            staged.extend(builder.telemetry(devices[number % len(devices)]["id"], telemetry, now).positions)
+            for row in builder.telemetry(devices[number % len(devices)]["id"], telemetry, now).positions:
+                # The writer stages epoch seconds; positions itself takes timestamptz.
+                times = (datetime.fromtimestamp(row[3], UTC), datetime.fromtimestamp(row[4], UTC))
+                staged.append((*row[:3], *times, *row[5:]))
         started = time.perf_counter()
         for first in range(0, len(staged), BASELINE_BATCH):
             async with conn.transaction():
@@ -496,6 +499,10 @@ def main() -> int:
             raise RuntimeError(migrate.stderr)
         results["postgres_version"], CpuMeter.postmaster = asyncio.run(_server_version(owner_dsn))
 
+        baseline = asyncio.run(raw_copy_baseline(owner_dsn, BASELINE_ROWS))
+        results["raw_copy"] = baseline
+        print(json.dumps({"scenario": "raw_copy", **baseline}), file=sys.stderr, flush=True)
+
         server = Server(owner_dsn, app_password, workdir)
         servers.append(server)
         server.start()
@@ -532,8 +539,6 @@ def main() -> int:
         scenarios.append(idle_scenario(idle_server, CONNECTIONS_LARGE, base + 400_000))
         idle_server.stop()
 
-        baseline = asyncio.run(raw_copy_baseline(owner_dsn, BASELINE_ROWS))
-        results["raw_copy"] = baseline
         results["scenarios"] = scenarios
         half = next(s for s in scenarios if s["scenario"] == "half_rate_1000")
         results["summary"] = {

@@ -120,6 +120,7 @@ class IngestService:
         self._publisher: LivePublisher | None = None
         self._pressure_since: float | None = None  # start of the current backpressure episode
         self._pressure_pauses = 0
+        self._resume_rotation = 0
         self._episode_end: asyncio.TimerHandle | None = None
         self._refused_unlogged = 0
         self._refused_logged_at = float("-inf")
@@ -280,8 +281,14 @@ class IngestService:
                 )
             return
         if not self.stopping:
-            for conn in list(self.connections):
-                conn.resume(PAUSE_GLOBAL)
+            # Start at a different connection each time: sockets become readable in the order they are
+            # resumed, and the first ones refill the queue - a fixed order would starve the last ones.
+            connections = list(self.connections)
+            if connections:
+                start = self._resume_rotation % len(connections)
+                self._resume_rotation += 7919  # a prime stride walks every starting point
+                for conn in connections[start:] + connections[:start]:
+                    conn.resume(PAUSE_GLOBAL)
         if self._pressure_since is not None and self._episode_end is None:
             self._episode_end = self.loop.call_later(BACKPRESSURE_QUIET_SEC, self._end_episode)
 
