@@ -60,6 +60,7 @@ WRITER_CONCURRENCY = 2
 # and other connections (and the other writer's database round trips) must not wait long behind it.
 ROWS_PER_SLICE = 500
 RETRY_MIN_SEC = 0.1
+DEVICE_UPDATE_INTERVAL_SEC = 0.2
 RETRY_MAX_SEC = 5.0
 # Months outside this window are not given partitions on the fly (their rows land in the default
 # partition, where maintenance re-homes them): a device with a broken clock must not create tables.
@@ -199,6 +200,74 @@ class PartitionCache:
             self._known.add((table, year, month))
 
 
+class DeviceStateWriter:
+    """Writes what connections learn about devices (connection, last seen, negotiation) - apart from batches.
+
+    Inside the batch transactions these UPDATEs made two concurrent batches lock the same device rows in
+    different orders: PostgreSQL resolved each such deadlock after its one-second ``deadlock_timeout``, a
+    latency spike for every device of both batches. Here one task merges the updates per device and writes
+    them every ``DEVICE_UPDATE_INTERVAL_SEC`` in a short transaction of its own, in device-id order; batches
+    only read ``devices``. On failure the updates are kept (merged with newer ones) and retried.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._pending: dict[int, DeviceStateUpdate] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+
+    def add(self, update: DeviceStateUpdate) -> None:
+        known = self._pending.get(update.device_id)
+        self._pending[update.device_id] = update if known is None else known.merge(update)
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="ingest-device-state")
+
+    async def stop(self, grace: float) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._flush(), grace)
+
+    async def _run(self) -> None:
+        delay = DEVICE_UPDATE_INTERVAL_SEC
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(delay)
+            self._wake.clear()
+            delay = DEVICE_UPDATE_INTERVAL_SEC if await self._flush() else min(delay * 2, RETRY_MAX_SEC)
+
+    async def _flush(self) -> bool:
+        """Write the pending updates; False (and keep them) when the database refused."""
+        if not self._pending:
+            return True
+        updates, self._pending = self._pending, {}
+        try:
+            async with self._db.system() as conn:
+                await apply_device_updates(conn, [updates[key] for key in sorted(updates)])
+        except (
+            asyncpg.PostgresError,
+            OSError,
+            asyncpg.InterfaceError,
+            TimeoutError,
+            DatabaseUnavailable,
+        ) as err:
+            if not self._failing:
+                log.warning("ingest_device_state_failed", devices=len(updates), error=str(err))
+                self._failing = True
+            for update in updates.values():  # older first, so newer values win the merge
+                known = self._pending.get(update.device_id)
+                self._pending[update.device_id] = update if known is None else update.merge(known)
+            self._wake.set()
+            return False
+        self._failing = False
+        return True
+
+
 class BatchWriter:
     """Collects :class:`Pending` items from all connections and commits them in batches."""
 
@@ -234,6 +303,7 @@ class BatchWriter:
         self._concurrency = concurrency
         self._queue: deque[Pending] = deque()
         self._unbuilt: deque[Pending] = deque()  # queued telemetry whose rows are not built yet
+        self._device_updates = DeviceStateWriter(db)
         self._build_wake = asyncio.Event()
         self._builder: asyncio.Task[None] | None = None
         self.queued_records = 0
@@ -256,6 +326,8 @@ class BatchWriter:
         was_empty = not self._queue
         item.enqueued = self._loop.time()
         self._queue.append(item)
+        if item.device_update is not None:
+            self._device_updates.add(item.device_update)
         if item.telemetry is not None:
             self._unbuilt.append(item)
             self._build_wake.set()
@@ -300,6 +372,7 @@ class BatchWriter:
         for number in range(self._concurrency):
             self._workers.append(asyncio.create_task(self._work(), name=f"ingest-writer-{number}"))
         self._builder = asyncio.create_task(self._build(), name="ingest-row-builder")
+        self._device_updates.start()
 
     async def _build(self) -> None:
         """Turn queued telemetry into rows ahead of the writers, in slices, whenever the loop has time.
@@ -335,6 +408,7 @@ class BatchWriter:
                 task.cancel()
             await asyncio.gather(*self._workers, return_exceptions=True)
             self._workers.clear()
+        await self._device_updates.stop(max(self._give_up_at - self._loop.time(), 1.0))
         left = len(self._queue)
         if left:
             log.warning("ingest_writer_stopped_with_queue", frames=left, records=self.queued_records)
@@ -481,12 +555,6 @@ class BatchWriter:
         can = list(itertools.chain.from_iterable(item.can for item in batch))
         events = list(itertools.chain.from_iterable(item.events for item in batch))
         raw = [item.raw for item in batch if item.raw is not None]
-        updates: dict[int, DeviceStateUpdate] = {}
-        for item in batch:
-            update = item.device_update
-            if update is not None:
-                known = updates.get(update.device_id)
-                updates[update.device_id] = update if known is None else known.merge(update)
         wanted = {("positions", *month) for month in months_of(row[3] for row in positions)}
         wanted.update(("can_data", *month) for month in months_of(row[2] for row in can))
         wanted.update(("raw_frames", *month) for month in months_of(row[1] for row in raw))
@@ -495,8 +563,6 @@ class BatchWriter:
         try:
             async with self._db.system() as conn:
                 backend = conn.get_server_pid()
-                if updates:
-                    await apply_device_updates(conn, list(updates.values()))
                 outcome = await store_batch(
                     conn,
                     positions=positions,

@@ -27,6 +27,12 @@ async def test_unknown_device_is_registered_unassigned(db: Database, start_inges
     await tracker.send(archive_frame(1, 2))
     assert await tracker.read(4) == ack_archive(2)
     await tracker.close()
+
+    async def state_written() -> bool:  # device state is written apart from batches, within ~200 ms
+        row = await device_row(db, imei)
+        return row is not None and row["last_seen_at"] is not None and row["flex_mask"] is not None
+
+    await wait_for(state_written)
     row = await device_row(db, imei)
     assert row is not None
     assert row["vehicle_id"] is None

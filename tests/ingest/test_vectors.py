@@ -106,6 +106,14 @@ async def test_traccar_flex_sessions(db: Database, start_ingest: StartIngest, me
     rows = {row["record_index"]: row for row in await stored(db, imei, 2)}
     for ref in refs:
         check_record(rows[ref["index"]], ref)
+    negotiation = vectors[1]["reference"]
+
+    async def negotiation_stored() -> bool:  # device state is written apart from batches
+        async with db.system() as conn:
+            mask = await conn.fetchval("SELECT flex_mask FROM devices WHERE imei = $1", imei)
+        return mask is not None and bytes(mask).hex() == negotiation["bitfield_hex"]
+
+    await wait_for(negotiation_stored)
     # ~T is an out-of-turn alarm: it is in `events` too, linked by its record index.
     async with db.system() as conn:
         event = await conn.fetchrow(
@@ -115,7 +123,6 @@ async def test_traccar_flex_sessions(db: Database, start_ingest: StartIngest, me
         )
         device = await conn.fetchrow("SELECT * FROM devices WHERE imei = $1", imei)
     assert event is not None and event["event_code"] == refs[0]["event"] and event["event_type"] == "alarm"
-    negotiation = vectors[1]["reference"]
     assert device["flex_protocol_version"] == negotiation["protocol_version"]
     assert device["flex_struct_version"] == negotiation["struct_version"]
     assert bytes(device["flex_mask"]).hex() == negotiation["bitfield_hex"]
