@@ -30,6 +30,7 @@ import os
 import platform
 import resource
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -563,6 +564,7 @@ def main() -> int:
             server.stop()
         if embedded is not None:
             embedded.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
     text = json.dumps(results, indent=2)
     print(text)
     args.output.parent.mkdir(parents=True, exist_ok=True)
