@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import resource
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -36,28 +33,8 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _uvloop_for_cli_process() -> None:
-    """Run the `fleet` command's event loops on uvloop (DESIGN §2), when uvloop is installed.
-
-    `fleet.cli.run_async` uses ``asyncio.run``, which takes its loop from the policy; setting the policy
-    here covers `fleet serve` and every other command. Only in the `fleet` process itself: importing the
-    CLI from a test runner must not change that runner's event loop.
-    """
-    entry = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
-    if entry is None or not (
-        entry.name == "fleet" or (entry.name == "__main__.py" and entry.parent.name == "fleet")
-    ):
-        return
-    try:
-        import uvloop
-    except ImportError:
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
-
 def register(app: typer.Typer) -> None:
-    """Add `simulate navtelecom` and `redecode` to the `fleet` command."""
-    _uvloop_for_cli_process()
+    """Add `simulate navtelecom` and `redecode` to the `fleet` command (run on uvloop by `fleet.cli.run_async`)."""
     simulate_app = typer.Typer(help="Drive simulated devices at a server.", no_args_is_help=True)
     app.add_typer(simulate_app, name="simulate")
     simulate_app.command("navtelecom")(simulate_navtelecom)
@@ -97,6 +74,8 @@ def simulate_navtelecom(
         port = Settings().server_port  # type: ignore[call-arg]  # values come from env / config.yaml
     if not 0 < first_imei < 10**15 - devices:
         raise typer.BadParameter("IMEIs are 15 digits", param_hint="--first-imei")
+    from fleet.cli import run_async
+
     config = SimulationConfig(
         host=host,
         port=port,
@@ -111,7 +90,7 @@ def simulate_navtelecom(
     )
 
     if as_json:
-        result = asyncio.run(run_simulation(config))
+        result = run_async(lambda: run_simulation(config))
         summary = result.summary()
         usage = resource.getrusage(resource.RUSAGE_SELF)
         summary["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 3)
@@ -139,7 +118,7 @@ def simulate_navtelecom(
                     info=info,
                 )
 
-            result = asyncio.run(run_simulation(config, on_progress=show))
+            result = run_async(lambda: run_simulation(config, on_progress=show))
             progress.update(task, completed=duration)
         _print_summary(result.summary())
     if result.records_acked == 0 and duration > 0:
