@@ -240,10 +240,11 @@ CREATE TABLE positions (
     hdop          real,
     attributes    jsonb NOT NULL DEFAULT '{}'::jsonb,
     PRIMARY KEY (id, device_time),
-    -- A retransmitted record (same device, black-box index and time) is stored once.
-    UNIQUE (device_id, record_index, device_time)
+    -- A retransmitted record (same device, black-box index and time) is stored once. Time before index:
+    -- the same index serves a device's history and its latest position (a backward scan), so the
+    -- ingest hot path maintains one index fewer.
+    UNIQUE (device_id, device_time, record_index)
 ) PARTITION BY RANGE (device_time);
-CREATE INDEX positions_device_time_idx ON positions (device_id, device_time DESC);
 CREATE INDEX positions_vehicle_time_idx ON positions (vehicle_id, device_time DESC);
 
 CREATE TABLE raw_frames (
