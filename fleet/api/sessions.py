@@ -15,6 +15,7 @@ from fastapi import Request, Response
 
 from fleet.api.state import ApiState
 from fleet.auth import tokens
+from fleet.db.queries import audit
 from fleet.db.queries import auth as auth_q
 
 REFRESH_COOKIE = "fleet_refresh"
@@ -60,6 +61,23 @@ async def issue_session(
         ttl_sec=settings.access_token_ttl_sec,
     )
     return IssuedSession(access, settings.access_token_ttl_sec, refresh.value, family)
+
+
+async def sign_in(
+    conn: asyncpg.Connection, state: ApiState, user: Any, *, method: str, client_addr: str | None
+) -> IssuedSession:
+    """Open a session for a user who proved who they are: tokens, last-login time and the audit line."""
+    issued = await issue_session(conn, state, user, client_addr=client_addr)
+    await auth_q.record_login(conn, user["id"])
+    await audit.record(
+        conn,
+        action="auth.login",
+        actor_id=user["id"],
+        actor_email=user["email"],
+        details={"method": method, "session": issued.session_id},
+        client_addr=client_addr,
+    )
+    return issued
 
 
 def secure_cookies(state: ApiState, request: Request) -> bool:

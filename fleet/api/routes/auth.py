@@ -23,6 +23,7 @@ from fleet.api.sessions import (
     clear_refresh_cookie,
     issue_session,
     set_refresh_cookie,
+    sign_in,
     token_response,
 )
 from fleet.auth import tokens
@@ -100,16 +101,7 @@ async def login(
             raise ApiError(403, "account_blocked", "this account is blocked")
         raise ApiError(401, "invalid_credentials", "wrong e-mail or password")
     async with state.db.system() as conn:
-        issued = await issue_session(conn, state, user, client_addr=address)
-        await auth_q.record_login(conn, user["id"])
-        await audit.record(
-            conn,
-            action="auth.login",
-            actor_id=user["id"],
-            actor_email=user["email"],
-            details={"method": "password", "session": issued.session_id},
-            client_addr=address,
-        )
+        issued = await sign_in(conn, state, user, method="password", client_addr=address)
     AUTH_ATTEMPTS.labels("password", "ok").inc()
     set_refresh_cookie(response, state, request, issued.refresh_token)
     return token_response(issued, user)

@@ -18,7 +18,7 @@ from fastapi.responses import RedirectResponse, Response
 from fleet.api.deps import ClientAddr, State
 from fleet.api.errors import ApiError
 from fleet.api.schemas import errors
-from fleet.api.sessions import issue_session, secure_cookies, set_refresh_cookie
+from fleet.api.sessions import secure_cookies, set_refresh_cookie, sign_in
 from fleet.api.state import ApiState
 from fleet.auth import oidc
 from fleet.db.queries import audit
@@ -162,16 +162,7 @@ async def google_callback(request: Request, state: State, address: ClientAddr) -
                 client_addr=address,
             )
         else:
-            issued = await issue_session(conn, state, user, client_addr=address)
-            await auth_q.record_login(conn, user["id"])
-            await audit.record(
-                conn,
-                action="auth.login",
-                actor_id=user["id"],
-                actor_email=user["email"],
-                details={"method": "google", "session": issued.session_id},
-                client_addr=address,
-            )
+            issued = await sign_in(conn, state, user, method="google", client_addr=address)
     state.wake_mail()
     if blocked:
         AUTH_ATTEMPTS.labels("google", "blocked").inc()
