@@ -24,6 +24,7 @@ import pytest
 from fleet.config import Settings
 from fleet.db import Database
 from fleet.ingest import IngestService
+from fleet.ingest.simulator import FLEX_PROFILES
 from fleet.ops.bus import InProcessBus
 from fleet.protocol.navtelecom import (
     archive,
@@ -35,35 +36,9 @@ from fleet.protocol.navtelecom import (
 
 REPO = Path(__file__).resolve().parents[2]
 VECTORS = REPO / "tests" / "protocol" / "data" / "navtelecom_public.json"
-# FLEX 2.0 field set of a real capture (70-byte records), used wherever a test needs ordinary records.
-FLEX20_FIELDS = (
-    1,
-    2,
-    3,
-    4,
-    5,
-    6,
-    7,
-    8,
-    9,
-    10,
-    11,
-    12,
-    13,
-    14,
-    15,
-    16,
-    17,
-    18,
-    19,
-    20,
-    29,
-    37,
-    45,
-    69,
-    70,
-    71,
-)
+# FLEX 2.0 field set of a real capture (70-byte records), used wherever a test needs ordinary records:
+# the simulator's FLEX 2.0 profile, so the tests speak exactly what `fleet simulate` sends.
+FLEX20_FIELDS = FLEX_PROFILES["2.0"][1]
 LAYOUT = layout_for_fields(FLEX20_FIELDS)
 
 _imeis = itertools.count(random.SystemRandom().randrange(10**11, 9 * 10**11))
