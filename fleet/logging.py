@@ -91,7 +91,12 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", log_dir: Path | No
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[
+            # Drop disabled levels before any processor runs (DEBUG lines on hot paths cost nothing).
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,

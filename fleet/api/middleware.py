@@ -111,7 +111,7 @@ class DeprecationHeaders:
 REQUEST_ID_HEADER = b"x-request-id"
 # An incoming id is reused (so a proxy's id follows the request through our logs) only when it is sane.
 _MAX_REQUEST_ID = 64
-_QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
+SLOW_REQUEST_SEC = 0.5
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
@@ -124,7 +124,7 @@ def _incoming_request_id(scope: Scope) -> str | None:
 
 
 class RequestContext:
-    """Bind a request id into every log line of the request, echo it back, and log one line per request."""
+    """Bind a request id into every log line of the request, echo it back, log failed or slow requests."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -150,11 +150,14 @@ class RequestContext:
                 await self.app(scope, receive, send_with_id)
             finally:
                 path = scope.get("path", "")
-                level = "debug" if path in _QUIET_PATHS and status < 500 else "info"
+                elapsed = time.perf_counter() - started
+                # nginx in front keeps the full access log; the API logs what needs a look: failures,
+                # slow answers, and everything at DEBUG.
+                level = "info" if status >= 400 or elapsed >= SLOW_REQUEST_SEC else "debug"
                 getattr(self.log, level)(
                     "request",
                     method=scope.get("method", "WS"),
                     path=path,
                     status=status,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                    duration_ms=round(elapsed * 1000, 2),
                 )
