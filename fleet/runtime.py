@@ -9,9 +9,9 @@ place that owns every resource. A new role plugs in by adding one line to `ROLES
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import signal
+import threading
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
@@ -26,6 +26,8 @@ from fleet.errors import ConfigError
 log = structlog.get_logger(__name__)
 
 RoleFactory = Callable[["Runtime"], AbstractAsyncContextManager[None]]
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 # Role name → "module:factory". Order matters: storage-side roles start before the API.
 ROLES: dict[str, str] = {
@@ -97,8 +99,10 @@ async def serve(
     factories = [load_role(name) for name in names]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread (tests)
+    # Signals reach only the main thread; `serve` run from another thread (tests) is stopped by its caller.
+    handles_signals = threading.current_thread() is threading.main_thread()
+    if handles_signals:
+        for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, stop.set)
     db = Database(settings)
     runtime = Runtime(settings=settings, db=db, roles=names)
@@ -114,7 +118,7 @@ async def serve(
             await on_ready(runtime)
         await stop.wait()
         log.info("shutdown_started")
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
+    if handles_signals:
+        for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
     log.info("shutdown_complete")
