@@ -9,6 +9,7 @@ code path hands out a connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,7 +29,20 @@ log = structlog.get_logger(__name__)
 APP_ROLE = "fleet_app"
 GRAFANA_ROLE = "fleet_grafana"
 
-_SET_CONTEXT = "SELECT set_config('app.user_id', $1, true), set_config('app.user_role', $2, true)"
+_TENANT_ROLES = frozenset({"superuser", "owner"})
+
+
+def _begin_statement(tenant: Tenant) -> str:
+    """BEGIN plus the transaction-local RLS context, as one statement list (values are validated here).
+
+    Nested `conn.transaction()` blocks are not available inside (asyncpg refuses them in a transaction
+    it did not start): use explicit SAVEPOINT statements.
+    """
+    user = "" if tenant.user_id is None else str(int(tenant.user_id))
+    role = tenant.role or ""
+    if role and role not in _TENANT_ROLES:
+        raise ValueError(f"unknown tenant role {role!r}")
+    return f"BEGIN; SELECT set_config('app.user_id', '{user}', true), set_config('app.user_role', '{role}', true)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,11 +154,19 @@ class Database:
         """A connection inside a transaction whose RLS context is `tenant`."""
         if self._pool is None:
             raise DatabaseUnavailable("the database pool is not open")
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                _SET_CONTEXT, "" if tenant.user_id is None else str(tenant.user_id), tenant.role or ""
-            )
-            yield conn
+        async with self._pool.acquire() as conn:
+            # BEGIN and the context travel in one simple-query round trip (one per request saved).
+            await conn.execute(_begin_statement(tenant))
+            try:
+                yield conn
+            except BaseException:
+                if not conn.is_closed():
+                    # A query still in flight (cancellation) makes this fail: the pool's release then
+                    # rolls back or discards the connection.
+                    with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                        await conn.execute("ROLLBACK")
+                raise
+            await conn.execute("COMMIT")
 
     def system(self) -> Any:
         """Shortcut for `tenant(Tenant.system())`, the context of background services."""

@@ -122,13 +122,14 @@ async def insert_measurements(
             ) ON COMMIT DROP"""
     )
     await conn.copy_records_to_table(STAGING_TABLE, records=rows)
+    await conn.execute("SAVEPOINT plain_insert")  # inside the caller's transaction
     try:
-        async with conn.transaction():  # a savepoint inside the caller's transaction
-            await conn.execute(
-                f"""INSERT INTO measurements (vehicle_id, channel_id, time, value)
-                    SELECT vehicle_id, channel_id, time, value FROM {STAGING_TABLE}"""
-            )
+        await conn.execute(
+            f"""INSERT INTO measurements (vehicle_id, channel_id, time, value)
+                SELECT vehicle_id, channel_id, time, value FROM {STAGING_TABLE}"""
+        )
     except asyncpg.UniqueViolationError:
+        await conn.execute("ROLLBACK TO SAVEPOINT plain_insert")
         counts = await conn.fetch(
             f"""WITH inserted AS (
                     INSERT INTO measurements (vehicle_id, channel_id, time, value)
@@ -140,6 +141,7 @@ async def insert_measurements(
         )
         inserted = {row[0]: row[1] for row in counts}
     else:
+        await conn.execute("RELEASE SAVEPOINT plain_insert")
         inserted = dict(per_vehicle) if per_vehicle is not None else dict(Counter(row[0] for row in rows))
     await conn.execute(f"DROP TABLE {STAGING_TABLE}")
     return inserted
