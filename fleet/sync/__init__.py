@@ -10,7 +10,8 @@ Modules, one concept each:
 * `service`  — one cycle: lease vehicles, pull each one under a semaphore;
 * `vehicle`  — one vehicle's pull: status, channels, data windows, alarms, journal, backoff;
 * `scheduler`— the coordinator loop (cadence measured from the end of a cycle, log once per state change);
-* `status`   — `derive_status`, the one definition of online/offline/unknown the API reuses;
+* `status`   — `derive_status`, online/offline/unknown as the sync service sees it (the API derives its own
+  in SQL, see docs/SYNC.md "Known discrepancy");
 * `role`, `cli` — `fleet serve --role sync` and `fleet sync --once`.
 
 See docs/SYNC.md for the design and docs/DATA_CONTRACT.md for the API the vehicles speak.

@@ -1,9 +1,11 @@
-"""The one definition of a vehicle's status as users see it: online, offline or unknown.
+"""A vehicle's status as the sync service sees it: online, offline or unknown.
+
+Not yet the single definition: the API computes the status in SQL (`fleet.db.queries.vehicle_views`) with a
+3-interval window that also counts tracker activity; docs/SYNC.md records the discrepancy to reconcile.
 
 The sync service records facts — `last_seen_at` (the last successful `/status`) and `sync_status` (the outcome
 of the latest attempt: `online` after an answer, `offline` after a timeout or error, `error` when the vehicle
-answers but cannot be synced: an unsupported contract version or a failing local database). What a user
-expects is derived from them here, so the API, the web UI and the CLI never disagree:
+answers but cannot be synced: an unsupported contract version or a failing local database). From them:
 
 * `unknown` — never contacted: no successful `/status` and no failed attempt either;
 * `online`  — the vehicle answered the latest attempt and that is recent: within two sync intervals (one
