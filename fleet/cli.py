@@ -157,7 +157,6 @@ def user_create(
     generate: Annotated[bool, typer.Option("--generate", help="generate a password and print it")] = False,
 ) -> None:
     """Create an active user."""
-    from fleet.db import queries  # noqa: F401
     from fleet.db.queries.users import create_user
     from fleet.passwords import hash_password, validate_password
 

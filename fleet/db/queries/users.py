@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import asyncpg
 
 from fleet.errors import Conflict, InvalidInput, NotFound
@@ -76,7 +74,3 @@ async def grant_vehicle(
     except asyncpg.ForeignKeyViolationError as err:
         raise NotFound(f"no vehicle {vehicle_id} or user {user_id}") from err
     return bool(status.endswith(" 1"))
-
-
-def as_dict(row: asyncpg.Record | None) -> dict[str, Any] | None:
-    return None if row is None else dict(row)

@@ -6,7 +6,7 @@ import ipaddress
 
 import asyncpg
 
-from fleet.errors import Conflict, InvalidInput, NotFound
+from fleet.errors import InvalidInput, NotFound
 
 VEHICLE_COLUMNS = (
     "id, name, vpn_ip, api_port, last_seen_at, last_sync_at, sync_status, software_version, created_at"
@@ -86,6 +86,3 @@ async def require_vehicle(conn: asyncpg.Connection, vehicle_id: int) -> asyncpg.
     if row is None:
         raise NotFound(f"no vehicle {vehicle_id}")
     return row
-
-
-__all__ = ["Conflict", "attach_device", "create_vehicle", "get_vehicle", "require_vehicle", "validate_imei"]
