@@ -21,8 +21,12 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/fleet serve
 
+## make system-deps: Debian packages the suite runs as real parts (chromium, nginx, haproxy, prometheus).
+system-deps:
+	@bash tools/system-deps.sh
+
 ## make test: the whole suite against a real PostgreSQL (TEST_DATABASE_URL, else embedded).
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -18,6 +18,8 @@ log = structlog.get_logger(__name__)
 
 # Seconds a graceful stop may spend committing (and acknowledging) what was already received.
 STOP_GRACE_SEC = 10.0
+
+
 @asynccontextmanager
 async def ingest_role(runtime: Runtime) -> AsyncIterator[None]:
     """Listen for devices; on exit stop accepting, commit in-flight batches, ACK what committed."""
