@@ -170,6 +170,18 @@ class Settings(BaseSettings):
     sync_lease_sec: float = Field(120, gt=0)  # a worker's claim on a vehicle for one cycle
     sync_backoff_max_sec: float = Field(600, gt=0)  # ceiling of the per-vehicle backoff
 
+    # --- live view: WebSocket streams, the fleet map, tracker alarms (docs/LIVE.md) ----------------------------
+    live_poll_interval_sec: float = Field(2.0, gt=0)  # GET /data/latest of a watched pull vehicle (seed 001)
+    live_heartbeat_sec: float = Field(25.0, gt=0)  # a heartbeat after this much silence on a stream
+    live_auth_timeout_sec: float = Field(5.0, gt=0)  # a token in the first message must arrive within this
+    live_queue_max: int = Field(1000, ge=10)  # messages waiting per viewer; beyond, the oldest are dropped
+    live_fleet_interval_sec: float = Field(1.0, ge=0)  # /ws/fleet: one position per vehicle per interval
+    live_access_refresh_sec: float = Field(30.0, gt=0)  # re-check each viewer's account and vehicles
+    live_status_sweep_sec: float = Field(5.0, gt=0)  # re-derive vehicle statuses (window expiry) for viewers
+    live_max_viewers: int = Field(10_000, ge=1)  # WebSocket viewers per API process
+    live_max_viewers_per_user: int = Field(100, ge=1)  # per account (or API key) per API process
+    tracker_alarm_active_sec: float = Field(3600, gt=0)  # a tracker alarm counts as active this long
+
     # --- metrics / security ----------------------------------------------------------------------------
     metrics_allow_public: bool = False
     metrics_api_key: SecretStr | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,36 @@ SENSITIVE_KEYS = frozenset(
 )
 LOG_FILE_MAX_BYTES = 20 * 1024 * 1024
 LOG_FILE_BACKUPS = 5
+
+
+# `token=…` (and the like) in a query string: WebSocket clients may authenticate with `?token=` (docs/LIVE.md).
+_QUERY_SECRET = re.compile(r"([?&](?:token|access_token|api_key|key)=)[^&\s\"']*", re.IGNORECASE)
+
+
+def mask_query_secrets(text: str) -> str:
+    """Replace the values of secret query parameters in a URL or log line with `***`."""
+    return _QUERY_SECRET.sub(r"\1***", text)
+
+
+class _QueryTokenFilter(logging.Filter):
+    """Masks secret query parameters in the records of a logger (uvicorn logs WebSocket paths with queries)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and "=" in record.msg:
+            record.msg = mask_query_secrets(record.msg)
+        if record.args and isinstance(record.args, tuple):
+            record.args = tuple(
+                mask_query_secrets(arg) if isinstance(arg, str) and "=" in arg else arg for arg in record.args
+            )
+        return True
+
+
+def mask_query_tokens() -> None:
+    """Install the query-secret mask on uvicorn's loggers (idempotent)."""
+    for name in ("uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _QueryTokenFilter) for f in logger.filters):
+            logger.addFilter(_QueryTokenFilter())
 
 
 def _mask_secrets(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -86,6 +117,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", log_dir: Path | No
     root.setLevel(level.upper())
     # uvicorn's access log duplicates our request log; keep its errors.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    mask_query_tokens()
     # pgserver narrates every pg_ctl call at INFO; its warnings and errors still come through.
     logging.getLogger("pgserver").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)

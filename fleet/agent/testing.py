@@ -81,15 +81,18 @@ class _EmbeddedServer(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def running_agent_handle(config: AgentConfig) -> AsyncIterator[AgentHandle]:
-    """Serve an agent for the duration of the block and yield its :class:`AgentHandle`."""
+async def running_agent_handle(config: AgentConfig, port: int = 0) -> AsyncIterator[AgentHandle]:
+    """Serve an agent for the duration of the block and yield its :class:`AgentHandle`.
+
+    `port` 0 lets the OS pick one; a test that stops an agent and starts it again passes the first one's port.
+    """
     app = create_agent_app(config)  # raises ConfigError without an API key
     api_key = config.api_key.get_secret_value() if config.api_key is not None else ""
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and with proto 0
     # every keep-alive response would wait ~40 ms for a delayed ACK (Nagle).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     server = _EmbeddedServer(
         uvicorn.Config(

@@ -17,11 +17,15 @@ from fastapi import FastAPI
 import fleet
 from fleet.api.errors import install_error_handlers
 from fleet.api.middleware import BodySizeLimit, DeprecationHeaders, RequestContext
-from fleet.api.routes import admin, api_keys, audit, auth, devices, google, health, metrics, vehicles
+from fleet.api.routes import admin, api_keys, audit, auth, devices, events, google, health, metrics, vehicles
 from fleet.api.state import ApiState, parse_networks
 from fleet.config import Settings, load_settings
 from fleet.db import Database
+from fleet.live import routes as live_routes
+from fleet.live.hub import LiveHub
+from fleet.logging import mask_query_tokens
 from fleet.mail.sender import MailSender
+from fleet.ops.bus import LiveBus, ensure_bus
 from fleet.ops.metrics_http import HttpMetricsMiddleware
 from fleet.ops.ratelimit import RateLimiter
 from fleet.runtime import Runtime
@@ -72,6 +76,11 @@ async def _redis_ping_factory(redis_url: str, stack: AsyncExitStack) -> object:
     return ping
 
 
+async def _drop_bus(runtime: Runtime, bus: LiveBus) -> None:
+    await bus.close()
+    runtime.extras.pop("bus", None)
+
+
 @asynccontextmanager
 async def api_resources(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
     """Create what the API owns for the lifetime of the app, and release it in reverse order."""
@@ -88,6 +97,12 @@ async def api_resources(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
             state.mail_sender = MailSender(runtime.db, settings)
             task = runtime.spawn(state.mail_sender.run(), name="mail-sender")
             stack.callback(task.cancel)
+        # The live streams: one hub per process on the shared bus (created here when no other role did).
+        bus, created_bus = await ensure_bus(runtime)
+        if created_bus:
+            stack.push_async_callback(_drop_bus, runtime, bus)
+        state.live = LiveHub(settings, runtime.db, bus)
+        stack.push_async_callback(state.live.close)
         app.state.api = state
         log.info(
             "api_started", rate_limits=limiter.backend, mail="smtp" if settings.smtp_url else "outbox only"
@@ -123,6 +138,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         openapi_tags=OPENAPI_TAGS,
         lifespan=lifespan,
     )
+    mask_query_tokens()  # uvicorn logs WebSocket paths with their query string: never with a token
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit)
     app.add_middleware(DeprecationHeaders, prefix="/api/v1/", headers=devices.V1_HEADERS)
@@ -134,10 +150,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         auth.router,
         google.router,
         api_keys.router,
+        live_routes.router,  # before vehicles.router: /vehicles/latest-positions is not /vehicles/{id}
         vehicles.router,
+        events.vehicle_router,
         admin.router,
         audit.router,
         devices.build_router("v2"),
+        events.device_router,
         devices.build_router("v1"),
         devices.aliases,
     ):

@@ -113,6 +113,7 @@ class Principal:
     session_id: str | None = None
     token_version: int | None = None
     api_key_id: int | None = None
+    expires_at: int | None = None  # epoch seconds (access tokens only)
 
     @property
     def tenant(self) -> Tenant:
@@ -185,6 +186,7 @@ async def principal_for(state: ApiState, token: str) -> Principal:
         status="unknown",
         session_id=claims.session_id,
         token_version=claims.token_version,
+        expires_at=claims.expires_at,
     )
 
 
@@ -196,26 +198,34 @@ class Session:
     conn: asyncpg.Connection
 
 
+async def verify_session(conn: asyncpg.Connection, principal: Principal) -> Principal:
+    """Check in the caller's transaction that their token is still good; return them with their status.
+
+    Shared by every request and by the WebSocket streams (fleet.live), so both refuse the same callers.
+    """
+    if principal.kind == "jwt":
+        assert principal.user_id is not None and principal.session_id is not None
+        row = await auth_q.session_state(conn, principal.user_id, principal.session_id)
+        if (
+            row is None
+            or row["session_revoked"]
+            or row["token_version"] != principal.token_version
+            or row["role"] != principal.role
+        ):
+            raise _unauthorized("token_revoked", "this session has ended; sign in again")
+        principal = replace(principal, status=row["status"], email=row["email"])
+    if principal.status == "blocked":
+        raise ApiError(403, "account_blocked", "this account is blocked")
+    return principal
+
+
 async def open_session(
     request: Request, principal: Annotated[Principal, Depends(authenticate)]
 ) -> AsyncIterator[Session]:
     """Open the request's transaction as the caller and verify that their token is still good."""
     state: ApiState = request.app.state.api
     async with state.db.tenant(principal.tenant) as conn:
-        if principal.kind == "jwt":
-            assert principal.user_id is not None and principal.session_id is not None
-            row = await auth_q.session_state(conn, principal.user_id, principal.session_id)
-            if (
-                row is None
-                or row["session_revoked"]
-                or row["token_version"] != principal.token_version
-                or row["role"] != principal.role
-            ):
-                raise _unauthorized("token_revoked", "this session has ended; sign in again")
-            principal = replace(principal, status=row["status"], email=row["email"])
-        if principal.status == "blocked":
-            raise ApiError(403, "account_blocked", "this account is blocked")
-        yield Session(principal, conn)
+        yield Session(await verify_session(conn, principal), conn)
 
 
 # One Depends object: every alias below shares the same (cached) session in a request, and its
@@ -224,13 +234,18 @@ _SESSION = Depends(open_session, scope="function")
 AnySession = Annotated[Session, _SESSION]
 
 
-def _refuse_pending(session: Session) -> None:
-    if session.principal.status == "pending":
+def refuse_pending(principal: Principal) -> None:
+    """403 `pending_approval` for an account an administrator has not approved yet."""
+    if principal.status == "pending":
         raise ApiError(
             403,
             "pending_approval",
             "your account is awaiting approval by an administrator; you will get an e-mail when it is activated",
         )
+
+
+def _refuse_pending(session: Session) -> None:
+    refuse_pending(session.principal)
 
 
 async def require_active(session: AnySession) -> Session:

@@ -143,6 +143,8 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, request_id.encode())]
+            elif message["type"] == "websocket.close":
+                status = message.get("code", 1000)  # the close code of a WebSocket the server ends
             await send(message)
 
         with structlog.contextvars.bound_contextvars(request_id=request_id):
@@ -152,8 +154,12 @@ class RequestContext:
                 path = scope.get("path", "")
                 elapsed = time.perf_counter() - started
                 # nginx in front keeps the full access log; the API logs what needs a look: failures,
-                # slow answers, and everything at DEBUG.
-                level = "info" if status >= 400 or elapsed >= SLOW_REQUEST_SEC else "debug"
+                # slow answers, and everything at DEBUG. The path never carries the query (WebSocket
+                # clients may send `?token=`). A WebSocket is logged when it ends, with the server's close code.
+                if scope["type"] == "websocket":
+                    level = "info" if status not in (0, 1000, 1001) else "debug"
+                else:
+                    level = "info" if status >= 400 or elapsed >= SLOW_REQUEST_SEC else "debug"
                 getattr(self.log, level)(
                     "request",
                     method=scope.get("method", "WS"),

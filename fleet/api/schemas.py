@@ -222,20 +222,65 @@ class MeasurementPage(Page[Measurement]):
 
 
 class Alarm(BaseModel):
-    id: int
-    alarm_id: int
+    source: Literal["vehicle", "tracker"] = Field(
+        description="vehicle: pulled from the Outbound API; tracker: an out-of-turn alarm record of a tracker"
+    )
+    id: int = Field(description="row id in its source's table (alarms_log or events)")
+    alarm_id: int | None = Field(description="the vehicle's own alarm id (source vehicle)")
+    device_id: int | None = Field(description="the tracker (source tracker)")
     channel_id: int | None
+    code: int | None = Field(description="the tracker's event code (source tracker)")
     level: str | None
     message: str | None
     raised_at: str
     resolved_at: str | None
     active: bool
-    synced_at: str
+    synced_at: str = Field(description="when the server stored it")
+    latitude: float | None = Field(None, description="the alarm's fix (source tracker)")
+    longitude: float | None = None
 
 
 class AlarmPage(Page[Alarm]):
     vehicle_id: int
     active_only: bool
+    tracker_alarm_active_sec: float
+
+
+class Event(BaseModel):
+    id: int
+    device_id: int
+    vehicle_id: int | None
+    time: str
+    kind: str = Field(examples=["alarm", "extra", "text"])
+    code: int = Field(description="the tracker's event code")
+    description: str | None
+    record_index: int = Field(description="black-box index (-1: none)")
+    latitude: float | None
+    longitude: float | None
+    speed: float | None = Field(None, description="km/h")
+    details: dict[str, Any] = Field(description="everything else the tracker reported with the event")
+    received_at: str
+
+
+class EventPage(Page[Event]):
+    vehicle_id: int | None = None
+    device_id: int | None = None
+    from_: str = Field(alias="from")
+    to: str
+
+
+class LatestPosition(BaseModel):
+    vehicle_id: int
+    time: str
+    latitude: float
+    longitude: float
+    speed: float | None = Field(None, description="km/h")
+    course: float | None = None
+
+
+class LatestPositions(BaseModel):
+    items: list[LatestPosition]
+    total: int
 
 
 # --- device API (seed 000) ---------------------------------------------------------------------------------

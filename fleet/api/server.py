@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Generator
 from contextlib import asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import uvicorn
@@ -16,6 +16,17 @@ if TYPE_CHECKING:
     from fleet.runtime import Runtime
 
 log = structlog.get_logger(__name__)
+
+# uvicorn's WebSocket settings for the live streams (docs/LIVE.md). No per-message deflate: it would compress
+# every message once per viewer (the fan-out sends one text to thousands) and keep ~40 KB of zlib state per
+# connection; the messages are small anyway. Client messages are a token or a ping: 16 KiB is plenty.
+WS_OPTIONS: dict[str, Any] = {
+    "ws": "websockets-sansio",
+    "ws_per_message_deflate": False,
+    "ws_max_size": 16 * 1024,
+    "ws_ping_interval": 20.0,
+    "ws_ping_timeout": 20.0,
+}
 
 
 class _RoleServer(uvicorn.Server):
@@ -40,6 +51,7 @@ async def api_role(runtime: Runtime) -> AsyncIterator[None]:
         proxy_headers=False,  # client addresses come from fleet's own trusted-proxy logic
         server_header=False,
         timeout_graceful_shutdown=10,
+        **WS_OPTIONS,
     )
     # Bind here so that a busy port is a clear configuration error rather than uvicorn's sys.exit().
     try:

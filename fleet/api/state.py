@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fleet.config import Settings
 from fleet.db import Database
 from fleet.mail.sender import MailSender
 from fleet.ops.ratelimit import RateLimiter
 from fleet.runtime import Runtime
+
+if TYPE_CHECKING:
+    from fleet.live.hub import LiveHub
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -35,6 +38,7 @@ class ApiState:
     trusted_proxies: tuple[IPNetwork, ...]
     mail_sender: MailSender | None = None
     oauth: Any = None  # the Authlib OAuth registry, built on first use of Google sign-in
+    live: LiveHub | None = None  # the WebSocket streams' hub (fleet.live)
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property

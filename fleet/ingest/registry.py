@@ -169,6 +169,10 @@ class DeviceRegistry:
         if info is not None:
             info.vehicle_id = vehicle_id
 
+    def vehicle_of(self, device_id: int) -> int | None:
+        info = self._by_id.get(device_id)
+        return info.vehicle_id if info else None
+
     def imei_of(self, device_id: int) -> str | None:
         info = self._by_id.get(device_id)
         return info.imei if info else None

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -27,7 +30,8 @@ from fleet.ingest.stats import (
     CONNECTIONS_OPENED,
     IngestStats,
 )
-from fleet.ingest.writer import BatchWriter
+from fleet.ingest.writer import BatchWriter, Pending
+from fleet.ops.bus import LivePublisher
 
 if TYPE_CHECKING:
     from fleet.config import Settings
@@ -37,51 +41,15 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 LIVE_TOPIC = "positions"
+EVENTS_TOPIC = "events"  # stored tracker events and alarms (docs/LIVE.md)
 LISTEN_BACKLOG = 4096
 REFUSED_LOG_INTERVAL_SEC = 10.0
 MAX_SWEEP_INTERVAL_SEC = 1.0
 # A backpressure episode ends once the queue stayed below its low-water mark this long.
 BACKPRESSURE_QUIET_SEC = 1.0
-# Live events waiting for the bus; beyond this the oldest are dropped (the bus is best-effort).
-MAX_PENDING_LIVE_EVENTS = 20000
 
 
-class LivePublisher:
-    """Publishes "new positions" events after commits without ever delaying an ACK.
-
-    At most one publish is in flight; events committed meanwhile are coalesced into the next one.
-    """
-
-    def __init__(self, bus: LiveBus) -> None:
-        self._bus = bus
-        self._pending: list[dict[str, Any]] = []
-        self._task: asyncio.Task[None] | None = None
-        self.dropped = 0
-
-    def add(self, events: list[dict[str, Any]]) -> None:
-        self._pending.extend(events)
-        overflow = len(self._pending) - MAX_PENDING_LIVE_EVENTS
-        if overflow > 0:
-            del self._pending[:overflow]
-            self.dropped += overflow
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="ingest-live-publish")
-
-    async def _run(self) -> None:
-        while self._pending:
-            events, self._pending = self._pending, []
-            try:
-                await self._bus.publish_many(LIVE_TOPIC, events)
-            except Exception as err:  # a broken bus must not break ingestion
-                log.warning("ingest_live_publish_failed", error=str(err), events=len(events))
-
-    async def close(self, grace: float = 5.0) -> None:
-        if self._task is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(self._task, grace)
-
-
-def live_event(summary: DeviceSummary, imei: str | None) -> dict[str, Any]:
+def live_event(summary: DeviceSummary, imei: str | None, committed_at: float | None = None) -> dict[str, Any]:
     """Return the compact bus payload for one device's newly stored positions."""
     return {
         "type": "positions",
@@ -94,7 +62,45 @@ def live_event(summary: DeviceSummary, imei: str | None) -> dict[str, Any]:
         "longitude": summary.longitude,
         "speed": summary.speed,
         "course": summary.course,
+        # Added for the live view: the rest of the newest fix, and when its batch committed (epoch seconds).
+        "altitude": summary.altitude,
+        "satellites": summary.satellites,
+        "valid": summary.valid,
+        "committed_at": committed_at,
     }
+
+
+def event_payloads(item: Pending, vehicle_id: int | None) -> list[dict[str, Any]]:
+    """The bus payloads of the tracker events one committed frame stored (topic `events`).
+
+    An out-of-turn alarm's fix is the position row built from the same record; an extra record carries its
+    own (in its details).
+    """
+    out = []
+    for device_id, at, code, kind, description, index, attributes in item.events:
+        details = json.loads(attributes) if attributes else {}
+        latitude, longitude = details.get("latitude"), details.get("longitude")
+        if latitude is None:
+            for row in item.positions:
+                if row[1] == index and row[3] == at:
+                    latitude, longitude = row[6], row[7]
+                    break
+        out.append(
+            {
+                "type": "event",
+                "device_id": device_id,
+                "vehicle_id": vehicle_id,
+                "kind": kind,
+                "code": code,
+                "record_index": index,
+                "time": datetime.fromtimestamp(at, UTC).isoformat(),
+                "latitude": latitude,
+                "longitude": longitude,
+                "description": description,
+                "details": details,
+            }
+        )
+    return out
 
 
 class IngestService:
@@ -118,6 +124,7 @@ class IngestService:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._publisher: LivePublisher | None = None
+        self._event_publisher: LivePublisher | None = None
         self._pressure_since: float | None = None  # start of the current backpressure episode
         self._pressure_pauses = 0
         self._resume_rotation = 0
@@ -139,11 +146,13 @@ class IngestService:
             low_water=settings.ingest_queue_low_water,
             on_pressure=self._on_pressure,
             on_committed=self._on_committed,
+            on_events=self._on_events,
             concurrency=writer_module.WRITER_CONCURRENCY,
         )
         self.writer.start()
         if self.bus is not None:
-            self._publisher = LivePublisher(self.bus)
+            self._publisher = LivePublisher(self.bus, LIVE_TOPIC)
+            self._event_publisher = LivePublisher(self.bus, EVENTS_TOPIC)
         factory: Callable[[], DeviceConnection] = lambda: DeviceConnection(self)  # noqa: E731
         try:
             self._server = await self.loop.create_server(
@@ -185,8 +194,9 @@ class IngestService:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
         await self.registry.close()
-        if self._publisher is not None:
-            await self._publisher.close()
+        for publisher in (self._publisher, self._event_publisher):
+            if publisher is not None:
+                await publisher.close()
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
@@ -312,7 +322,17 @@ class IngestService:
         for summary in summaries:
             registry.note_vehicle(summary.device_id, summary.vehicle_id)
         if self._publisher is not None:
-            self._publisher.add([live_event(s, registry.imei_of(s.device_id)) for s in summaries])
+            committed_at = time.time()
+            self._publisher.add(
+                [live_event(s, registry.imei_of(s.device_id), committed_at) for s in summaries]
+            )
+
+    def _on_events(self, items: list[Pending]) -> None:
+        if self._event_publisher is not None:
+            registry = self.registry
+            self._event_publisher.add(
+                [p for item in items for p in event_payloads(item, registry.vehicle_of(item.events[0][0]))]
+            )
 
     # --- stats ---------------------------------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:

@@ -282,6 +282,7 @@ class BatchWriter:
         low_water: int,
         on_pressure: Callable[[bool], None] | None = None,
         on_committed: Callable[[list[DeviceSummary]], None] | None = None,
+        on_events: Callable[[list[Pending]], None] | None = None,
         concurrency: int = WRITER_CONCURRENCY,
         high_water_bytes: int = QUEUE_HIGH_WATER_BYTES,
         low_water_bytes: int = QUEUE_LOW_WATER_BYTES,
@@ -300,6 +301,7 @@ class BatchWriter:
         self.low_water_bytes = min(low_water_bytes, high_water_bytes)
         self._on_pressure = on_pressure
         self._on_committed = on_committed
+        self._on_events = on_events  # committed frames that carried tracker events (the live bus hook)
         self._concurrency = concurrency
         self._queue: deque[Pending] = deque()
         self._unbuilt: deque[Pending] = deque()  # queued telemetry whose rows are not built yet
@@ -592,6 +594,10 @@ class BatchWriter:
         self._notify(batch)
         if self._on_committed is not None and outcome.summaries:
             self._on_committed(outcome.summaries)
+        if self._on_events is not None:
+            with_events = [item for item in batch if item.events and item.state == COMMITTED]
+            if with_events:
+                self._on_events(with_events)
 
     @staticmethod
     def _notify(batch: list[Pending]) -> None:

@@ -433,6 +433,53 @@ class RedisBus(LiveBus):
             self._dispatch(channel[len(CHANNEL_PREFIX) :], unpack_message(message["data"]))
 
 
+# Payloads waiting for the bus per publisher; beyond this the oldest are dropped (the bus is best-effort).
+MAX_PENDING_PAYLOADS = 20000
+
+
+class LivePublisher:
+    """Publishes payloads on one topic after the writer's commits, without ever making the writer wait.
+
+    At most one publish is in flight; payloads added meanwhile are coalesced into the next one. Used by
+    ingestion (new positions, tracker events) and the sync service (positions of pull vehicles, alarms).
+    """
+
+    def __init__(self, bus: LiveBus, topic: str) -> None:
+        channel_name(topic)  # validate
+        self._bus = bus
+        self._topic = topic
+        self._pending: list[dict[str, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    def add(self, payloads: list[dict[str, Any]]) -> None:
+        """Queue payloads for publishing (never blocks)."""
+        self._pending.extend(payloads)
+        overflow = len(self._pending) - MAX_PENDING_PAYLOADS
+        if overflow > 0:
+            del self._pending[:overflow]
+            self.dropped += overflow
+            BUS_DROPPED.labels(self._bus.backend).inc(overflow)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"bus-publish-{self._topic}"
+            )
+
+    async def _run(self) -> None:
+        while self._pending:
+            payloads, self._pending = self._pending, []
+            try:
+                await self._bus.publish_many(self._topic, payloads)
+            except Exception as err:  # a broken bus must not break the writer that feeds it
+                log.warning("bus_publish_failed", topic=self._topic, error=str(err), payloads=len(payloads))
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Wait (up to `grace` seconds) for what is queued to go out."""
+        if self._task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._task, grace)
+
+
 def create_bus(settings: Settings, db: Database | None) -> LiveBus:
     """Return the bus the configuration asks for: Redis with REDIS_URL, else PostgreSQL, else in-process."""
     if settings.redis_url:

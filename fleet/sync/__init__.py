@@ -10,8 +10,9 @@ Modules, one concept each:
 * `service`  — one cycle: lease vehicles, pull each one under a semaphore;
 * `vehicle`  — one vehicle's pull: status, channels, data windows, alarms, journal, backoff;
 * `scheduler`— the coordinator loop (cadence measured from the end of a cycle, log once per state change);
-* `status`   — `derive_status`, online/offline/unknown as the sync service sees it (the API derives its own
-  in SQL, see docs/SYNC.md "Known discrepancy");
+* `gps`      — which channels carry a GPS fix, and the positions of pull vehicles made from them;
+* `status`   — the `sync_status` values; the vehicle status rule itself is `fleet.vehicle_status`, shared with
+  the API and the live streams;
 * `role`, `cli` — `fleet serve --role sync` and `fleet sync --once`.
 
 See docs/SYNC.md for the design and docs/DATA_CONTRACT.md for the API the vehicles speak.

@@ -6,6 +6,7 @@ import ipaddress
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, NamedTuple
 
 # One measurement as it is copied into the staging table: (vehicle_id, channel_id, time, value).
 Row = tuple[int, int, datetime, float]
@@ -23,6 +24,7 @@ class VehicleTarget:
     last_sync_at: datetime | None
     alarms_synced_at: datetime | None
     sync_failures: int
+    gps_channels: dict[str, Any] | None = None  # explicit position mapping (fleet.sync.gps)
 
     @property
     def base_url(self) -> str:
@@ -54,6 +56,14 @@ class ChannelInfo:
     unit: str | None
     min_value: float | None
     max_value: float | None
+
+
+class LatestValue(NamedTuple):
+    """One channel's newest value from `/data/latest` (the live view's poll)."""
+
+    channel_id: int
+    time: datetime
+    value: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fleet.sync.errors import PullProtocolError
-from fleet.sync.models import AlarmInfo, AlarmPage, ChannelInfo, DataPage, Row, StatusReply
+from fleet.sync.models import AlarmInfo, AlarmPage, ChannelInfo, DataPage, LatestValue, Row, StatusReply
 
 # Nothing this system stores predates 2000; older times are a vehicle clock that was never set.
 EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=UTC)
@@ -296,6 +296,44 @@ def _classify_time(raw: Any, start: datetime, end: datetime, latest: datetime) -
     if not start <= when < end:
         return OUTSIDE_WINDOW
     return when
+
+
+def parse_latest(doc: Any, *, now: datetime) -> tuple[datetime | None, list[LatestValue], Counter[str]]:
+    """Read `/data/latest`: the agent's clock, the newest value of each channel, and the rows dropped by reason.
+
+    Rows are checked like `/data` rows (types, finite values, times from 2000 to a minute ahead); a channel
+    the vehicle did not declare is kept here (the live view shows it by id).
+    """
+    body = _object("latest", doc)
+    rows = body.get("rows")
+    if type(rows) is not list:
+        raise PullProtocolError("latest", "'rows' is not a list")
+    if len(rows) > MAX_CHANNELS:
+        raise PullProtocolError("latest", f"{len(rows)} rows is more than {MAX_CHANNELS} channels")
+    latest = now + MAX_CLOCK_SKEW
+    rejected: Counter[str] = Counter()
+    values: dict[int, LatestValue] = {}
+    for row in rows:
+        if type(row) is not dict or type(row.get("channel_id")) is not int:
+            rejected[WRONG_TYPE] += 1
+            continue
+        channel_id = row["channel_id"]
+        value = _number(row.get("value"))
+        if value is None:
+            rejected[NOT_FINITE if type(row.get("value")) in (int, float) else WRONG_TYPE] += 1
+            continue
+        when = parse_time(row.get("time"))
+        if when is None:
+            rejected[BAD_TIME] += 1
+        elif when < EARLIEST_TIME:
+            rejected[TOO_OLD] += 1
+        elif when > latest:
+            rejected[FUTURE] += 1
+        elif not 0 <= channel_id <= CHANNEL_ID_MAX:
+            rejected[WRONG_TYPE] += 1
+        else:
+            values[channel_id] = LatestValue(channel_id, when, value)
+    return parse_time(body.get("time")), sorted(values.values()), rejected
 
 
 def parse_alarms(doc: Any, *, start: datetime, end: datetime, now: datetime) -> AlarmPage:

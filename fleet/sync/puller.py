@@ -27,7 +27,7 @@ from fleet.sync.errors import (
     PullTimeout,
     PullUnreachable,
 )
-from fleet.sync.models import AlarmPage, ChannelInfo, DataPage, StatusReply, VehicleTarget
+from fleet.sync.models import AlarmPage, ChannelInfo, DataPage, LatestValue, StatusReply, VehicleTarget
 from fleet.sync.parse import (
     MAX_CHANNELS,
     decode_json,
@@ -35,6 +35,7 @@ from fleet.sync.parse import (
     parse_alarms,
     parse_channels,
     parse_data,
+    parse_latest,
     parse_status,
 )
 from fleet.sync.transport import FleetTransport
@@ -45,6 +46,7 @@ USER_AGENT = "fleet-sync/1"
 # Body caps. /status and /channels are small by nature. A /data row is about 70 bytes on the wire; 256 bytes
 # per requested row leaves room for long channel ids and values while keeping a page bounded.
 STATUS_MAX_BYTES = 64 * 1024
+LATEST_MAX_BYTES = 2 * 1024 * 1024  # one row per channel, at most MAX_CHANNELS of them
 CHANNELS_MAX_BYTES = 2 * 1024 * 1024
 ALARMS_MAX_BYTES = 16 * 1024 * 1024
 DATA_BYTES_PER_ROW = 256
@@ -144,6 +146,13 @@ class VehiclePuller:
             now=now,
             max_rows=self._max_rows,
         )
+
+    async def latest(self, *, now: datetime) -> tuple[datetime | None, list[LatestValue], dict[str, int]]:
+        """GET /data/latest: the agent's clock, each channel's newest value, rows dropped by reason."""
+        agent_time, values, rejected = parse_latest(
+            await self._get("latest", "/data/latest", None, LATEST_MAX_BYTES), now=now
+        )
+        return agent_time, values, dict(rejected)
 
     async def alarms(self, start: datetime, end: datetime, *, now: datetime) -> AlarmPage:
         """GET /alarms for [start, end)."""

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
+from fleet.ops.bus import ensure_bus
 from fleet.sync.scheduler import SyncScheduler
 from fleet.sync.service import SyncService
 
@@ -22,19 +23,26 @@ STOP_GRACE_SEC = 5.0
 async def sync_role(runtime: Runtime) -> AsyncIterator[None]:
     """Start the coordinator loop; on exit let running pulls finish, then release leases."""
     settings = runtime.settings
-    async with SyncService(runtime.db, settings) as service:
-        scheduler = SyncScheduler(service, settings.sync_interval_sec)
-        runtime.extras["sync"] = service
-        task = runtime.spawn(scheduler.run(), name="sync")
-        try:
-            yield
-        finally:
-            scheduler.stop()
+    # Positions of pull vehicles and alarm changes go to the live view's bus after each commit.
+    bus, created_bus = await ensure_bus(runtime)
+    try:
+        async with SyncService(runtime.db, settings, bus=bus) as service:
+            scheduler = SyncScheduler(service, settings.sync_interval_sec)
+            runtime.extras["sync"] = service
+            task = runtime.spawn(scheduler.run(), name="sync")
             try:
-                await asyncio.wait_for(
-                    asyncio.shield(task), timeout=settings.pull_timeout_sec + STOP_GRACE_SEC
-                )
-            except TimeoutError:
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(task, return_exceptions=True)
+                yield
+            finally:
+                scheduler.stop()
+                try:
+                    await asyncio.wait_for(
+                        asyncio.shield(task), timeout=settings.pull_timeout_sec + STOP_GRACE_SEC
+                    )
+                except TimeoutError:
+                    task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.gather(task, return_exceptions=True)
+    finally:
+        if created_bus:
+            await bus.close()
+            runtime.extras.pop("bus", None)

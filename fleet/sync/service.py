@@ -47,8 +47,10 @@ from fleet.db.queries.sync import (
     release_leases,
     renew_lease,
 )
+from fleet.ops.bus import LiveBus
 from fleet.sync import metrics
 from fleet.sync.models import VehicleTarget
+from fleet.sync.publish import SyncPublisher
 from fleet.sync.puller import open_client
 from fleet.sync.transport import FleetTransport
 from fleet.sync.vehicle import VehiclePull, VehicleReport
@@ -98,6 +100,7 @@ class SyncService:
         now: Clock = utc_now,
         owner: str | None = None,
         client: httpx.AsyncClient | None = None,
+        bus: LiveBus | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
@@ -106,7 +109,14 @@ class SyncService:
         self._own_client = client is None
         self._client = client
         self._pool: FleetTransport | None = None
-        self._writer = SyncWriter(db, owner=self.owner, lease_sec=settings.sync_lease_sec, now=now)
+        self._publisher = SyncPublisher(bus) if bus is not None else None
+        self._writer = SyncWriter(
+            db,
+            owner=self.owner,
+            lease_sec=settings.sync_lease_sec,
+            now=now,
+            on_committed=self._publisher.committed if self._publisher is not None else None,
+        )
         self._pull: VehiclePull | None = None
         self._stopping = False
 
@@ -127,6 +137,8 @@ class SyncService:
     async def close(self) -> None:
         """Commit queued writes, give back leases still held, close the HTTP pool."""
         await self._writer.close()
+        if self._publisher is not None:
+            await self._publisher.close()
         try:
             async with self.db.system() as conn:
                 await release_leases(conn, self.owner)
@@ -225,4 +237,5 @@ def _target(record: object) -> VehicleTarget:
         last_sync_at=row["last_sync_at"],
         alarms_synced_at=row["alarms_synced_at"],
         sync_failures=row["sync_failures"],
+        gps_channels=row.get("gps_channels"),
     )

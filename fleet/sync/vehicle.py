@@ -19,8 +19,8 @@ import structlog
 
 from fleet.config import Settings
 from fleet.db import Database
-from fleet.db.queries.sync import JournalEntry, VehicleUpdate, stored_channel_ids
-from fleet.sync import metrics
+from fleet.db.queries.sync import JournalEntry, VehicleUpdate, stored_channels
+from fleet.sync import gps, metrics
 from fleet.sync.errors import LeaseLost, NoApiKey, PullError, PullProtocolError
 from fleet.sync.models import AlarmInfo, ChannelInfo, Row, VehicleTarget
 from fleet.sync.parse import REJECT_REASONS, contract_major, format_time, to_millis
@@ -96,6 +96,7 @@ class _Run:
     max_width: timedelta | None = None  # the agent's widest window
     oldest_data: datetime | None = None  # the agent's oldest sample
     backoff: bool = True  # False: a failure that waits no longer than the interval
+    gps: gps.GpsChannels | None = None  # channels that make positions (fleet.sync.gps)
 
 
 class VehiclePull:
@@ -205,9 +206,11 @@ class VehiclePull:
         except PullError as err:
             run.notes.append(f"{err} (using stored channels)")
             async with self.db.system() as conn:
-                stored = await stored_channel_ids(conn, run.target.id)
-            return stored or None
+                stored = await stored_channels(conn, run.target.id)
+            run.gps = gps.recognise(stored, run.target.gps_channels)
+            return {c.channel_id for c in stored} or None
         run.channels = channels
+        run.gps = gps.recognise(channels, run.target.gps_channels)
         if rejected:
             run.notes.append("channels rejected: " + _describe_counts(rejected))
             _count_rejections(rejected)
@@ -275,6 +278,7 @@ class VehiclePull:
             VehicleWrite(
                 run.target.id,
                 rows=rows,
+                positions=gps.positions(run.target.id, rows, run.gps) if run.gps is not None else [],
                 channels=run.channels,
                 update=VehicleUpdate(
                     run.target.id,
@@ -375,6 +379,7 @@ class VehiclePull:
         write = VehicleWrite(
             target.id,
             rows=run.pending,
+            positions=gps.positions(target.id, run.pending, run.gps) if run.gps is not None else [],
             channels=run.channels,
             alarms=list(run.alarms.values()),
             update=update,

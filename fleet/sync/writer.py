@@ -29,12 +29,14 @@ from fleet.db.queries.sync import (
     VehicleUpdate,
     insert_journal,
     insert_measurements,
+    insert_pull_positions,
     update_vehicles,
     upsert_alarms,
     upsert_channels,
 )
 from fleet.errors import DatabaseUnavailable
 from fleet.sync import metrics
+from fleet.sync.gps import PullPosition
 from fleet.sync.models import AlarmInfo, ChannelInfo, Row
 
 log = structlog.get_logger(__name__)
@@ -69,6 +71,7 @@ class VehicleWrite:
 
     vehicle_id: int
     rows: list[Row] = field(default_factory=list)
+    positions: list[PullPosition] = field(default_factory=list)  # made from GPS channels (fleet.sync.gps)
     channels: list[ChannelInfo] = field(default_factory=list)
     alarms: list[AlarmInfo] = field(default_factory=list)
     update: VehicleUpdate | None = None
@@ -101,6 +104,7 @@ class SyncWriter:
         now: Callable[[], datetime],
         max_group_rows: int = MAX_GROUP_ROWS,
         parallel: int = PARALLEL_GROUPS,
+        on_committed: Callable[[list[VehicleWrite]], None] | None = None,
     ) -> None:
         self._db = db
         self._owner = owner
@@ -108,6 +112,7 @@ class SyncWriter:
         self._now = now
         self._max_group_rows = max_group_rows
         self._parallel = parallel
+        self._on_committed = on_committed  # the live-bus hook (fleet.sync.publish)
         self._pending: list[_Pending] = []
         self._wakeup = asyncio.Event()
         self._closing = False
@@ -194,6 +199,11 @@ class SyncWriter:
         metrics.WRITE_DURATION.observe(time.perf_counter() - started)
         for pending in group:
             _settle(pending, result=results[id(pending.write)])
+        if self._on_committed is not None:
+            try:
+                self._on_committed([p.write for p in group])
+            except Exception:  # the bus is best-effort; the data is committed
+                log.exception("sync_publish_failed")
 
     async def _commit(self, writes: list[VehicleWrite]) -> dict[int, WriteResult]:
         """One transaction for all `writes`; keyed by `id(write)` (a vehicle appears at most once)."""
@@ -208,6 +218,9 @@ class SyncWriter:
             # wait for the WAL flush.
             await conn.execute("SET LOCAL synchronous_commit = off")
             inserted = await insert_measurements(conn, rows, given)
+            positions = [p for w in writes for p in w.positions]
+            if positions:
+                await insert_pull_positions(conn, positions)
             await upsert_channels(conn, [(w.vehicle_id, c) for w in writes for c in w.channels], synced_at)
             await upsert_alarms(conn, [(w.vehicle_id, a) for w in writes for a in w.alarms], synced_at)
             updates = [w.update for w in writes if w.update is not None]

@@ -31,23 +31,29 @@ NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 START = NOW - timedelta(minutes=1)
 
 
-# --- status -------------------------------------------------------------------------------------------
+# --- status (the shared rule is tested against PostgreSQL in tests/live/test_status_rule.py) ------------
 @pytest.mark.parametrize(
     ("last_seen_ago", "sync_status", "expected"),
     [
         (None, "unknown", "unknown"),  # never contacted
         (None, "offline", "offline"),  # contacted, never answered
         (10, "online", "online"),
-        (59, "online", "online"),  # one missed cycle is tolerated
-        (61, "online", "offline"),  # the vehicle (or the sync) went quiet
+        (89, "online", "online"),  # two missed cycles are tolerated
+        (91, "online", "offline"),  # the vehicle (or the sync) went quiet
         (10, "offline", "offline"),  # the latest attempt failed
+        (10, "error", "online"),  # answers, cannot be synced
         (-5, "online", "online"),  # a worker's clock slightly ahead
     ],
 )
-def test_derive_status(last_seen_ago: float | None, sync_status: str, expected: str) -> None:
+def test_derive_status_from_the_sync_side(
+    last_seen_ago: float | None, sync_status: str, expected: str
+) -> None:
     last_seen = None if last_seen_ago is None else NOW - timedelta(seconds=last_seen_ago)
-    assert derive_status(last_seen, sync_status, NOW, 30) == expected
-    assert derive_status(last_seen, sync_status, NOW, timedelta(seconds=30)) == expected
+    for window in (90, timedelta(seconds=90)):
+        state = derive_status(
+            pull_seen_at=last_seen, sync_status=sync_status, tracker_seen_at=None, now=NOW, window=window
+        )
+        assert state == expected
 
 
 # --- times ----------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from fleet.api.schemas import (
     VehicleStatus,
     errors,
 )
-from fleet.db.queries import history, vehicle_views
+from fleet.db.queries import events, history, vehicle_views
 from fleet.db.queries.vehicles import require_vehicle
 
 router = APIRouter(prefix="/vehicles", tags=["vehicles"])
@@ -62,9 +62,10 @@ async def get_vehicle(vehicle_id: VehicleId, conn: DbConn, state: State) -> Resp
     responses={200: {"model": VehicleStatus}, **READ_ERRORS},
     summary="online/offline/unknown, last activity and the last position",
     description=(
-        "A vehicle is online while its latest sign of life — the sync service reaching it "
-        "(`last_seen_at`) or a tracker sending (`last_device_seen_at`) — is within "
-        "`online_window_sec` (3 sync intervals); offline after that; unknown if never seen."
+        "One rule for the API, the WebSocket and the web UI: a vehicle is online while a tracker sent "
+        "(`last_device_seen_at`) or its Outbound API answered a pull (`last_seen_at`, unless its latest "
+        "pull failed: `sync_status` = offline) within `online_window_sec` (3 sync intervals); offline "
+        "otherwise; unknown when it never showed any sign of life."
     ),
 )
 async def vehicle_status(vehicle_id: VehicleId, conn: DbConn, state: State) -> Response:
@@ -83,18 +84,29 @@ async def vehicle_status(vehicle_id: VehicleId, conn: DbConn, state: State) -> R
 @router.get(
     "/{vehicle_id}/alarms",
     responses={200: {"model": AlarmPage}, **READ_ERRORS},
-    summary="Alarms of a vehicle: active ones, or all with ?all=1",
+    summary="Alarms of a vehicle, from its Outbound API and its trackers: active ones, or all with ?all=1",
+    description=(
+        "Each alarm names its `source`: `vehicle` (pulled from the Outbound API, active until the vehicle "
+        "reports it resolved) or `tracker` (an out-of-turn alarm record of a tracker; trackers report the "
+        "moment only, so it counts as active for `tracker_alarm_active_sec` after it was raised)."
+    ),
 )
 async def vehicle_alarms(
     vehicle_id: VehicleId,
     conn: DbConn,
+    state: State,
     page: Pagination,
     include_all: Annotated[bool, Query(alias="all", description="include resolved alarms")] = False,
 ) -> Response:
     await require_vehicle(conn, vehicle_id)
     return json_response(
-        await vehicle_views.alarms_page(
-            conn, vehicle_id, include_resolved=include_all, limit=page.limit, offset=page.offset
+        await events.alarms_page(
+            conn,
+            vehicle_id,
+            include_resolved=include_all,
+            tracker_active_sec=state.settings.tracker_alarm_active_sec,
+            limit=page.limit,
+            offset=page.offset,
         )
     )
 

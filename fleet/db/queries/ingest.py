@@ -312,6 +312,9 @@ class DeviceSummary:
     longitude: float | None
     speed: float | None
     course: float | None
+    altitude: float | None = None
+    satellites: int | None = None
+    valid: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,6 +382,9 @@ def _summaries(rows: Sequence[asyncpg.Record], positions: Sequence[tuple[Any, ..
                 fix[7] if fix else None,
                 fix[9] if fix else None,
                 fix[10] if fix else None,
+                fix[8] if fix else None,
+                fix[11] if fix else None,
+                fix[5] if fix else None,
             )
         )
     return out

@@ -19,6 +19,7 @@ from datetime import datetime
 
 import asyncpg
 
+from fleet.sync.gps import PullPosition
 from fleet.sync.models import AlarmInfo, ChannelInfo, Row
 
 STAGING_TABLE = "sync_staging"
@@ -40,7 +41,7 @@ SET sync_lease_owner = $1, sync_lease_until = now() + make_interval(secs => $6)
 FROM due
 WHERE v.id = due.id
 RETURNING v.id, v.name, host(v.vpn_ip) AS host, v.api_port, v.api_key, v.last_sync_at,
-          v.alarms_synced_at, v.sync_failures
+          v.alarms_synced_at, v.sync_failures, v.gps_channels
 """
 
 
@@ -95,10 +96,33 @@ async def count_without_address(conn: asyncpg.Connection) -> int:
     return count
 
 
-async def stored_channel_ids(conn: asyncpg.Connection, vehicle_id: int) -> set[int]:
-    """Channel ids last stored from the vehicle's `/channels` (used when `/channels` fails)."""
-    rows = await conn.fetch("SELECT channel_id FROM channel_config WHERE vehicle_id = $1", vehicle_id)
-    return {row[0] for row in rows}
+async def stored_channels(conn: asyncpg.Connection, vehicle_id: int) -> list[ChannelInfo]:
+    """The channels last stored from the vehicle's `/channels` (used when `/channels` fails)."""
+    rows = await conn.fetch(
+        """SELECT channel_id, name, unit, min_value, max_value FROM channel_config
+           WHERE vehicle_id = $1 ORDER BY channel_id""",
+        vehicle_id,
+    )
+    return [ChannelInfo(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+
+async def insert_pull_positions(conn: asyncpg.Connection, positions: Sequence[PullPosition]) -> int:
+    """Store positions of pull vehicles (no device; a time already stored for the vehicle is skipped)."""
+    if not positions:
+        return 0
+    columns = list(zip(*positions, strict=True))
+    status = await conn.execute(
+        """INSERT INTO positions (device_id, vehicle_id, record_index, device_time, fix_time, valid, latitude,
+                                  longitude, speed, course, altitude, satellites)
+           SELECT NULL, u.vehicle_id, -1, u.time, u.time, true, u.latitude, u.longitude, u.speed, u.course,
+                  u.altitude, u.satellites
+           FROM unnest($1::bigint[], $2::timestamptz[], $3::float8[], $4::float8[], $5::real[], $6::real[],
+                       $7::float8[], $8::smallint[])
+                AS u(vehicle_id, time, latitude, longitude, speed, course, altitude, satellites)
+           ON CONFLICT (vehicle_id, device_time) WHERE device_id IS NULL DO NOTHING""",
+        *columns,
+    )
+    return int(status.rsplit(" ", 1)[-1])
 
 
 async def insert_measurements(

@@ -1,9 +1,9 @@
 """What the API shows about vehicles: the fleet list and a vehicle's status, computed in SQL.
 
-Online/offline/unknown is derived in one place (`STATUS_SQL`) for the list and the status endpoint:
-a vehicle is *online* when its latest sign of life — the sync service reaching it (`vehicles.last_seen_at`)
-or one of its trackers sending (`devices.last_seen_at`) — is within the online window, *offline* when
-older, and *unknown* when there was never any.
+Online/offline/unknown follows the one status rule of `fleet.vehicle_status` (`STATUS_SQL` here, for the list
+and the status endpoint; the live streams use its Python twin): the latest sign of life of the vehicle's
+Outbound API (`vehicles.last_seen_at`, unless its latest pull failed) or of one of its trackers
+(`devices.last_seen_at`) within the online window.
 """
 
 from __future__ import annotations
@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncpg
 
 from fleet.db.queries.pages import iso, json_items, json_page
+from fleet.vehicle_status import ONLINE_WINDOW_CYCLES, online_window_sec, status_sql
 
-# Missed sync cycles tolerated before a vehicle counts as offline.
-ONLINE_WINDOW_CYCLES = 3
+__all__ = ["ONLINE_WINDOW_CYCLES", "STATUS_SQL", "online_window_sec"]
 
 _ACTIVITY = "greatest(v.last_seen_at, d.last_device_seen_at)"
-STATUS_SQL = f"""CASE WHEN {_ACTIVITY} IS NULL THEN 'unknown'
-                      WHEN {_ACTIVITY} >= now() - make_interval(secs => $1) THEN 'online'
-                      ELSE 'offline' END"""
+STATUS_SQL = status_sql(
+    pull_seen="v.last_seen_at",
+    sync_status="v.sync_status",
+    tracker_seen="d.last_device_seen_at",
+    window_sec="$1",
+)
 
 _VEHICLE_SELECT = f"""
     SELECT v.id, v.name, {STATUS_SQL} AS status,
@@ -31,10 +34,6 @@ _VEHICLE_SELECT = f"""
                json_agg(json_build_object('id', x.id, 'imei', x.imei) ORDER BY x.id) AS devices
         FROM devices x WHERE x.vehicle_id = v.id
     ) d ON true"""
-
-
-def online_window_sec(sync_interval_sec: float) -> float:
-    return ONLINE_WINDOW_CYCLES * sync_interval_sec
 
 
 async def vehicles_page(conn: asyncpg.Connection, *, window_sec: float, limit: int, offset: int) -> bytes:
@@ -65,23 +64,3 @@ LAST_POSITION_SQL = f"""
 async def last_position_json(conn: asyncpg.Connection, vehicle_id: int) -> str | None:
     items, count = await json_items(conn, LAST_POSITION_SQL, vehicle_id)
     return items[1:-1] if count else None
-
-
-async def alarms_page(
-    conn: asyncpg.Connection, vehicle_id: int, *, include_resolved: bool, limit: int, offset: int
-) -> bytes:
-    """Alarms of a vehicle, newest first; only active (unresolved) ones unless `include_resolved`."""
-    where = "vehicle_id = $1 AND ($2 OR resolved_at IS NULL)"
-    return await json_page(
-        conn,
-        f"""SELECT id, alarm_id, channel_id, level, message, {iso("raised_at")} AS raised_at,
-                   {iso("resolved_at")} AS resolved_at, (resolved_at IS NULL) AS active,
-                   {iso("synced_at")} AS synced_at
-            FROM alarms_log WHERE {where} ORDER BY raised_at DESC, id DESC""",
-        f"SELECT count(*) FROM alarms_log WHERE {where}",
-        vehicle_id,
-        include_resolved,
-        limit=limit,
-        offset=offset,
-        extra={"vehicle_id": vehicle_id, "active_only": not include_resolved},
-    )
