@@ -23,7 +23,6 @@ from fleet.ingest import IngestService
 from fleet.live.hub import LiveHub
 from fleet.ops.bus import ensure_bus
 from fleet.runtime import Runtime
-
 from tests.api.conftest import Account, LiveServer, make_account
 
 AGENT_KEY = "live-agent-key-0123456789abcdef"
@@ -150,10 +149,10 @@ class Client:
                 self.closed = (self.ws.close_code, self.ws.close_reason)
                 self.arrived.notify_all()
 
-    async def wait_for(self, predicate: Any, timeout: float = 10.0) -> dict[str, Any]:
+    async def wait_for(self, predicate: Any, within: float = 10.0) -> dict[str, Any]:
         """The first message (already received or to come) for which `predicate` holds."""
         checked = 0
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             async with self.arrived:
                 while True:
                     for message in self.messages[checked:]:
@@ -164,8 +163,8 @@ class Client:
                         raise AssertionError(f"closed {self.closed} before the message came: {self.messages}")
                     await self.arrived.wait()
 
-    async def wait_closed(self, timeout: float = 10.0) -> tuple[int | None, str | None]:
-        async with asyncio.timeout(timeout):
+    async def wait_closed(self, within: float = 10.0) -> tuple[int | None, str | None]:
+        async with asyncio.timeout(within):
             async with self.arrived:
                 while self.closed is None:
                     await self.arrived.wait()

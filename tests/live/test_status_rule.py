@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime, timedelta
 
-
 from fleet.db import Database
 from fleet.vehicle_status import derive_status, online_window_sec, status_reason, status_sql
 

@@ -58,28 +58,28 @@ async def test_tracker_positions_and_events_arrive_after_their_commit(
             await tracker.send(archive_frame(1, 3, time0=TIME0))
             assert await tracker.read(4) == ack_archive(3)  # the ACK means: committed
             # Generous patience here; the latency itself is measured by bench/bench_live.py.
-            position = await viewer.wait_for(is_type("position"), timeout=5)
+            position = await viewer.wait_for(is_type("position"), within=5)
             assert position["device_id"] == fleet.device_id and position["source"] == "tracker"
             assert position["time"] == datetime.fromtimestamp(TIME0 + 3, UTC).isoformat().replace(
                 "+00:00", "Z"
             )
             assert position["latitude"] == pytest.approx(55.75 + 3e-4, abs=1e-6) and position["speed"] == 42.5
             assert position["valid"] is True and position["satellites"] == 9 and position["committed_at"]
-            status = await viewer.wait_for(is_type("status"), timeout=5)
+            status = await viewer.wait_for(is_type("status"), within=5)
             assert status["state"] == "online" and status["reason"] is None and status["last_activity_at"]
-            on_fleet = await fleet_viewer.wait_for(is_type("position", fleet.vehicle_id), timeout=5)
+            on_fleet = await fleet_viewer.wait_for(is_type("position", fleet.vehicle_id), within=5)
             assert on_fleet["time"] == position["time"]
-            await fleet_viewer.wait_for(lambda m: m["type"] == "status" and m["state"] == "online", timeout=5)
+            await fleet_viewer.wait_for(lambda m: m["type"] == "status" and m["state"] == "online", within=5)
 
             # An out-of-turn alarm (~T): stored as an event, then an `event` and an `alarm` message.
             await tracker.send(event_frame(41, record(10, time0=TIME0)))
             assert await tracker.read(len(ack_event(41))) == ack_event(41)
-            event = await viewer.wait_for(is_type("event"), timeout=5)
+            event = await viewer.wait_for(is_type("event"), within=5)
             assert event["kind"] == "alarm" and event["device_id"] == fleet.device_id
             assert (
                 event["latitude"] == pytest.approx(55.751, abs=1e-6) and event["details"]["event_index"] == 41
             )
-            alarm = await viewer.wait_for(is_type("alarm"), timeout=5)
+            alarm = await viewer.wait_for(is_type("alarm"), within=5)
             assert alarm["source"] == "tracker" and alarm["active"] is True and alarm["time"] == event["time"]
         finally:
             await tracker.close()
@@ -190,7 +190,7 @@ async def test_tokens_bad_expired_in_the_first_message_and_refreshed(
     ) as expired:
         assert await expired.wait_closed() == (4401, "token_expired")
     async with ws_client(fleet_url(live_server)) as silent:  # no token and no auth message
-        assert await silent.wait_closed(timeout=10) == (4401, "unauthorized")
+        assert await silent.wait_closed(within=10) == (4401, "unauthorized")
     async with ws_client(vehicle_url(live_server, fleet.vehicle_id)) as first_message:
         await first_message.send({"type": "auth", "token": account.token})
         assert (await first_message.wait_for(is_type("hello")))["vehicle_id"] == fleet.vehicle_id
@@ -205,7 +205,7 @@ async def test_tokens_bad_expired_in_the_first_message_and_refreshed(
         await extended.send({"type": "auth", "token": token(600)})
         ok = await extended.wait_for(is_type("auth_ok"))
         assert ok["expires_at"].endswith("Z")
-        assert await lapsing.wait_closed(timeout=10) == (4401, "token_expired")
+        assert await lapsing.wait_closed(within=10) == (4401, "token_expired")
         assert lapsing.messages[-1]["code"] == "token_expired"
         await asyncio.sleep(1.5)
         assert extended.closed is None
@@ -228,7 +228,7 @@ async def test_client_messages_and_heartbeats(
         await client.wait_for(is_type("pong"))
         hub.settings = live_settings.model_copy(update={"live_heartbeat_sec": 1.0})
         try:
-            beat = await client.wait_for(is_type("heartbeat"), timeout=5)
+            beat = await client.wait_for(is_type("heartbeat"), within=5)
         finally:
             hub.settings = live_settings
         assert beat["time"].endswith("Z")
@@ -276,7 +276,7 @@ async def test_a_slow_viewer_gets_the_newest_within_a_bounded_queue(
                 await asyncio.sleep(0)
                 for viewer in viewers:
                     assert viewer.queued <= live_settings.live_queue_max
-        await fast.wait_for(lambda m: m.get("vehicle_id") == vehicles[-1], timeout=30)
+        await fast.wait_for(lambda m: m.get("vehicle_id") == vehicles[-1], within=30)
         stuck = [v for v in viewers if v.dropped]
         assert len(stuck) == 1 and stuck[0].queued <= live_settings.live_queue_max
         assert metrics.DROP_COUNTERS["fleet"]._value.get() - dropped_before >= stuck[0].dropped > 1000
