@@ -149,9 +149,9 @@ class Client:
                 self.closed = (self.ws.close_code, self.ws.close_reason)
                 self.arrived.notify_all()
 
-    async def wait_for(self, predicate: Any, within: float = 10.0) -> dict[str, Any]:
-        """The first message (already received or to come) for which `predicate` holds."""
-        checked = 0
+    async def wait_for(self, predicate: Any, within: float = 10.0, since: int = 0) -> dict[str, Any]:
+        """The first message (from the `since`-th on, received or to come) for which `predicate` holds."""
+        checked = since
         async with asyncio.timeout(within):
             async with self.arrived:
                 while True:
