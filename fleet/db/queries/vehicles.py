@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 import asyncpg
 
@@ -86,3 +87,27 @@ async def require_vehicle(conn: asyncpg.Connection, vehicle_id: int) -> asyncpg.
     if row is None:
         raise NotFound(f"no vehicle {vehicle_id}")
     return row
+
+
+async def set_gps_channels(
+    conn: asyncpg.Connection, vehicle_id: int, mapping: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """Set a vehicle's explicit GPS channel mapping (None: recognise channels by name and unit again).
+
+    The mapping is checked by `fleet.sync.gps.validate_mapping`; the sync service and the live pollers use it
+    from their next pull of the vehicle.
+    """
+    from fleet.sync.gps import validate_mapping
+
+    value = None
+    if mapping is not None:
+        try:
+            value = validate_mapping(mapping)
+        except ValueError as err:
+            raise InvalidInput(str(err)) from err
+    updated = await conn.fetchval(
+        "UPDATE vehicles SET gps_channels = $2 WHERE id = $1 RETURNING id", vehicle_id, value
+    )
+    if updated is None:
+        raise NotFound(f"no vehicle {vehicle_id}")
+    return value
