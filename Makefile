@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format bench bench-codec bench-ingest bench-sync venv clean system-deps
+.PHONY: run test lint format bench bench-codec bench-ingest bench-sync bench-live venv clean system-deps
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ bench-ingest: $(STAMP)
 
 bench-sync: $(STAMP)
 	$(PY) bench/bench_sync.py
+
+## make bench-live: 1,000 WebSocket fleet viewers with trackers streaming; then the fleet page in Chromium
+## (bench/bench_fleet_page.py, when present). JSON in bench/results/live.json.
+bench-live: $(STAMP)
+	$(PY) bench/bench_live.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

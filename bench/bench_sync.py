@@ -29,7 +29,8 @@ figure, and the cycles share two cores with PostgreSQL and the vehicles' process
 Targets from the issue: the 750,000-row backlog synced in < 10 s; ≥ 50 % of the raw COPY rate.
 
 Usage: ``python bench/bench_sync.py [--vehicles 1000] [--channels 25] [--backlog 30] [--cycles 4]
-[--repeat 3] [--concurrency 50] [--output FILE]``
+[--repeat 3] [--concurrency 50] [--gps] [--output FILE]``; `--gps` names channels 1 and 2 latitude and
+longitude, so every row time of every vehicle also makes a position (the sync path of a pull vehicle with GPS).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ LOAD_AT_START = round(os.getloadavg()[0], 2)
 class BenchFleet:
     """ASGI app answering for every vehicle; bodies cached per query string."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, gps: bool = False) -> None:
         self.channels = channels
         self.cache: dict[bytes, bytes] = {}
         self.status = json.dumps(
@@ -89,7 +90,13 @@ class BenchFleet:
         self.channel_list = json.dumps(
             {
                 "channels": [
-                    {"channel_id": c, "name": f"ch{c}", "unit": "u", "phys_min": 0, "phys_max": 1000}
+                    {
+                        "channel_id": c,
+                        "name": _name(c, gps),
+                        "unit": "°" if gps and c <= 2 else "u",
+                        "phys_min": 0,
+                        "phys_max": 1000,
+                    }
                     for c in range(1, channels + 1)
                 ]
             }
@@ -144,12 +151,19 @@ class BenchFleet:
         await send({"type": "http.response.body", "body": body})
 
 
-def serve_fleet(sockets: list[socket.socket], channels: int) -> None:
+def _name(channel: int, gps: bool) -> str:
+    """Channel names; with --gps channels 1 and 2 are a GPS fix (their values, 10-80, are valid degrees)."""
+    if gps and channel <= 2:
+        return ("latitude", "longitude")[channel - 1]
+    return f"ch{channel}"
+
+
+def serve_fleet(sockets: list[socket.socket], channels: int, gps: bool = False) -> None:
     """Child process: serve the fleet on the inherited listening sockets until terminated."""
     import uvicorn
 
     config = uvicorn.Config(
-        BenchFleet(channels),
+        BenchFleet(channels, gps),
         loop="uvloop",
         http="httptools",
         lifespan="off",
@@ -315,6 +329,7 @@ async def bench(args: argparse.Namespace, ports: list[int]) -> dict[str, Any]:
             "backlog_s": args.backlog,
             "rows_per_cycle": expected_rows,
             "sync_concurrency": args.concurrency,
+            "gps_positions": args.gps,
             "sync_max_rows_per_request": settings.sync_max_rows_per_request,
             "db_pool_max": settings.db_pool_max,
             "repeat": args.repeat,
@@ -374,6 +389,11 @@ def main() -> None:
         "--repeat", type=int, default=3, help="runs of the raw COPY and write-path measurements"
     )
     parser.add_argument("--concurrency", type=int, default=Settings.model_fields["sync_concurrency"].default)
+    parser.add_argument(
+        "--gps",
+        action="store_true",
+        help="channels 1 and 2 are latitude/longitude: the sync also stores positions",
+    )
     parser.add_argument("--output", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     # Warnings and errors only, on stderr: stdout is the JSON result.
@@ -384,7 +404,9 @@ def main() -> None:
 
     sockets = listening_sockets(args.vehicles)
     ports = [s.getsockname()[1] for s in sockets]
-    server = multiprocessing.get_context("fork").Process(target=serve_fleet, args=(sockets, args.channels))
+    server = multiprocessing.get_context("fork").Process(
+        target=serve_fleet, args=(sockets, args.channels, args.gps)
+    )
     server.start()
     for sock in sockets:
         sock.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import os
 import secrets
 import time
@@ -61,11 +62,16 @@ REFRESH_PER_TICK = 50
 # Tracker events remembered to recognise a retransmitted one (the ingest publishes what it committed;
 # a frame sent again after a lost ACK is stored once but may be published twice).
 EVENT_MEMORY = 10_000
+# Spreads the vehicles' coalescing windows over the interval (the golden ratio's fraction: evenly, any ids).
+_GOLDEN = 0.6180339887498949
 
 
 @dataclass(slots=True)
 class _Throttle:
-    sent_at: float = float("-inf")
+    """The fleet stream's coalescing of one vehicle: its phase, the window of its last position, what waits."""
+
+    phase: float
+    window: int = -(2**62)
     pending: str | None = None
     handle: asyncio.TimerHandle | None = None
 
@@ -318,28 +324,41 @@ class LiveHub:
             self._fleet_position(vehicle_id, key, text)
 
     def _fleet_position(self, vehicle_id: int, key: Hashable, text: str) -> None:
+        """At most one position of a vehicle per window of LIVE_FLEET_INTERVAL_SEC; the newest one wins.
+
+        Windows are fixed slices of the clock (each vehicle's offset by a phase of its own, so that held
+        positions do not all go out at the same instant), not intervals measured from the last send: a vehicle
+        reporting about once a second has each position sent at once, instead of every one waiting a little
+        longer than the one before. A position is held only when its window already had one, and goes out when
+        the next window opens.
+        """
         interval = self.settings.live_fleet_interval_sec
+        if interval <= 0:
+            self._fleet_broadcast(vehicle_id, key, text, "position")
+            return
         throttle = self._throttle.get(vehicle_id)
         if throttle is None:
-            throttle = self._throttle[vehicle_id] = _Throttle()
+            phase = (vehicle_id * _GOLDEN) % 1.0 * interval
+            throttle = self._throttle[vehicle_id] = _Throttle(phase)
+        if throttle.handle is not None:
+            throttle.pending = text  # the next window is already booked: the newest waits for it
+            return
         loop = self._loop or asyncio.get_running_loop()
-        now = loop.time()
-        if throttle.handle is None and now - throttle.sent_at >= interval:
-            throttle.sent_at = now
+        window = math.floor((loop.time() - throttle.phase) / interval)
+        if window > throttle.window:
+            throttle.window = window
             self._fleet_broadcast(vehicle_id, key, text, "position")
             return
         throttle.pending = text
-        if throttle.handle is None:
-            throttle.handle = loop.call_at(
-                throttle.sent_at + interval, self._flush_fleet_position, vehicle_id
-            )
+        throttle.window = window + 1  # booked for the position that waits
+        opens = throttle.window * interval + throttle.phase
+        throttle.handle = loop.call_at(opens, self._flush_fleet_position, vehicle_id)
 
     def _flush_fleet_position(self, vehicle_id: int) -> None:
         throttle = self._throttle[vehicle_id]
         throttle.handle = None
         text, throttle.pending = throttle.pending, None
         if text is not None:
-            throttle.sent_at = (self._loop or asyncio.get_running_loop()).time()
             self._fleet_broadcast(vehicle_id, ("p", vehicle_id), text, "position")
 
     def _on_events(self, payload: dict[str, Any]) -> None:
