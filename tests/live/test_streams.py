@@ -294,3 +294,21 @@ async def test_tokens_in_urls_never_reach_the_logs(
     lines = [record.getMessage() for record in caplog.records if record.name == "uvicorn.error"]
     assert any("token=***" in line for line in lines), lines
     assert not any(owner.token in line or "bogus-secret-token" in line for line in lines)
+
+
+async def test_metrics_are_exported(live_server: LiveWsServer, owner: Account) -> None:
+    import httpx
+
+    async with ws_client(fleet_url(live_server, owner.token)) as client:
+        await client.wait_for(is_type("hello"))
+        async with httpx.AsyncClient(base_url=live_server.url) as http:
+            text = (await http.get("/metrics")).text
+    for name in (
+        'fleet_ws_viewers{stream="fleet"}',
+        'fleet_ws_messages_total{stream="fleet",type="hello"}',
+        'fleet_ws_dropped_total{stream="vehicle"}',
+        'fleet_ws_rejected_total{reason="unauthorized"}',
+        "fleet_live_pollers",
+        "fleet_live_poll_failures_total",
+    ):
+        assert name in text, name
