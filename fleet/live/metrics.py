@@ -26,6 +26,7 @@ REJECT_REASONS = (
     "too_many_connections",
     "bad_message",
     "auth_timeout",
+    "unavailable",
 )
 
 VIEWERS = Gauge("fleet_ws_viewers", "WebSocket viewers connected to this process", ["stream"])

@@ -14,11 +14,13 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import orjson
 import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from fleet.db.queries.live import vehicle_card, visible_vehicle_ids
+from fleet.errors import DatabaseUnavailable
 from fleet.live import messages, metrics
 from fleet.live.access import (
     CLOSE_FORBIDDEN,
@@ -39,6 +41,17 @@ log = structlog.get_logger(__name__)
 
 # Client messages are small (a token, a ping); uvicorn's ws_max_size caps the frame itself.
 MAX_CLIENT_MESSAGE_CHARS = 8192
+# The database (or Redis, for rate limits) cannot be reached: 1011, the client retries later.
+DATABASE_DOWN = (
+    DatabaseUnavailable,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    OSError,
+    TimeoutError,
+)
+UNAVAILABLE = Refusal(
+    1011, "unavailable", "the server cannot serve live streams right now; retry", "unavailable"
+)
 
 
 async def serve_fleet(websocket: WebSocket, state: ApiState, hub: LiveHub) -> None:
@@ -59,6 +72,10 @@ async def serve_fleet(websocket: WebSocket, state: ApiState, hub: LiveHub) -> No
         await _refuse(websocket, refusal)
         return
     except WebSocketDisconnect:
+        return
+    except DATABASE_DOWN as err:
+        log.warning("live_connect_failed", error=str(err))
+        await _refuse(websocket, UNAVAILABLE)
         return
     viewer = Viewer(
         "fleet", identity, websocket.send_text, _closer(websocket), limit=state.settings.live_queue_max
@@ -88,6 +105,10 @@ async def serve_vehicle(websocket: WebSocket, state: ApiState, hub: LiveHub, veh
         await _refuse(websocket, refusal)
         return
     except WebSocketDisconnect:
+        return
+    except DATABASE_DOWN as err:
+        log.warning("live_connect_failed", error=str(err))
+        await _refuse(websocket, UNAVAILABLE)
         return
     viewer = Viewer(
         "vehicle",
@@ -221,6 +242,9 @@ async def _reauthenticate(state: ApiState, hub: LiveHub, viewer: Viewer, token: 
         identity = await authenticate(state, token)
     except Refusal as refusal:
         hub.end(viewer, refusal.close_code, refusal.code, refusal.message, refusal.reason)
+        return
+    except DATABASE_DOWN as err:  # keep the viewer: its current token still holds until it expires
+        log.warning("live_reauth_failed", error=str(err))
         return
     if not identity.same_account(viewer.identity):
         hub.end(viewer, CLOSE_UNAUTHORIZED, "unauthorized", "a token of another account", "unauthorized")
