@@ -44,7 +44,7 @@ _SECTION_ALIASES: dict[str, dict[str, str]] = {
     "api": {"host": "api_host", "port": "api_port", "api_key": "api_key", "secret_key": "secret_key"},
 }
 _SECTION_PREFIX = {"database": "db"}
-_KNOWN_SECTIONS = {"server", "database", "api", "sync", "ingest", "retention", "secrets", "rate_limit"}
+_KNOWN_SECTIONS = {"server", "database", "api", "sync", "ingest", "retention", "secrets", "rate_limit", "live"}
 
 
 def flatten_yaml(data: dict[str, Any]) -> dict[str, Any]:
