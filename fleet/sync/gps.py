@@ -199,14 +199,13 @@ def positions(vehicle_id: int, rows: Iterable[Row], gps: GpsChannels) -> list[Pu
         if channel is not None:
             slot.setdefault(channel, index)
     by_time: dict[datetime, list[float | None]] = {}
-    for _, channel_id, at, value in rows:
-        found = slot.get(channel_id)
-        if found is None:
-            continue
+    # The position channels are a few of many: select their rows first (a comprehension, not a Python loop
+    # over every measurement), then group what is left by time.
+    for _, channel_id, at, value in [row for row in rows if row[1] in slot]:
         values = by_time.get(at)
         if values is None:
             values = by_time[at] = [None] * 6
-        values[found] = value
+        values[slot[channel_id]] = value
     out = []
     for at in sorted(by_time):
         lat, lon, speed, course, altitude, satellites = by_time[at]
