@@ -6,11 +6,9 @@ process's pollers, status changes of the `StatusBoard` — is turned into a mess
 to the viewers that may see the vehicle:
 
 * vehicle streams: a dict from vehicle id to its viewers;
-* the fleet stream: viewers are grouped by account (`Audience`, with the set of vehicles the account sees,
-  resolved through RLS when a viewer connects and re-checked every `LIVE_ACCESS_REFRESH_SEC`); an index from
-  vehicle id to the owner audiences that see it, and a list of audiences that see everything (superusers), so
-  routing a position costs the viewers it reaches, not the viewers connected. Fleet positions are throttled
-  per vehicle: at most one per `LIVE_FLEET_INTERVAL_SEC`, the newest one sent when the interval ends.
+* the fleet stream: `fleet.FleetRoutes` (viewers by account, an index from vehicle to the accounts that see
+  it, one position per vehicle per `LIVE_FLEET_INTERVAL_SEC`). What an account sees is resolved through RLS
+  when its first viewer connects and re-checked every `LIVE_ACCESS_REFRESH_SEC` (`access.refresh`).
 
 A one-second tick sends heartbeats after `LIVE_HEARTBEAT_SEC` of silence, closes viewers whose access token
 expired (4401 `token_expired`) and re-checks accounts; a sweep re-reads every vehicle's status facts.
@@ -20,13 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import math
 import os
 import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,6 +40,7 @@ from fleet.live.access import (
     Refusal,
     refresh,
 )
+from fleet.live.fleet import FleetRoutes
 from fleet.live.poller import Pollers, VehiclePoller
 from fleet.live.status import StatusBoard
 from fleet.live.viewer import Viewer
@@ -62,18 +59,6 @@ REFRESH_PER_TICK = 50
 # Tracker events remembered to recognise a retransmitted one (the ingest publishes what it committed;
 # a frame sent again after a lost ACK is stored once but may be published twice).
 EVENT_MEMORY = 10_000
-# Spreads the vehicles' coalescing windows over the interval (the golden ratio's fraction: evenly, any ids).
-_GOLDEN = 0.6180339887498949
-
-
-@dataclass(slots=True)
-class _Throttle:
-    """The fleet stream's coalescing of one vehicle: its phase, the window of its last position, what waits."""
-
-    phase: float
-    window: int = -(2**62)
-    pending: str | None = None
-    handle: asyncio.TimerHandle | None = None
 
 
 class LiveHub:
@@ -87,12 +72,9 @@ class LiveHub:
         self.board = StatusBoard(online_window_sec(settings.sync_interval_sec), self._status_changed)
         self.pollers = Pollers(db, settings, self)
         self._audiences: dict[int | None, Audience] = {}
-        self._fleet_all: set[Audience] = set()
-        self._fleet_by_vehicle: dict[int, set[Audience]] = {}
+        self.fleet = FleetRoutes()
         self._vehicle_viewers: dict[int, set[Viewer]] = {}
         self._viewers = 0
-        self._fleet_viewers = 0
-        self._throttle: dict[int, _Throttle] = {}
         self._last_position: dict[int, float] = {}
         self._events_seen: OrderedDict[tuple[Any, ...], None] = OrderedDict()
         self._subscriptions: list[Subscription] = []
@@ -135,9 +117,7 @@ class LiveHub:
         for subscription in self._subscriptions:
             await subscription.close()
         self._subscriptions.clear()
-        for throttle in self._throttle.values():
-            if throttle.handle is not None:
-                throttle.handle.cancel()
+        self.fleet.close()
         await self.pollers.close()
 
     def _spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
@@ -179,14 +159,8 @@ class LiveHub:
 
     def add_fleet_viewer(self, viewer: Viewer, visible: frozenset[int] | None) -> None:
         """Register a fleet viewer; `visible` is what its account sees now (None: everything)."""
-        audience = self._audience(viewer.identity)
-        if not audience.superuser:
-            self._reindex(audience, visible)
-        audience.fleet.add(viewer)
-        if len(audience.fleet) == 1:
-            self._index_add(audience)
+        self.fleet.add(self._audience(viewer.identity), viewer, visible)
         self._viewers += 1
-        self._fleet_viewers += 1
         metrics.VIEWER_GAUGES["fleet"].inc()
 
     def add_vehicle_viewer(self, viewer: Viewer, pull: bool) -> VehiclePoller | None:
@@ -202,12 +176,8 @@ class LiveHub:
     async def remove(self, viewer: Viewer, *, pull: bool = False) -> None:
         audience = self._audiences.get(viewer.identity.user_id)
         if viewer.stream == "fleet":
-            if audience is not None and viewer in audience.fleet:
-                audience.fleet.discard(viewer)
-                if not audience.fleet:
-                    self._index_remove(audience)
+            if audience is not None and self.fleet.remove(audience, viewer):
                 self._viewers -= 1
-                self._fleet_viewers -= 1
                 metrics.VIEWER_GAUGES["fleet"].dec()
         else:
             assert viewer.vehicle_id is not None
@@ -233,46 +203,6 @@ class LiveHub:
         """Queue a message of its own (never coalesced) for one viewer."""
         viewer.offer(next(self._keys), text)
         metrics.MESSAGE_COUNTERS[(viewer.stream, kind)].inc()
-
-    # --- the fleet index ----------------------------------------------------------------------------------------
-    def _index_add(self, audience: Audience) -> None:
-        if audience.visible is None:
-            self._fleet_all.add(audience)
-            return
-        for vehicle_id in audience.visible:
-            self._fleet_by_vehicle.setdefault(vehicle_id, set()).add(audience)
-
-    def _index_remove(self, audience: Audience) -> None:
-        self._fleet_all.discard(audience)
-        for vehicle_id in audience.visible or ():
-            audiences = self._fleet_by_vehicle.get(vehicle_id)
-            if audiences is not None:
-                audiences.discard(audience)
-                if not audiences:
-                    del self._fleet_by_vehicle[vehicle_id]
-
-    def _reindex(self, audience: Audience, visible: frozenset[int] | None) -> None:
-        if visible == audience.visible:
-            return
-        indexed = bool(audience.fleet)
-        if indexed:
-            self._index_remove(audience)
-        audience.visible = visible
-        if indexed:
-            self._index_add(audience)
-
-    def _fleet_broadcast(self, vehicle_id: int, key: Hashable, text: str, kind: str) -> None:
-        count = 0
-        for audience in self._fleet_all:
-            for viewer in audience.fleet:
-                viewer.offer(key, text)
-            count += len(audience.fleet)
-        for audience in self._fleet_by_vehicle.get(vehicle_id, ()):
-            for viewer in audience.fleet:
-                viewer.offer(key, text)
-            count += len(audience.fleet)
-        if count:
-            metrics.MESSAGE_COUNTERS[("fleet", kind)].inc(count)
 
     def _vehicle_broadcast(self, vehicle_id: int, key: Hashable | None, text: str, kind: str) -> None:
         viewers = self._vehicle_viewers.get(vehicle_id)
@@ -320,46 +250,8 @@ class LiveHub:
         text = messages.dumps(messages.position(payload))
         key = ("p", vehicle_id)
         self._vehicle_broadcast(vehicle_id, key, text, "position")
-        if fleet and self._fleet_viewers:
-            self._fleet_position(vehicle_id, key, text)
-
-    def _fleet_position(self, vehicle_id: int, key: Hashable, text: str) -> None:
-        """At most one position of a vehicle per window of LIVE_FLEET_INTERVAL_SEC; the newest one wins.
-
-        Windows are fixed slices of the clock (each vehicle's offset by a phase of its own, so that held
-        positions do not all go out at the same instant), not intervals measured from the last send: a vehicle
-        reporting about once a second has each position sent at once, instead of every one waiting a little
-        longer than the one before. A position is held only when its window already had one, and goes out when
-        the next window opens.
-        """
-        interval = self.settings.live_fleet_interval_sec
-        if interval <= 0:
-            self._fleet_broadcast(vehicle_id, key, text, "position")
-            return
-        throttle = self._throttle.get(vehicle_id)
-        if throttle is None:
-            phase = (vehicle_id * _GOLDEN) % 1.0 * interval
-            throttle = self._throttle[vehicle_id] = _Throttle(phase)
-        if throttle.handle is not None:
-            throttle.pending = text  # the next window is already booked: the newest waits for it
-            return
-        loop = self._loop or asyncio.get_running_loop()
-        window = math.floor((loop.time() - throttle.phase) / interval)
-        if window > throttle.window:
-            throttle.window = window
-            self._fleet_broadcast(vehicle_id, key, text, "position")
-            return
-        throttle.pending = text
-        throttle.window = window + 1  # booked for the position that waits
-        opens = throttle.window * interval + throttle.phase
-        throttle.handle = loop.call_at(opens, self._flush_fleet_position, vehicle_id)
-
-    def _flush_fleet_position(self, vehicle_id: int) -> None:
-        throttle = self._throttle[vehicle_id]
-        throttle.handle = None
-        text, throttle.pending = throttle.pending, None
-        if text is not None:
-            self._fleet_broadcast(vehicle_id, ("p", vehicle_id), text, "position")
+        if fleet and self.fleet.viewers:
+            self.fleet.position(vehicle_id, key, text, self.settings.live_fleet_interval_sec)
 
     def _on_events(self, payload: dict[str, Any]) -> None:
         vehicle_id = payload.get("vehicle_id")
@@ -433,8 +325,8 @@ class LiveHub:
         text = messages.dumps(messages.status(vehicle_id, state, last_activity_at, reason))
         key = ("s", vehicle_id)
         self._vehicle_broadcast(vehicle_id, key, text, "status")
-        if self._fleet_viewers:
-            self._fleet_broadcast(vehicle_id, key, text, "status")
+        if self.fleet.viewers:
+            self.fleet.broadcast(vehicle_id, key, text, "status")
 
     # --- the tick and the sweep ---------------------------------------------------------------------------------
     async def _tick(self) -> None:
@@ -483,7 +375,7 @@ class LiveHub:
                 log.warning("live_access_refresh_failed", user_id=audience.user_id, error=str(err))
                 continue
             if not audience.superuser:
-                self._reindex(audience, visible)
+                self.fleet.reindex(audience, visible)
             for item in closing:
                 self.end(item.viewer, item.close_code, item.code, item.message, item.reason)
 
@@ -518,7 +410,7 @@ class LiveHub:
     def stats(self) -> dict[str, Any]:
         return {
             "viewers": self._viewers,
-            "fleet_viewers": self._fleet_viewers,
+            "fleet_viewers": self.fleet.viewers,
             "audiences": len(self._audiences),
             "pollers": len(self.pollers),
             "vehicles_with_status": len(self.board),
