@@ -12,7 +12,9 @@ record per frame, so every record is committed and published on its own) in a se
   the 1,000 trackers' vehicles: every position reaches 5 viewers, and routing it must not cost the other 995
   (tenant filtering);
 * ``superusers``: 1,000 viewers of 20 superuser accounts, all seeing all 10 streaming trackers' vehicles: every
-  position reaches all 1,000 (the fan-out at its widest; 10,000 messages a second).
+  position reaches all 1,000 (the fan-out at its widest; 10,000 messages a second);
+* ``owners_uncoalesced``: ``owners`` on a server with ``LIVE_FLEET_INTERVAL_SEC=0``: the same pipeline without
+  the one-position-per-vehicle-per-second coalescing, to show how much of the latency that policy adds.
 
 Each scenario runs on a server process of its own (so that memory is measured on a fresh heap).
 
@@ -85,11 +87,14 @@ class Scenario:
     superusers: bool
     trackers: int  # streaming trackers (one vehicle each), one record per second each
     owned_per_account: int  # vehicles each owner account sees (owners only)
+    fleet_interval: float = 1.0  # LIVE_FLEET_INTERVAL_SEC of the server (0: no coalescing)
 
 
 SCENARIOS = {
     "owners": Scenario("owners", 1000, 200, False, 1000, 5),
     "superusers": Scenario("superusers", 1000, 20, True, 10, 0),
+    # The owners' load without the fleet stream's coalescing: the pipeline's own latency, for comparison.
+    "owners_uncoalesced": Scenario("owners_uncoalesced", 1000, 200, False, 1000, 5, fleet_interval=0.0),
 }
 
 
@@ -97,7 +102,7 @@ SCENARIOS = {
 class LiveServer(Server):
     """`fleet serve --role ingest --role api`: trackers in, viewers out, one process."""
 
-    def __init__(self, owner_dsn: str, app_password: str, workdir: Path) -> None:
+    def __init__(self, owner_dsn: str, app_password: str, workdir: Path, fleet_interval: float = 1.0) -> None:
         super().__init__(owner_dsn, app_password, workdir)
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
@@ -110,6 +115,7 @@ class LiveServer(Server):
             LIVE_MAX_VIEWERS="20000",
             LIVE_MAX_VIEWERS_PER_USER="1000",
             UNKNOWN_DEVICE_POLICY="register",
+            LIVE_FLEET_INTERVAL_SEC=str(fleet_interval),
         )
 
     @property
@@ -340,6 +346,7 @@ def run_scenario(
         "viewers_requested": scenario.viewers,
         "accounts": scenario.accounts,
         "account_role": "superuser" if scenario.superusers else "owner",
+        "fleet_interval_sec": scenario.fleet_interval,
         "streaming_trackers": scenario.trackers,
         "vehicles_per_viewer": scenario.trackers if scenario.superusers else scenario.owned_per_account,
         "connect_s": joined["connect_s"],
@@ -420,7 +427,7 @@ def main() -> int:
         results["postgres_version"], CpuMeter.postmaster = asyncio.run(_server_version(owner_dsn))
         scenarios = []
         for number, name in enumerate(args.scenario or list(SCENARIOS)):
-            server = LiveServer(owner_dsn, app_password, workdir)
+            server = LiveServer(owner_dsn, app_password, workdir, SCENARIOS[name].fleet_interval)
             server.start()
             scenarios.append(
                 run_scenario(server, owner_dsn, SCENARIOS[name], args.duration, FIRST_IMEI + number * 100_000)
