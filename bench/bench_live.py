@@ -148,6 +148,20 @@ class LiveServer(Server):
 
 
 # --- data -------------------------------------------------------------------------------------------------------
+async def reset(owner_dsn: str) -> None:
+    """Empty the fleet between scenarios: vehicles left from one (going offline) must not load the next."""
+    import asyncpg
+
+    conn = await asyncpg.connect(owner_dsn)
+    try:
+        await conn.execute(
+            "TRUNCATE events, positions, vehicle_last_positions, devices, vehicle_access, vehicles, "
+            "refresh_tokens, api_keys, users RESTART IDENTITY CASCADE"
+        )
+    finally:
+        await conn.close()
+
+
 async def prepare(owner_dsn: str, secret: str, scenario: Scenario, first_imei: int) -> list[str]:
     """Vehicles with the simulated trackers, the accounts, and one access token per viewer."""
     import asyncpg
@@ -428,7 +442,8 @@ def main() -> int:
         scenarios = []
         for number, name in enumerate(args.scenario or list(SCENARIOS)):
             server = LiveServer(owner_dsn, app_password, workdir, SCENARIOS[name].fleet_interval)
-            server.start()
+            server.start()  # migrates the database at its first start
+            asyncio.run(reset(owner_dsn))
             scenarios.append(
                 run_scenario(server, owner_dsn, SCENARIOS[name], args.duration, FIRST_IMEI + number * 100_000)
             )
