@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 import orjson
 import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from fleet.db.queries.live import vehicle_card, visible_vehicle_ids
+from fleet.db.queries.live import VehicleCard, vehicle_card, visible_vehicle_ids
 from fleet.errors import DatabaseUnavailable
 from fleet.live import messages, metrics
 from fleet.live.access import (
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from fleet.live.hub import LiveHub
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 # Client messages are small (a token, a ping); uvicorn's ws_max_size caps the frame itself.
 MAX_CLIENT_MESSAGE_CHARS = 8192
@@ -56,30 +58,19 @@ UNAVAILABLE = Refusal(
 
 async def serve_fleet(websocket: WebSocket, state: ApiState, hub: LiveHub) -> None:
     """`WS /ws/fleet`: positions and statuses of every vehicle the account may see."""
-    await websocket.accept()
-    try:
-        identity = await _identify(websocket, state, hub)
-        if identity.superuser or identity.user_id is None:
-            visible = None
-            async with state.db.tenant(identity.principal.tenant) as conn:
-                count = int(await conn.fetchval("SELECT count(*) FROM vehicles"))
-        else:
-            async with state.db.tenant(identity.principal.tenant) as conn:
-                visible = await visible_vehicle_ids(conn)
-            count = len(visible)
-        await hub.ensure_started()
-    except Refusal as refusal:
-        await _refuse(websocket, refusal)
+
+    async def scope(identity: Identity) -> tuple[frozenset[int] | None, int]:
+        async with state.db.tenant(identity.principal.tenant) as conn:
+            if identity.superuser or identity.user_id is None:
+                return None, int(await conn.fetchval("SELECT count(*) FROM vehicles"))
+            visible = await visible_vehicle_ids(conn)
+        return visible, len(visible)
+
+    admitted = await _admit(websocket, state, hub, scope)
+    if admitted is None:
         return
-    except WebSocketDisconnect:
-        return
-    except DATABASE_DOWN as err:
-        log.warning("live_connect_failed", error=str(err))
-        await _refuse(websocket, UNAVAILABLE)
-        return
-    viewer = Viewer(
-        "fleet", identity, websocket.send_text, _closer(websocket), limit=state.settings.live_queue_max
-    )
+    identity, (visible, count) = admitted
+    viewer = _viewer(websocket, state, "fleet", identity)
     hub.add_fleet_viewer(viewer, visible)
     hello = {"type": "hello", "vehicles": count, "heartbeat_sec": state.settings.live_heartbeat_sec}
     hub.offer(viewer, messages.dumps(hello), "hello")
@@ -88,54 +79,75 @@ async def serve_fleet(websocket: WebSocket, state: ApiState, hub: LiveHub) -> No
 
 async def serve_vehicle(websocket: WebSocket, state: ApiState, hub: LiveHub, vehicle_id: int) -> None:
     """`WS /ws/vehicles/{id}/live`: one vehicle's positions, values, status, alarms, events and commands."""
-    await websocket.accept()
-    try:
-        identity = await _identify(websocket, state, hub)
+
+    async def find(identity: Identity) -> VehicleCard:
         async with state.db.tenant(identity.principal.tenant) as conn:
             card = await vehicle_card(conn, vehicle_id)
-        if card is None:
-            if identity.superuser:
-                raise Refusal(CLOSE_NOT_FOUND, "not_found", f"no vehicle {vehicle_id}", "not_found")
-            # An owner is not told whether another owner's vehicle exists.
-            raise Refusal(
-                CLOSE_FORBIDDEN, "forbidden", f"vehicle {vehicle_id} is not yours to watch", "forbidden"
-            )
-        await hub.ensure_started()
-    except Refusal as refusal:
-        await _refuse(websocket, refusal)
+        if card is not None:
+            return card
+        if identity.superuser:
+            raise Refusal(CLOSE_NOT_FOUND, "not_found", f"no vehicle {vehicle_id}", "not_found")
+        # An owner is not told whether another owner's vehicle exists.
+        raise Refusal(
+            CLOSE_FORBIDDEN, "forbidden", f"vehicle {vehicle_id} is not yours to watch", "forbidden"
+        )
+
+    admitted = await _admit(websocket, state, hub, find)
+    if admitted is None:
         return
-    except WebSocketDisconnect:
-        return
-    except DATABASE_DOWN as err:
-        log.warning("live_connect_failed", error=str(err))
-        await _refuse(websocket, UNAVAILABLE)
-        return
-    viewer = Viewer(
-        "vehicle",
-        identity,
-        websocket.send_text,
-        _closer(websocket),
-        limit=state.settings.live_queue_max,
-        vehicle_id=vehicle_id,
-    )
+    identity, card = admitted
+    viewer = _viewer(websocket, state, "vehicle", identity, vehicle_id)
     hub.board.load([card.facts], complete=False)
     poller = hub.add_vehicle_viewer(viewer, card.pull)
     current = hub.board.current(vehicle_id)
     assert current is not None, "the board derives a status for every vehicle it loads"
-    status = messages.status(vehicle_id, *current)
     sources = [name for name, present in (("tracker", card.has_trackers), ("pull", card.pull)) if present]
     hello = {
         "type": "hello",
         "vehicle_id": vehicle_id,
         "name": card.name,
         "sources": sources,
-        "status": status,
+        "status": messages.status(vehicle_id, *current),
         "last_position": _position_fields(card.last_position),
         "values": list(poller.values.values()) if poller is not None else [],
         "heartbeat_sec": state.settings.live_heartbeat_sec,
     }
     hub.offer(viewer, messages.dumps(hello), "hello")
     await _run(websocket, state, hub, viewer, pull=card.pull)
+
+
+async def _admit(
+    websocket: WebSocket, state: ApiState, hub: LiveHub, scope: Callable[[Identity], Awaitable[T]]
+) -> tuple[Identity, T] | None:
+    """Accept, authenticate and find what the viewer may see (`scope`); None when refused (and closed)."""
+    await websocket.accept()
+    try:
+        identity = await _identify(websocket, state, hub)
+        found = await scope(identity)
+        await hub.ensure_started()
+    except Refusal as refusal:
+        await _refuse(websocket, refusal)
+        return None
+    except WebSocketDisconnect:
+        return None
+    except DATABASE_DOWN as err:
+        log.warning("live_connect_failed", error=str(err))
+        await _refuse(websocket, UNAVAILABLE)
+        return None
+    return identity, found
+
+
+def _viewer(
+    websocket: WebSocket, state: ApiState, stream: str, identity: Identity, vehicle_id: int | None = None
+) -> Viewer:
+    return Viewer(
+        stream,
+        identity,
+        websocket.send_text,
+        _closer(websocket),
+        limit=state.settings.live_queue_max,
+        vehicle_id=vehicle_id,
+    )
 
 
 def _position_fields(position: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -6,13 +6,13 @@ Same tenant rules as positions: the caller's transaction shows an owner only the
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 
 from fleet.api.deps import DbConn
 from fleet.api.errors import ApiError
-from fleet.api.params import DeviceRange, DeviceRefParam, Pagination, Range, VehicleId
+from fleet.api.params import DeviceRange, DeviceRefParam, PageParams, Pagination, Range, TimeRange, VehicleId
 from fleet.api.schemas import EventPage, errors
 from fleet.db.queries import device_api as devices_q
 from fleet.db.queries import events as events_q
@@ -33,7 +33,19 @@ vehicle_router = APIRouter(prefix="/vehicles", tags=["vehicles"])
 device_router = APIRouter(prefix="/api/v2", tags=["device api v2"])
 
 
-def _json(body: bytes) -> Response:
+async def _page(
+    conn: Any, span: TimeRange, page: PageParams, kind: str | None, order: str, **owner: int
+) -> Response:
+    body = await events_q.events_page(
+        conn,
+        start=span.start,
+        end=span.end,
+        kind=kind,
+        newest_first=order == "desc",
+        limit=page.limit,
+        offset=page.offset,
+        **owner,
+    )
     return Response(content=body, media_type="application/json")
 
 
@@ -52,18 +64,7 @@ async def vehicle_events(
     order: Order = "desc",
 ) -> Response:
     await require_vehicle(conn, vehicle_id)
-    return _json(
-        await events_q.events_page(
-            conn,
-            vehicle_id=vehicle_id,
-            start=span.start,
-            end=span.end,
-            kind=kind,
-            newest_first=order == "desc",
-            limit=page.limit,
-            offset=page.offset,
-        )
-    )
+    return await _page(conn, span, page, kind, order, vehicle_id=vehicle_id)
 
 
 @device_router.get(
@@ -83,15 +84,4 @@ async def device_events(
     device = await devices_q.resolve_device(conn, device_id)
     if device is None:
         raise ApiError(404, "not_found", f"no device {device_id}")
-    return _json(
-        await events_q.events_page(
-            conn,
-            device_id=device["id"],
-            start=span.start,
-            end=span.end,
-            kind=kind,
-            newest_first=order == "desc",
-            limit=page.limit,
-            offset=page.offset,
-        )
-    )
+    return await _page(conn, span, page, kind, order, device_id=device["id"])
