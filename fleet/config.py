@@ -197,7 +197,16 @@ class Settings(BaseSettings):
     smtp_url: str | None = None
     mail_from: str = "fleet@localhost"
 
-    @field_validator("trusted_proxies", mode="before")
+    # --- observability: Grafana behind the auth proxy, host gauges (issue 10) ---------------------------
+    # Where nginx publishes Grafana (the web UI's iframe; the Grafana session cookie is scoped to its path).
+    grafana_url: str | None = None
+    # Certificates whose expiry `/metrics` exports (comma-separated paths, e.g. Let's Encrypt fullchain.pem).
+    tls_cert_files: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Extra volumes whose free space `/metrics` exports besides DATA_DIR (comma-separated paths).
+    disk_watch_paths: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    business_metrics_interval_sec: float = Field(30, gt=0)  # refresh of the fleet/user gauges from SQL
+
+    @field_validator("trusted_proxies", "tls_cert_files", "disk_watch_paths", mode="before")
     @classmethod
     def _split_proxies(cls, value: Any) -> Any:
         if isinstance(value, str):
