@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import RedirectResponse
@@ -188,10 +188,24 @@ def _latin1(text: str | None) -> str | None:
     return text
 
 
+def _requested_next(request: Request, given: str | None) -> str | None:
+    """`next` as nginx sends it: everything after `next=`, verbatim (the dashboard's own query string included).
+
+    nginx has no URL encoder, so `/auth/grafana/login?next=$request_uri` arrives with the target's `&`s
+    unescaped; reading the raw remainder keeps them. A `next` we encoded ourselves (from the login page's
+    round trip) arrives percent-encoded and is decoded once.
+    """
+    raw = request.url.query
+    if raw.startswith("next="):
+        value = raw[len("next=") :]
+        return unquote(value) if value[:3].upper() == "%2F" else value
+    return given
+
+
 def _safe_next(state: ApiState, target: str | None) -> str:
-    """Only a path under Grafana's own (no scheme, no host, no `//`): never an open redirect."""
+    """Only a path under Grafana's own (so no scheme and no host): never an open redirect."""
     base = grafana_path(state)
-    if not target or not target.startswith(base) or "\\" in target or "//" in target:
+    if not target or not target.startswith(base) or any(ord(c) < 0x21 or ord(c) > 0x7E for c in target):
         return base
     return target
 
@@ -208,7 +222,7 @@ async def grafana_login(
     address: ClientAddr,
     next_: Annotated[str | None, Query(alias="next", max_length=2000)] = None,
 ) -> Response:
-    target = _safe_next(state, next_)
+    target = _safe_next(state, _requested_next(request, next_))
     refresh = request.cookies.get(REFRESH_COOKIE)
     try:
         if not refresh:
