@@ -33,6 +33,8 @@ from fleet.api.state import ApiState, parse_networks
 from fleet.config import Settings, load_settings
 from fleet.db import Database
 from fleet.mail.sender import MailSender
+from fleet.observability import business as business_metrics
+from fleet.observability.host import HOST as HOST_METRICS
 from fleet.ops.metrics_http import HttpMetricsMiddleware
 from fleet.ops.ratelimit import RateLimiter
 from fleet.runtime import Runtime
@@ -95,6 +97,11 @@ async def api_resources(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
         )
         if settings.redis_url and "redis_ping" not in runtime.extras:
             runtime.extras["redis_ping"] = await _redis_ping_factory(settings.redis_url, stack)
+        HOST_METRICS.watch(settings)
+        gauges = runtime.spawn(
+            business_metrics.run(runtime.db, settings, runtime.extras.get("redis_ping")), name="business-metrics"
+        )
+        stack.callback(gauges.cancel)
         if settings.smtp_url:
             state.mail_sender = MailSender(runtime.db, settings)
             task = runtime.spawn(state.mail_sender.run(), name="mail-sender")
