@@ -99,7 +99,8 @@ async def api_resources(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
             runtime.extras["redis_ping"] = await _redis_ping_factory(settings.redis_url, stack)
         HOST_METRICS.watch(settings)
         gauges = runtime.spawn(
-            business_metrics.run(runtime.db, settings, runtime.extras.get("redis_ping")), name="business-metrics"
+            business_metrics.run(runtime.db, settings, runtime.extras.get("redis_ping")),
+            name="business-metrics",
         )
         stack.callback(gauges.cancel)
         if settings.smtp_url:

@@ -22,8 +22,8 @@ import structlog
 
 from fleet.config import Settings, with_user
 from fleet.db import migrate
-from fleet.db.metrics import POOL_ACQUIRE, forget_pool, record_query, watch_pool
 from fleet.db.embedded import EmbeddedPostgres
+from fleet.db.metrics import POOL_ACQUIRE, forget_pool, record_query, watch_pool
 from fleet.errors import DatabaseUnavailable
 
 log = structlog.get_logger(__name__)

@@ -18,7 +18,9 @@ from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-QUERIES = Counter("database_queries_total", "Statements sent to PostgreSQL, by leading keyword", ["operation"])
+QUERIES = Counter(
+    "database_queries_total", "Statements sent to PostgreSQL, by leading keyword", ["operation"]
+)
 QUERY_DURATION = Histogram(
     "database_query_duration_seconds",
     "Time of one statement (round trip included), by leading keyword",
@@ -26,7 +28,9 @@ QUERY_DURATION = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 QUERY_ERRORS = Counter(
-    "fleet_db_query_errors_total", "Statements that failed, by leading keyword and error class", ["operation", "kind"]
+    "fleet_db_query_errors_total",
+    "Statements that failed, by leading keyword and error class",
+    ["operation", "kind"],
 )
 POOL_ACQUIRE = Histogram(
     "fleet_db_pool_acquire_seconds",
@@ -35,7 +39,19 @@ POOL_ACQUIRE = Histogram(
 )
 
 OPERATIONS = frozenset(
-    {"select", "insert", "update", "delete", "copy", "with", "begin", "commit", "rollback", "savepoint", "release"}
+    {
+        "select",
+        "insert",
+        "update",
+        "delete",
+        "copy",
+        "with",
+        "begin",
+        "commit",
+        "rollback",
+        "savepoint",
+        "release",
+    }
 )
 
 

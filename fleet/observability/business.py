@@ -23,10 +23,14 @@ from fleet.errors import FleetError
 log = structlog.get_logger(__name__)
 
 USERS_TOTAL = Gauge("users_total", "Registered users (every status)")
-ACTIVE_USERS = Gauge("active_users", "Users holding a valid access token now (signed in or refreshed recently)")
+ACTIVE_USERS = Gauge(
+    "active_users", "Users holding a valid access token now (signed in or refreshed recently)"
+)
 USERS = Gauge("fleet_users", "Users by account status", ["status"])
 VEHICLES = Gauge("fleet_vehicles", "Vehicles by derived status (online, offline, unknown)", ["status"])
-VEHICLES_SYNC = Gauge("fleet_vehicles_sync_status", "Vehicles by the sync service's last verdict", ["sync_status"])
+VEHICLES_SYNC = Gauge(
+    "fleet_vehicles_sync_status", "Vehicles by the sync service's last verdict", ["sync_status"]
+)
 DEVICES = Gauge("fleet_devices", "Registered trackers")
 DEVICES_ONLINE = Gauge("fleet_devices_online", "Trackers heard from within the online window")
 DEVICES_UNASSIGNED = Gauge("fleet_devices_unassigned", "Trackers not linked to a vehicle")
@@ -35,7 +39,9 @@ DB_SIZE = Gauge("fleet_db_size_bytes", "Size of the database on disk")
 DEPENDENCY_UP = Gauge(
     "fleet_dependency_up", "1 while the API reaches a dependency (what /ready checks)", ["dependency"]
 )
-REFRESHED = Gauge("fleet_business_metrics_refresh_timestamp_seconds", "Unix time of the last successful refresh")
+REFRESHED = Gauge(
+    "fleet_business_metrics_refresh_timestamp_seconds", "Unix time of the last successful refresh"
+)
 
 USER_STATUSES = ("pending", "active", "blocked")
 VEHICLE_STATUSES = ("online", "offline", "unknown")

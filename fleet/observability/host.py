@@ -40,8 +40,12 @@ class HostCollector(Collector):
         self.certificates.update(settings.tls_cert_files)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        free = GaugeMetricFamily("fleet_disk_free_bytes", "Free bytes for the server on a volume", labels=["volume"])
-        size = GaugeMetricFamily("fleet_disk_size_bytes", "Size of a volume the server writes to", labels=["volume"])
+        free = GaugeMetricFamily(
+            "fleet_disk_free_bytes", "Free bytes for the server on a volume", labels=["volume"]
+        )
+        size = GaugeMetricFamily(
+            "fleet_disk_size_bytes", "Size of a volume the server writes to", labels=["volume"]
+        )
         for name, path in sorted(self.volumes.items()):
             try:
                 usage = shutil.disk_usage(path)
@@ -57,7 +61,9 @@ class HostCollector(Collector):
             labels=["certificate"],
         )
         readable = GaugeMetricFamily(
-            "fleet_tls_certificate_readable", "1 when a configured certificate could be read", labels=["certificate"]
+            "fleet_tls_certificate_readable",
+            "1 when a configured certificate could be read",
+            labels=["certificate"],
         )
         for cert in sorted(self.certificates):
             try:

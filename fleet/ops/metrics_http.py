@@ -37,7 +37,9 @@ DURATION = Histogram(
 REQUEST_SIZE = Histogram(
     "http_request_size_bytes", "Declared request body size (Content-Length)", ["route"], buckets=_SIZE_BUCKETS
 )
-RESPONSE_SIZE = Histogram("http_response_size_bytes", "Response body size sent", ["route"], buckets=_SIZE_BUCKETS)
+RESPONSE_SIZE = Histogram(
+    "http_response_size_bytes", "Response body size sent", ["route"], buckets=_SIZE_BUCKETS
+)
 IN_FLIGHT = Gauge("http_requests_in_flight", "HTTP requests being answered")
 AUTH_ATTEMPTS = Counter(
     "fleet_auth_attempts_total", "Sign-in attempts by method and result", ["method", "result"]

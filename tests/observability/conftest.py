@@ -23,7 +23,9 @@ class SocketServer:
 
     def __init__(self, app: Any, path: Path) -> None:
         self.path = path
-        config = uvicorn.Config(app, uds=str(path), log_config=None, access_log=False, ws="none", lifespan="on")
+        config = uvicorn.Config(
+            app, uds=str(path), log_config=None, access_log=False, ws="none", lifespan="on"
+        )
         self.server = uvicorn.Server(config)
         self.task: asyncio.Task[None] | None = None
 

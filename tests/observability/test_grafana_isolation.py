@@ -112,7 +112,9 @@ async def tenants(db: Database, owner_conn: asyncpg.Connection) -> dict[str, dic
     for key, (user_id, vehicle) in people.items():
         if vehicle is not None:
             await owner_conn.execute(
-                "INSERT INTO vehicle_access (user_id, vehicle_id) VALUES ($1, $2)", user_id, vehicle["vehicle_id"]
+                "INSERT INTO vehicle_access (user_id, vehicle_id) VALUES ($1, $2)",
+                user_id,
+                vehicle["vehicle_id"],
             )
         # The login is minted the way the API mints it: by fleet_app, through the SECURITY DEFINER function.
         async with db.system() as conn:
@@ -155,7 +157,7 @@ async def _run(conn: asyncpg.Connection, query: Query, login: str, vehicle_id: i
 def _mentions(rows: list[asyncpg.Record], vehicle: dict[str, Any]) -> bool:
     for row in rows:
         for key in ("id", "vehicle_id"):
-            if key in row.keys() and row[key] == vehicle["vehicle_id"]:
+            if key in row and row[key] == vehicle["vehicle_id"]:
                 return True
         if any(isinstance(value, str) and vehicle["name"] in value for value in row.values()):
             return True

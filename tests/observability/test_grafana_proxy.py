@@ -80,14 +80,17 @@ class Nginx:
             timeout=30,
         )
 
-    async def start(self) -> Nginx:
-        checked = self.check()
-        assert checked.returncode == 0, checked.stderr
-        self.proc = subprocess.Popen(
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [NGINX, "-p", str(self.dir), "-c", str(self.conf), "-e", str(self.dir / "error.log")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+
+    async def start(self) -> Nginx:
+        checked = await asyncio.to_thread(self.check)
+        assert checked.returncode == 0, checked.stderr
+        self.proc = await asyncio.to_thread(self._spawn)
         for _ in range(200):
             if self.socket.exists():
                 return self
@@ -174,7 +177,9 @@ async def test_browser_signs_in_through_the_refresh_cookie_and_keeps_the_dashboa
         assert client.cookies.get("fleet_grafana")
 
         # A forged identity header from the client never reaches Grafana.
-        seen = await client.get(dashboard, headers={**HTML, "X-WEBAUTH-USER": "u1-forged", "X-WEBAUTH-ROLE": "Admin"})
+        seen = await client.get(
+            dashboard, headers={**HTML, "X-WEBAUTH-USER": "u1-forged", "X-WEBAUTH-ROLE": "Admin"}
+        )
         assert seen.status_code == 200, seen.text
         echoed = seen.json()
         assert echoed["path"] == "/grafana/d/fleet-vehicle/vehicle-telemetry"
@@ -218,7 +223,9 @@ async def test_pending_and_blocked_accounts_get_403(
         token = await login(client, people["blocked"]["email"])
         async with owner_conn.transaction():
             await owner_conn.execute("SELECT set_config('app.user_role', 'superuser', true)")
-            await owner_conn.execute("UPDATE users SET status = 'blocked' WHERE id = $1", people["blocked"]["id"])
+            await owner_conn.execute(
+                "UPDATE users SET status = 'blocked' WHERE id = $1", people["blocked"]["id"]
+            )
         blocked = await client.get("/grafana/", headers={**JSON, "Authorization": f"Bearer {token}"})
         assert blocked.status_code in (401, 403)
         refresh_only = await client.get("/auth/grafana")
@@ -228,7 +235,9 @@ async def test_pending_and_blocked_accounts_get_403(
 @pytest.mark.parametrize(
     "target", ["https://evil.example/", "//evil.example/x", "/ui/admin", "/grafana/\r\nSet-Cookie:x=1"]
 )
-async def test_login_redirect_stays_on_grafana(proxy: Nginx, people: dict[str, dict[str, Any]], target: str) -> None:
+async def test_login_redirect_stays_on_grafana(
+    proxy: Nginx, people: dict[str, dict[str, Any]], target: str
+) -> None:
     async with proxy.client() as client:
         await login(client, people["owner"]["email"])
         response = await client.get("/auth/grafana/login", params={"next": target})

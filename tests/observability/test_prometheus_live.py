@@ -33,7 +33,9 @@ PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 RULES = REPO / "deploy" / "prometheus" / "rules"
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not Path(PROMETHEUS).exists(), reason="prometheus is not installed (make system-deps)"),
+    pytest.mark.skipif(
+        not Path(PROMETHEUS).exists(), reason="prometheus is not installed (make system-deps)"
+    ),
 ]
 
 

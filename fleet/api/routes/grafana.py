@@ -16,6 +16,7 @@ reaches nothing.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
@@ -78,7 +79,9 @@ async def _from_bearer(state: ApiState, token: str) -> GrafanaIdentity:
     if row is None:
         raise _unauthorized("token_revoked", "this session has ended; sign in again")
     if principal.kind == "jwt" and (
-        row["session_over"] or row["token_version"] != principal.token_version or row["role"] != principal.role
+        row["session_over"]
+        or row["token_version"] != principal.token_version
+        or row["role"] != principal.role
     ):
         raise _unauthorized("token_revoked", "this session has ended; sign in again")
     _require_active(row["status"])
@@ -122,7 +125,7 @@ async def identify(
     request: Request, state: ApiState, credentials: HTTPAuthorizationCredentials | None
 ) -> GrafanaIdentity:
     """The first valid credential of the request, else the first failure (401, or 403 for the account)."""
-    attempts = []
+    attempts: list[tuple[Callable[[ApiState, str], Awaitable[GrafanaIdentity]], str]] = []
     if credentials is not None and credentials.credentials:
         attempts.append((_from_bearer, credentials.credentials))
     cookie = request.cookies.get(GRAFANA_COOKIE)
@@ -234,9 +237,7 @@ async def grafana_login(
         back = f"/auth/grafana/login?next={quote(target, safe='/')}"
         return RedirectResponse(f"{LOGIN_PAGE}?next={quote(back, safe='/')}", status_code=303)
     assert state.settings.secret_key is not None
-    ttl = min(
-        proxy_session.COOKIE_TTL_SEC, max(int((expires_at - datetime.now(UTC)).total_seconds()), 1)
-    )
+    ttl = min(proxy_session.COOKIE_TTL_SEC, max(int((expires_at - datetime.now(UTC)).total_seconds()), 1))
     value = proxy_session.issue(
         state.settings.secret_key.get_secret_value(),
         user_id=identity.user_id,
