@@ -121,20 +121,26 @@ ACKED=$(cat "$WORK/sim")
 [ "${ACKED:-0}" -gt 0 ] || fail "no record acknowledged" "runbooks/01-no-frames.md"
 ok "$ACKED records acknowledged"
 
-step "positions stored and served (GET /api/v2/.../telemetry)"
-code=$(http GET "/api/v2/devices/$SMOKE_IMEI/telemetry?limit=1" "${AUTH[@]}")
-[ "$code" = 200 ] || fail "telemetry of $SMOKE_IMEI answered HTTP $code"
+step "frames stored, positions served (GET /api/v2/devices/...)"
+# Every received frame is kept with its arrival time; the simulator's device clock starts in 2025, and a
+# repeated run resends the same records (stored once), so this run is recognised by its raw frames.
+code=$(http GET "/api/v2/devices/$SMOKE_IMEI/raw-frames?limit=1" "${AUTH[@]}")
+[ "$code" = 200 ] || fail "raw frames of $SMOKE_IMEI answered HTTP $code"
 AGE=$("$PY" - "$WORK/out" <<'PY'
 import json, sys
 from datetime import datetime, timezone
 d = json.load(open(sys.argv[1]))
-item = d["items"][0]
-stamp = item.get("device_time") or item.get("time")
-print(int((datetime.now(timezone.utc) - datetime.fromisoformat(stamp.replace("Z", "+00:00"))).total_seconds()))
+stamp = d["items"][0]["received_at"] if d["items"] else None
+print(int((datetime.now(timezone.utc) - datetime.fromisoformat(stamp.replace("Z", "+00:00"))).total_seconds()) if stamp else "")
 PY
-) || fail "no position of $SMOKE_IMEI in the API's answer"
-[ "$AGE" -lt 600 ] || fail "the newest position of $SMOKE_IMEI is $AGE s old" "runbooks/02-queue-spike.md"
-ok "newest position ${AGE} s old"
+)
+[ -n "$AGE" ] || fail "no frame of $SMOKE_IMEI stored" "runbooks/01-no-frames.md"
+[ "$AGE" -lt 300 ] || fail "the newest frame of $SMOKE_IMEI is $AGE s old: this session was not stored" "runbooks/02-queue-spike.md"
+code=$(http GET "/api/v2/devices/$SMOKE_IMEI/telemetry?limit=1&from=2000-01-01T00:00:00Z" "${AUTH[@]}")
+[ "$code" = 200 ] || fail "telemetry of $SMOKE_IMEI answered HTTP $code"
+POSITIONS=$(json "$WORK/out" "d['total']")
+[ "${POSITIONS:-0}" -gt 0 ] || fail "no position of $SMOKE_IMEI is served" "runbooks/03-decode-errors-spike.md"
+ok "newest frame ${AGE} s old, $POSITIONS positions"
 
 step "reference agent on 127.0.0.1:$SMOKE_AGENT_PORT"
 # A fixed key per port, so the vehicle registered by an earlier run keeps working (the agent listens on

@@ -26,8 +26,13 @@ PENDING: dict[str, str] = {
     "fleet_job_failing": "ops",
     "fleet_backup_last_success_timestamp_seconds": "ops",
 }
-# Counters that only get a sample when something fails; the scrape must still declare them (# TYPE).
-FAILURE_ONLY = {"fleet_ingest_batch_failures_total", "fleet_db_query_errors_total"}
+# Counters that only get a sample when something fails (a batch commit, a statement, a refused connection
+# under UNKNOWN_DEVICE_POLICY=reject or the connection limit); the scrape must still declare them (# TYPE).
+FAILURE_ONLY = {
+    "fleet_ingest_batch_failures_total",
+    "fleet_db_query_errors_total",
+    "fleet_ingest_connections_refused_total",
+}
 # Prometheus's own series, not the server's.
 PROMETHEUS_OWN = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
 
