@@ -21,10 +21,10 @@ REPO = Path(__file__).resolve().parents[2]
 class SocketServer:
     """uvicorn serving an ASGI app on a Unix socket inside the test's event loop (no TCP port at all)."""
 
-    def __init__(self, app: Any, path: Path) -> None:
+    def __init__(self, app: Any, path: Path, lifespan: str = "on") -> None:
         self.path = path
         config = uvicorn.Config(
-            app, uds=str(path), log_config=None, access_log=False, ws="none", lifespan="on"
+            app, uds=str(path), log_config=None, access_log=False, ws="none", lifespan=lifespan
         )
         self.server = uvicorn.Server(config)
         self.task: asyncio.Task[None] | None = None
@@ -47,14 +47,6 @@ class SocketServer:
 
 async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """The stand-in for Grafana: answers every request with the path and headers it received, as JSON."""
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
     headers: dict[str, list[str]] = {}
     for name, value in scope["headers"]:
         headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
@@ -92,7 +84,7 @@ async def create_user(
 
 @pytest.fixture
 async def echo_server(socket_dir: Path) -> AsyncIterator[SocketServer]:
-    server = await SocketServer(echo_app, socket_dir / "grafana.sock").start()
+    server = await SocketServer(echo_app, socket_dir / "grafana.sock", lifespan="off").start()
     try:
         yield server
     finally:

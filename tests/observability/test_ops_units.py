@@ -32,7 +32,9 @@ def test_quantile_interpolates_like_prometheus() -> None:
     assert quantile(0.5, snap, "h_seconds") == pytest.approx(0.1)
     assert quantile(0.7, snap, "h_seconds") == pytest.approx(0.1 + 0.4 * (70 - 50) / 40)
     assert quantile(0.95, snap, "h_seconds") == pytest.approx(0.5 + 0.5 * 0.5)
-    later = Snapshot.parse(EXPOSITION.replace("c_total{kind=\"a\"} 10.0", "c_total{kind=\"a\"} 30.0"), taken=110.0)
+    later = Snapshot.parse(
+        EXPOSITION.replace('c_total{kind="a"} 10.0', 'c_total{kind="a"} 30.0'), taken=110.0
+    )
     assert rate(snap, later, "c_total") == pytest.approx(2.0)
     assert rate(snap, later, "c_total", kind="b") == 0.0
     assert rate(None, later, "c_total") is None
@@ -40,7 +42,9 @@ def test_quantile_interpolates_like_prometheus() -> None:
 
 
 def test_listening_sockets_are_decoded_and_judged(tmp_path: Path) -> None:
-    header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+    header = (
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+    )
     (tmp_path / "tcp").write_text(
         header
         + "   0: 0100007F:1F90 00000000:0000 0A 0 0 0 0 0 0 0 0\n"  # 127.0.0.1:8080 listen

@@ -25,6 +25,8 @@ Create Date: 2026-12-04
 
 from __future__ import annotations
 
+from typing import Literal, NamedTuple
+
 from alembic import op
 
 revision = "0007"
@@ -114,17 +116,48 @@ $$;
 -- Bucket width for time series: Grafana's $__interval_ms, never below one second.
 CREATE FUNCTION grafana.bucket(p_ms bigint) RETURNS interval
 LANGUAGE sql IMMUTABLE AS $$ SELECT make_interval(secs => greatest(coalesce(p_ms, 1000), 1000) / 1000.0) $$;
+"""
 
--- ---- the fleet ---------------------------------------------------------------------------------------
-CREATE FUNCTION grafana.vehicles(p_login text, p_online_window_sec integer DEFAULT 90)
-RETURNS TABLE (id bigint, name text, status text, last_activity_at timestamptz, last_sync_at timestamptz,
-               sync_status text, software_version text, devices bigint)
+
+# A NamedTuple, not a dataclass: Alembic loads migrations without registering them in sys.modules.
+class GrafanaFunction(NamedTuple):
+    """One function the dashboards call: it checks the login (and the vehicle) first, then runs `query`."""
+
+    name: str
+    args: str  # always starts with `p_login text`; vehicle functions continue with `p_vehicle bigint`
+    returns: str
+    scope: Literal["fleet", "vehicle"]
+    query: str
+
+    @property
+    def signature(self) -> str:
+        """`grafana.name(type, ...)`, as GRANT and REVOKE name it."""
+        types = [arg.split()[1] for arg in self.args.split(",")]
+        return f"grafana.{self.name}({', '.join(types)})"
+
+    def create(self) -> str:
+        check = "grafana.may_see(p_login, p_vehicle)" if self.scope == "vehicle" else "grafana.enter(p_login)"
+        return f"""
+CREATE FUNCTION grafana.{self.name}({self.args})
+RETURNS TABLE ({self.returns})
 LANGUAGE plpgsql {DEFINER} AS $$
 BEGIN
-    IF NOT grafana.enter(p_login) THEN
+    IF NOT {check} THEN
         RETURN;
     END IF;
-    RETURN QUERY
+    RETURN QUERY {self.query.strip()};
+END
+$$"""
+
+
+API_FUNCTIONS: list[GrafanaFunction] = [
+    # ---- the fleet ----
+    GrafanaFunction(
+        "vehicles",
+        "p_login text, p_online_window_sec integer DEFAULT 90",
+        "id bigint, name text, status text, last_activity_at timestamptz, last_sync_at timestamptz, sync_status text, software_version text, devices bigint",
+        "fleet",
+        """
     SELECT v.id, v.name,
            CASE WHEN greatest(v.last_seen_at, d.seen) IS NULL THEN 'unknown'
                 WHEN greatest(v.last_seen_at, d.seen) >= now() - make_interval(secs => p_online_window_sec)
@@ -136,221 +169,166 @@ BEGIN
     LEFT JOIN LATERAL (SELECT max(x.last_seen_at) AS seen, count(*) AS n FROM devices x
                        WHERE x.vehicle_id = v.id) d ON true
     WHERE v.id IN (SELECT grafana.visible_ids())
-    ORDER BY v.name, v.id;
-END
-$$;
-
-CREATE FUNCTION grafana.fleet_summary(p_login text, p_online_window_sec integer DEFAULT 90)
-RETURNS TABLE (vehicles bigint, online bigint, offline bigint, unknown bigint, active_alarms bigint,
-               trackers bigint)
-LANGUAGE plpgsql {DEFINER} AS $$
-BEGIN
-    IF NOT grafana.enter(p_login) THEN
-        RETURN;
-    END IF;
-    RETURN QUERY
+    ORDER BY v.name, v.id
+""",
+    ),
+    GrafanaFunction(
+        "fleet_summary",
+        "p_login text, p_online_window_sec integer DEFAULT 90",
+        "vehicles bigint, online bigint, offline bigint, unknown bigint, active_alarms bigint, trackers bigint",
+        "fleet",
+        """
     SELECT count(*), count(*) FILTER (WHERE f.status = 'online'), count(*) FILTER (WHERE f.status = 'offline'),
            count(*) FILTER (WHERE f.status = 'unknown'),
            (SELECT count(*) FROM alarms_log a
             WHERE a.resolved_at IS NULL AND a.vehicle_id IN (SELECT grafana.visible_ids())),
            coalesce(sum(f.devices), 0)::bigint
-    FROM grafana.vehicles(p_login, p_online_window_sec) f;
-END
-$$;
-
-CREATE FUNCTION grafana.latest_positions(p_login text)
-RETURNS TABLE (vehicle_id bigint, vehicle text, "time" timestamptz, latitude double precision,
-               longitude double precision, speed real, course real)
-LANGUAGE plpgsql {DEFINER} AS $$
-BEGIN
-    IF NOT grafana.enter(p_login) THEN
-        RETURN;
-    END IF;
-    RETURN QUERY
+    FROM grafana.vehicles(p_login, p_online_window_sec) f
+""",
+    ),
+    GrafanaFunction(
+        "latest_positions",
+        "p_login text",
+        'vehicle_id bigint, vehicle text, "time" timestamptz, latitude double precision, longitude double precision, speed real, course real',
+        "fleet",
+        """
     SELECT v.id, v.name, p.device_time, p.latitude, p.longitude, p.speed, p.course
     FROM vehicles v
     CROSS JOIN LATERAL (SELECT x.device_time, x.latitude, x.longitude, x.speed, x.course FROM positions x
                         WHERE x.vehicle_id = v.id AND x.latitude IS NOT NULL
                         ORDER BY x.device_time DESC LIMIT 1) p
     WHERE v.id IN (SELECT grafana.visible_ids())
-    ORDER BY v.name, v.id;
-END
-$$;
-
-CREATE FUNCTION grafana.active_alarms(p_login text)
-RETURNS TABLE (raised_at timestamptz, vehicle_id bigint, vehicle text, level text, message text,
-               channel_id integer, alarm_id bigint)
-LANGUAGE plpgsql {DEFINER} AS $$
-BEGIN
-    IF NOT grafana.enter(p_login) THEN
-        RETURN;
-    END IF;
-    RETURN QUERY
+    ORDER BY v.name, v.id
+""",
+    ),
+    GrafanaFunction(
+        "active_alarms",
+        "p_login text",
+        "raised_at timestamptz, vehicle_id bigint, vehicle text, level text, message text, channel_id integer, alarm_id bigint",
+        "fleet",
+        """
     SELECT a.raised_at, v.id, v.name, a.level, a.message, a.channel_id, a.alarm_id
     FROM alarms_log a JOIN vehicles v ON v.id = a.vehicle_id
     WHERE a.resolved_at IS NULL AND a.vehicle_id IN (SELECT grafana.visible_ids())
     ORDER BY a.raised_at DESC
-    LIMIT 1000;
-END
-$$;
-
--- Outcomes of the sync service's pulls of the visible vehicles, per bucket (one series per status).
-CREATE FUNCTION grafana.sync_outcomes(p_login text, p_from timestamptz, p_to timestamptz,
-                                      p_interval_ms bigint DEFAULT 60000)
-RETURNS TABLE ("time" timestamptz, metric text, value bigint)
-LANGUAGE plpgsql {DEFINER} AS $$
-BEGIN
-    IF NOT grafana.enter(p_login) THEN
-        RETURN;
-    END IF;
-    RETURN QUERY
+    LIMIT 1000
+""",
+    ),
+    # Outcomes of the sync service's pulls of the visible vehicles, per bucket (one series per status).
+    GrafanaFunction(
+        "sync_outcomes",
+        "p_login text, p_from timestamptz, p_to timestamptz, p_interval_ms bigint DEFAULT 60000",
+        '"time" timestamptz, metric text, value bigint',
+        "fleet",
+        """
     SELECT date_bin(grafana.bucket(p_interval_ms), j.started_at, p_from) AS t, j.status, count(*)
     FROM sync_journal j
     WHERE j.started_at >= p_from AND j.started_at < p_to
       AND j.vehicle_id IN (SELECT grafana.visible_ids())
-    GROUP BY 1, 2 ORDER BY 1, 2;
-END
-$$;
-
--- ---- one vehicle -------------------------------------------------------------------------------------
-CREATE FUNCTION grafana.channels(p_login text, p_vehicle bigint)
-RETURNS TABLE (channel_id integer, name text, unit text)
-LANGUAGE plpgsql {DEFINER} AS $$
-BEGIN
-    IF NOT grafana.may_see(p_login, p_vehicle) THEN
-        RETURN;
-    END IF;
-    RETURN QUERY
+    GROUP BY 1, 2 ORDER BY 1, 2
+""",
+    ),
+    # one vehicle -------------------------------------------------------------------------------------
+    # ---- one vehicle ----
+    GrafanaFunction(
+        "channels",
+        "p_login text, p_vehicle bigint",
+        "channel_id integer, name text, unit text",
+        "vehicle",
+        """
     SELECT c.channel_id, c.name, c.unit FROM channel_config c WHERE c.vehicle_id = p_vehicle
-    ORDER BY c.name;
-END
-$$;
-
--- Channel values averaged per bucket, one series per channel ("name, unit").
-CREATE FUNCTION grafana.measurements(p_login text, p_vehicle bigint, p_from timestamptz, p_to timestamptz,
-                                     p_interval_ms bigint DEFAULT 1000)
-RETURNS TABLE ("time" timestamptz, metric text, value double precision)
-LANGUAGE plpgsql {DEFINER} AS $$
-BEGIN
-    IF NOT grafana.may_see(p_login, p_vehicle) THEN
-        RETURN;
-    END IF;
-    RETURN QUERY
+    ORDER BY c.name
+""",
+    ),
+    # Channel values averaged per bucket, one series per channel ("name, unit").
+    GrafanaFunction(
+        "measurements",
+        "p_login text, p_vehicle bigint, p_from timestamptz, p_to timestamptz, p_interval_ms bigint DEFAULT 1000",
+        '"time" timestamptz, metric text, value double precision',
+        "vehicle",
+        """
     SELECT date_bin(grafana.bucket(p_interval_ms), m.time, p_from) AS t,
            coalesce(c.name, 'channel ' || m.channel_id) || coalesce(', ' || c.unit, ''),
            avg(m.value)
     FROM measurements m
     LEFT JOIN channel_config c ON c.vehicle_id = m.vehicle_id AND c.channel_id = m.channel_id
     WHERE m.vehicle_id = p_vehicle AND m.time >= p_from AND m.time < p_to
-    GROUP BY 1, 2 ORDER BY 1, 2;
-END
-$$;
-
--- The newest value of every channel.
-CREATE FUNCTION grafana.latest_values(p_login text, p_vehicle bigint)
-RETURNS TABLE ("time" timestamptz, channel text, unit text, value double precision)
-LANGUAGE plpgsql {DEFINER} AS $$
-BEGIN
-    IF NOT grafana.may_see(p_login, p_vehicle) THEN
-        RETURN;
-    END IF;
-    RETURN QUERY
+    GROUP BY 1, 2 ORDER BY 1, 2
+""",
+    ),
+    # The newest value of every channel.
+    GrafanaFunction(
+        "latest_values",
+        "p_login text, p_vehicle bigint",
+        '"time" timestamptz, channel text, unit text, value double precision',
+        "vehicle",
+        """
     SELECT m.time, c.name, c.unit, m.value
     FROM channel_config c
     CROSS JOIN LATERAL (SELECT x.time, x.value FROM measurements x
                         WHERE x.vehicle_id = c.vehicle_id AND x.channel_id = c.channel_id
                         ORDER BY x.time DESC LIMIT 1) m
     WHERE c.vehicle_id = p_vehicle
-    ORDER BY c.name;
-END
-$$;
-
--- Decoded CAN signals of the vehicle's trackers averaged per bucket, one series per signal.
-CREATE FUNCTION grafana.can_signals(p_login text, p_vehicle bigint, p_from timestamptz, p_to timestamptz,
-                                    p_interval_ms bigint DEFAULT 1000)
-RETURNS TABLE ("time" timestamptz, metric text, value double precision)
-LANGUAGE plpgsql {DEFINER} AS $$
-BEGIN
-    IF NOT grafana.may_see(p_login, p_vehicle) THEN
-        RETURN;
-    END IF;
-    RETURN QUERY
+    ORDER BY c.name
+""",
+    ),
+    # Decoded CAN signals of the vehicle's trackers averaged per bucket, one series per signal.
+    GrafanaFunction(
+        "can_signals",
+        "p_login text, p_vehicle bigint, p_from timestamptz, p_to timestamptz, p_interval_ms bigint DEFAULT 1000",
+        '"time" timestamptz, metric text, value double precision',
+        "vehicle",
+        """
     SELECT date_bin(grafana.bucket(p_interval_ms), d.time, p_from) AS t,
            d.name || coalesce(', ' || d.unit, ''), avg(d.value)
     FROM can_data d
     WHERE d.vehicle_id = p_vehicle AND d.time >= p_from AND d.time < p_to AND d.value IS NOT NULL
-    GROUP BY 1, 2 ORDER BY 1, 2;
-END
-$$;
-
--- Tracker positions, thinned to at most one per bucket (the newest in it).
-CREATE FUNCTION grafana.positions(p_login text, p_vehicle bigint, p_from timestamptz, p_to timestamptz,
-                                  p_interval_ms bigint DEFAULT 1000)
-RETURNS TABLE ("time" timestamptz, latitude double precision, longitude double precision, speed real,
-               course real, altitude double precision, satellites smallint, valid boolean)
-LANGUAGE plpgsql {DEFINER} AS $$
-BEGIN
-    IF NOT grafana.may_see(p_login, p_vehicle) THEN
-        RETURN;
-    END IF;
-    RETURN QUERY
+    GROUP BY 1, 2 ORDER BY 1, 2
+""",
+    ),
+    # Tracker positions, thinned to at most one per bucket (the newest in it).
+    GrafanaFunction(
+        "positions",
+        "p_login text, p_vehicle bigint, p_from timestamptz, p_to timestamptz, p_interval_ms bigint DEFAULT 1000",
+        '"time" timestamptz, latitude double precision, longitude double precision, speed real, course real, altitude double precision, satellites smallint, valid boolean',
+        "vehicle",
+        """
     SELECT DISTINCT ON (date_bin(grafana.bucket(p_interval_ms), p.device_time, p_from))
            p.device_time, p.latitude, p.longitude, p.speed, p.course, p.altitude, p.satellites, p.valid
     FROM positions p
     WHERE p.vehicle_id = p_vehicle AND p.device_time >= p_from AND p.device_time < p_to
-    ORDER BY date_bin(grafana.bucket(p_interval_ms), p.device_time, p_from), p.device_time DESC;
-END
-$$;
-
-CREATE FUNCTION grafana.alarms(p_login text, p_vehicle bigint, p_from timestamptz, p_to timestamptz)
-RETURNS TABLE (raised_at timestamptz, resolved_at timestamptz, active boolean, level text, message text,
-               channel_id integer, alarm_id bigint)
-LANGUAGE plpgsql {DEFINER} AS $$
-BEGIN
-    IF NOT grafana.may_see(p_login, p_vehicle) THEN
-        RETURN;
-    END IF;
-    RETURN QUERY
+    ORDER BY date_bin(grafana.bucket(p_interval_ms), p.device_time, p_from), p.device_time DESC
+""",
+    ),
+    GrafanaFunction(
+        "alarms",
+        "p_login text, p_vehicle bigint, p_from timestamptz, p_to timestamptz",
+        "raised_at timestamptz, resolved_at timestamptz, active boolean, level text, message text, channel_id integer, alarm_id bigint",
+        "vehicle",
+        """
     SELECT a.raised_at, a.resolved_at, a.resolved_at IS NULL, a.level, a.message, a.channel_id, a.alarm_id
     FROM alarms_log a
     WHERE a.vehicle_id = p_vehicle AND a.raised_at < p_to AND (a.resolved_at IS NULL OR a.resolved_at >= p_from)
     ORDER BY a.raised_at DESC
-    LIMIT 1000;
-END
-$$;
-
-CREATE FUNCTION grafana.events(p_login text, p_vehicle bigint, p_from timestamptz, p_to timestamptz)
-RETURNS TABLE ("time" timestamptz, event_code integer, event_type text, description text)
-LANGUAGE plpgsql {DEFINER} AS $$
-BEGIN
-    IF NOT grafana.may_see(p_login, p_vehicle) THEN
-        RETURN;
-    END IF;
-    RETURN QUERY
+    LIMIT 1000
+""",
+    ),
+    GrafanaFunction(
+        "events",
+        "p_login text, p_vehicle bigint, p_from timestamptz, p_to timestamptz",
+        '"time" timestamptz, event_code integer, event_type text, description text',
+        "vehicle",
+        """
     SELECT e.time, e.event_code, e.event_type, e.description
     FROM events e
     WHERE e.vehicle_id = p_vehicle AND e.time >= p_from AND e.time < p_to
     ORDER BY e.time DESC
-    LIMIT 1000;
-END
-$$;
-"""
+    LIMIT 1000
+""",
+    ),
+]
 
-# The functions dashboards call (argument types, for the grants).
-GRAFANA_API = (
-    "grafana.vehicles(text, integer)",
-    "grafana.fleet_summary(text, integer)",
-    "grafana.latest_positions(text)",
-    "grafana.active_alarms(text)",
-    "grafana.sync_outcomes(text, timestamptz, timestamptz, bigint)",
-    "grafana.channels(text, bigint)",
-    "grafana.measurements(text, bigint, timestamptz, timestamptz, bigint)",
-    "grafana.latest_values(text, bigint)",
-    "grafana.can_signals(text, bigint, timestamptz, timestamptz, bigint)",
-    "grafana.positions(text, bigint, timestamptz, timestamptz, bigint)",
-    "grafana.alarms(text, bigint, timestamptz, timestamptz)",
-    "grafana.events(text, bigint, timestamptz, timestamptz)",
-)
+# Helpers the API functions call with the owner's rights; nobody else may.
 GRAFANA_INTERNAL = (
     "grafana.enter(text)",
     "grafana.visible_ids()",
@@ -361,12 +339,15 @@ GRAFANA_INTERNAL = (
 
 def upgrade() -> None:
     op.execute(SCHEMA)
+    for function in API_FUNCTIONS:  # in order: fleet_summary calls vehicles
+        op.execute(function.create())
     op.execute(f"REVOKE ALL ON {FORMER_GRAFANA_TABLES} FROM fleet_grafana")
     op.execute("REVOKE ALL ON SCHEMA grafana FROM PUBLIC")
     op.execute("GRANT USAGE ON SCHEMA grafana TO fleet_grafana")
-    for fn in (*GRAFANA_API, *GRAFANA_INTERNAL):
+    api = [function.signature for function in API_FUNCTIONS]
+    for fn in (*api, *GRAFANA_INTERNAL):
         op.execute(f"REVOKE ALL ON FUNCTION {fn} FROM PUBLIC")
-    for fn in GRAFANA_API:
+    for fn in api:
         op.execute(f"GRANT EXECUTE ON FUNCTION {fn} TO fleet_grafana")
     op.execute("REVOKE ALL ON FUNCTION fleet_grafana_login(bigint, boolean) FROM PUBLIC")
     op.execute("GRANT EXECUTE ON FUNCTION fleet_grafana_login(bigint, boolean) TO fleet_app")
