@@ -45,6 +45,7 @@ def make_client(settings: Settings) -> Any:
 
 
 def _upload_sync(settings: Settings, files: list[Path]) -> str:
+    from boto3.exceptions import Boto3Error
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket = settings.backup_s3_bucket
@@ -58,7 +59,7 @@ def _upload_sync(settings: Settings, files: list[Path]) -> str:
             head = client.head_object(Bucket=bucket, Key=key)
             if int(head["ContentLength"]) != path.stat().st_size:
                 raise BackupError(f"s3://{bucket}/{key}: uploaded size differs from the local file")
-    except (BotoCoreError, ClientError) as err:
+    except (Boto3Error, BotoCoreError, ClientError) as err:
         raise BackupError(f"upload to s3://{bucket} failed: {err}") from err
     return f"s3://{bucket}/{object_key(settings, files[0].name)}"
 
