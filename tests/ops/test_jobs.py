@@ -12,6 +12,14 @@ from structlog.testing import capture_logs
 from fleet.ops.jobs import JobRegistry, PeriodicJob
 
 
+async def until(predicate: object, within: float = 5.0) -> None:
+    for _ in range(int(within / 0.01)):
+        if predicate():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached in time")
+
+
 def sample(name: str, job: str, **labels: str) -> float | None:
     return REGISTRY.get_sample_value(name, {"job": job, **labels})
 
@@ -36,8 +44,7 @@ async def test_a_job_that_raises_keeps_running_and_logs_the_episode_once() -> No
     job = PeriodicJob("t-flaky", action, interval=0.01, on_success=reports.append)
     with capture_logs() as logs:
         task = asyncio.create_task(job.run())
-        while action.calls < 6:
-            await asyncio.sleep(0.01)
+        await until(lambda: action.calls >= 6)
         job.stop()
         await asyncio.wait_for(task, 5)
     events = [e["event"] for e in logs]
@@ -97,8 +104,7 @@ async def test_a_run_that_hangs_times_out_and_the_next_run_starts_after_the_inte
 
     job = PeriodicJob("t-timeout", slow, interval=0.05, timeout=0.1)
     task = asyncio.create_task(job.run())
-    while len(started) < 2:
-        await asyncio.sleep(0.01)
+    await until(lambda: len(started) >= 2)
     job.stop()
     await asyncio.wait_for(task, 5)
     assert job.status.runs_failed == 1 and job.status.runs_ok >= 1
@@ -111,11 +117,9 @@ async def test_wake_runs_early_and_cancellation_ends_the_job() -> None:
     action = Flaky()
     job = PeriodicJob("t-wake", action, interval=3600)
     task = asyncio.create_task(job.run())
-    while action.calls < 1:
-        await asyncio.sleep(0.01)
+    await until(lambda: action.calls >= 1)
     job.wake()
-    while action.calls < 2:
-        await asyncio.sleep(0.01)
+    await until(lambda: action.calls >= 2)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
