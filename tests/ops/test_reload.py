@@ -148,12 +148,12 @@ async def test_file_change_is_noticed_by_the_watch_job(
     try:
         await job.run_once()
         assert reloader.state.last_reload_at is None  # nothing changed yet
-        time.sleep(0.01)
+        await asyncio.sleep(0.01)
         _write(config_file, BASE_YAML.replace("audit_log_retention_days: 90", "audit_log_retention_days: 30"))
         await job.run_once()
         assert runtime.settings.audit_log_retention_days == 30
         assert reloader.state.last_result == "applied"
-        config_file.unlink()
+        await asyncio.to_thread(config_file.unlink)
         with capture_logs() as logs:
             await job.run_once()
         assert any(e["event"] == "config_file_missing" for e in logs)
@@ -221,8 +221,9 @@ async def test_sighup_changes_log_level_and_rate_limit_while_a_tracker_stays_con
     env.pop("REDIS_URL", None)
     log_path = tmp_path / "server.out"
     with log_path.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fleet", "serve", "--role", "ingest", "--role", "api"],
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *("-m", "fleet", "serve", "--role", "ingest", "--role", "api"),
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -234,7 +235,7 @@ async def test_sighup_changes_log_level_and_rate_limit_while_a_tracker_stays_con
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
 
             async def healthy() -> bool:
-                if proc.poll() is not None:
+                if proc.returncode is not None:
                     raise AssertionError(log_path.read_text()[-3000:])
                 try:
                     return (await client.get("/health")).status_code == 200
@@ -291,7 +292,8 @@ async def test_sighup_changes_log_level_and_rate_limit_while_a_tracker_stays_con
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
+            await asyncio.wait_for(proc.wait(), 30)
+        except TimeoutError:
             proc.kill()
+            await proc.wait()
     assert proc.returncode == 0, log_path.read_text()[-3000:]
