@@ -39,7 +39,13 @@ console = Console()
 T = TypeVar("T")
 
 # Components that add their own commands: module with `register(app: typer.Typer) -> None`.
-_COMPONENT_CLIS: tuple[str, ...] = ("fleet.agent.cli", "fleet.ingest.cli", "fleet.sync.cli", "fleet.ops.cli")
+_COMPONENT_CLIS: tuple[str, ...] = (
+    "fleet.agent.cli",
+    "fleet.ingest.cli",
+    "fleet.sync.cli",
+    "fleet.ops.cli",
+    "fleet.ops.wireguard.cli",
+)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
