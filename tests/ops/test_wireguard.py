@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -126,7 +127,9 @@ async def test_init_and_onboarding_follow_seed_001(
 
     wg_quick = shutil.which("wg-quick")
     if wg_quick is not None:  # wg-quick's own parser accepts the file
-        stripped = subprocess.run([wg_quick, "strip", str(paths.server_conf)], capture_output=True, text=True)
+        stripped = await asyncio.to_thread(
+            subprocess.run, [wg_quick, "strip", str(paths.server_conf)], capture_output=True, text=True
+        )
         assert stripped.returncode == 0, stripped.stderr
         assert stripped.stdout.count("[Peer]") == 3 and "Address" not in stripped.stdout
 
