@@ -10,6 +10,8 @@ need=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "$2" ]; }
 have chromium /usr/bin/chromium || need+=(chromium)
 have nginx /usr/sbin/nginx || need+=(nginx)
+# nginx's stream module (the canary split of the device ports, deploy/canary/stream.conf)
+[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
 have haproxy /usr/sbin/haproxy || need+=(haproxy)
 have promtool /usr/bin/promtool || need+=(prometheus)
 have amtool /usr/bin/amtool || need+=(prometheus-alertmanager)
