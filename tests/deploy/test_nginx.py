@@ -111,3 +111,19 @@ async def test_nginx_in_front_of_the_app(tmp_path: Path) -> None:
         async with websockets.connect(f"wss://127.0.0.1:{https_port}/ws/echo", ssl=ctx) as ws:
             await ws.send("ping")
             assert await ws.recv() == "app:ping"
+
+
+def test_compose_default_server_config(tmp_path: Path) -> None:
+    """docker-compose's catch-all server (no certificate: it refuses TLS handshakes for unknown names)."""
+    http_port, https_port = free_port(), free_port()
+    conf = prepare_site(tmp_path, http_port, https_port, free_port())
+    default = localize(
+        (DEPLOY / "nginx" / "compose" / "default.conf").read_text(),
+        tmp_path,
+        {80: http_port, 443: https_port},
+    )
+    (tmp_path / "default.conf").write_text(default)
+    site = tmp_path / "site.conf"
+    site.write_text(site.read_text() + f"\ninclude {tmp_path}/default.conf;\n")
+    result = nginx_test(conf)
+    assert result.returncode == 0, result.stderr
