@@ -56,7 +56,7 @@ def binding_problems(compose: dict[str, Any]) -> list[str]:
         if service.get("network_mode") == "host":
             problems.append(f"{name}: network_mode host publishes every port it opens")
         for entry in service.get("ports", []) or []:
-            host_ip, published, target, protocol = parse_port(entry)
+            host_ip, published, _target, protocol = parse_port(entry)
             if published is None:
                 problems.append(f"{name}: {entry!r} publishes on a random public port")
                 continue
