@@ -118,7 +118,7 @@ def scrape(url: str, timeout: float = 10.0) -> Sample:
     api_key = os.environ.get("METRICS_API_KEY")
     if api_key:
         request.add_header("X-API-Key", api_key)
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (operator-given URL)
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return parse_metrics(response.read().decode())
 
 
@@ -139,7 +139,9 @@ def judge(stable: Sample, canary: Sample, limits: Thresholds) -> tuple[int, list
     if s95 is not None and c95 is not None and c95 > s95 * limits.max_latency_ratio + limits.latency_slack_s:
         problems.append(f"p95 latency {c95 * 1000:.0f} ms vs stable {s95 * 1000:.0f} ms")
     if canary.decode_error_rate > stable.decode_error_rate + limits.max_error_delta:
-        problems.append(f"decode errors {canary.decode_error_rate:.2%} of frames vs stable {stable.decode_error_rate:.2%}")
+        problems.append(
+            f"decode errors {canary.decode_error_rate:.2%} of frames vs stable {stable.decode_error_rate:.2%}"
+        )
     if canary.failing_jobs > 0:
         problems.append(f"{canary.failing_jobs:.0f} background job(s) failing on the canary")
     if problems:
@@ -206,10 +208,12 @@ def read_weight(directory: Path) -> float:
 def apply_weight(directory: Path, weight: float, reload_cmd: str) -> None:
     previous = read_weight(directory)
     write_weight(directory, weight)
-    result = subprocess.run(reload_cmd, shell=True, capture_output=True, text=True, check=False)  # noqa: S602
+    result = subprocess.run(reload_cmd, shell=True, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         write_weight(directory, previous)  # nginx refused: keep what it runs with
-        raise SystemExit(f"reload failed, weight stays {previous:g}%: {result.stderr.strip() or result.stdout.strip()}")
+        raise SystemExit(
+            f"reload failed, weight stays {previous:g}%: {result.stderr.strip() or result.stdout.strip()}"
+        )
     print(f"canary weight {previous:g}% → {weight:g}%")
 
 
@@ -219,7 +223,9 @@ def next_step(weight: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     env = os.environ.get
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--split-dir", type=Path, default=Path(env("CANARY_SPLIT_DIR", "/etc/nginx/fleet")))
     parser.add_argument("--stable", default=env("CANARY_STABLE_METRICS", "http://127.0.0.1:8080/metrics"))
     parser.add_argument("--canary", default=env("CANARY_METRICS", "http://127.0.0.1:8081/metrics"))
