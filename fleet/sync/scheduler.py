@@ -44,7 +44,7 @@ class SyncScheduler:
     async def _cycle(self) -> CycleReport:
         try:
             return await self.service.run_cycle()
-        except BaseException:
+        except Exception:
             metrics.CYCLES.labels("failed").inc()
             raise
 
