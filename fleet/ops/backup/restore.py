@@ -90,6 +90,18 @@ def compare(
     }
 
 
+def counted(expected: dict[str, int] | None, restored: dict[str, int], started: float) -> VerifyReport:
+    """The report of a restore whose rows were counted (ok when they match the manifest's counts)."""
+    mismatches = compare(expected, restored)
+    return VerifyReport(
+        ok=not mismatches,
+        restored=restored,
+        expected=expected,
+        mismatches=mismatches,
+        seconds=time.perf_counter() - started,
+    )
+
+
 async def _tools(conn: asyncpg.Connection, settings: Settings) -> PgTools:
     return find_tools(await server_major(conn), settings.pg_bin_dir)
 
@@ -152,14 +164,7 @@ async def verify_backup(path: Path, owner_dsn: str, settings: Settings) -> Verif
             await conn.execute(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
     finally:
         await conn.close()
-    mismatches = compare(expected, restored)
-    report = VerifyReport(
-        ok=not mismatches,
-        restored=restored,
-        expected=expected,
-        mismatches=mismatches,
-        seconds=time.perf_counter() - started,
-    )
+    report = counted(expected, restored, started)
     log.info(
         "backup_verified" if report.ok else "backup_verification_failed",
         file=path.name,
@@ -192,14 +197,6 @@ async def restore_backup(path: Path, owner_dsn: str, settings: Settings) -> Rest
     log.info("restore_started", file=str(path), database=database)
     await _restore_into(tools, path, owner_dsn)
     restored = await _counts(owner_dsn)
-    expected = (read_manifest(path) or {}).get("row_counts")
-    mismatches = compare(expected, restored)
-    report = VerifyReport(
-        ok=not mismatches,
-        restored=restored,
-        expected=expected,
-        mismatches=mismatches,
-        seconds=time.perf_counter() - started,
-    )
+    report = counted((read_manifest(path) or {}).get("row_counts"), restored, started)
     log.info("restore_done", file=path.name, database=database, result=report.summary())
     return RestoreResult(report, database)
