@@ -7,6 +7,7 @@ import asyncio
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -146,6 +147,15 @@ def _prepare(root: Path, https_port: int, device_port: int, ports: dict[str, int
     return main_conf(root, http_include=str(site), stream_include=str(root / "fleet" / "stream.conf"))
 
 
+async def settles(probe: Any, expected: object, within: float = 10.0) -> bool:
+    """True once `probe()` answers `expected` (nginx's reload replaces workers asynchronously)."""
+    for _ in range(int(within / 0.2)):
+        if await probe() == expected:
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
 async def _tcp_label_server(label: bytes, port: int) -> asyncio.Server:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(1)
@@ -199,12 +209,11 @@ async def test_nginx_moves_requests_and_trackers_when_the_weight_changes(tmp_pat
             assert await who_answers() == {"stable"}
             assert await device_lands_on() == b"stable"
             await asyncio.to_thread(canary.apply_weight, tmp_path / "fleet", 100, reload)
-            await asyncio.sleep(0.5)  # workers of the old generation finish
-            assert await who_answers() == {"canary"}
+            assert await settles(who_answers, {"canary"})  # once the reloaded workers take over
             assert await device_lands_on() == b"canary"
             await asyncio.to_thread(canary.apply_weight, tmp_path / "fleet", 50, reload)
-            await asyncio.sleep(0.5)
-            assert await who_answers() == {"stable", "canary"}  # 20 distinct clients split between both
+            # 20 distinct clients split between both
+            assert await settles(who_answers, {"stable", "canary"})
     finally:
         for server in servers:
             server.close()
