@@ -8,7 +8,7 @@ superuser context (admins, background services) sees it.
 `fleet_drop_expired_partitions` is `fleet_drop_partitions_before` returning the names it dropped, so that
 `fleet cleanup` can print them.
 
-Revision ID: 0006
+Revision ID: 0003
 Revises: 0002
 Create Date: 2026-12-05
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0006"
+revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
