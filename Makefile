@@ -5,7 +5,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .PHONY: run test lint format bench bench-codec bench-ingest bench-sync venv clean system-deps help \
-	health-check smoke-test logs monitor emergency-logs daily-ops security-check perf-check maintenance
+        canary-status canary-promote canary-rollback \
+        health-check smoke-test logs monitor emergency-logs daily-ops security-check perf-check maintenance
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,12 +53,23 @@ bench-ingest: $(STAMP)
 bench-sync: $(STAMP)
 	$(PY) bench/bench_sync.py
 
+## make canary-status|canary-promote|canary-rollback: compare the canary with stable from their metrics and
+## move traffic between them (deploy/canary/, docs/OPERATIONS.md; CANARY_* variables, see tools/canary.py).
+canary-status: $(STAMP)
+	$(PY) tools/canary.py status
+
+canary-promote: $(STAMP)
+	$(PY) tools/canary.py promote
+
+canary-rollback: $(STAMP)
+	$(PY) tools/canary.py rollback
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
 ## make help: this list.
 help:
-	@sed -n 's/^## make \([^:]*\): \(.*\)/  \1|\2/p' $(MAKEFILE_LIST) | awk -F'|' '{printf "%-22s %s\n", $$1, $$2}'
+	@sed -n 's/^## make \([^:]*\): \(.*\)/  \1\t\2/p' $(MAKEFILE_LIST) | awk -F'\t' '{printf "%-22s %s\n", $$1, $$2}'
 	@printf '  %-20s %s\n' "runbook-<name>" "print a runbook; names: $$(ls runbooks | sed 's/^[0-9]*-//; s/\.md$$//' | tr '\n' ' ')"
 
 # --- operations (seed 000): run on the server's host with the server's environment ----------------------

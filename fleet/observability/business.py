@@ -1,4 +1,5 @@
-"""Business gauges (seed 004: users, active users; plus the fleet): refreshed from SQL every 30 s by the API.
+"""Business gauges (seed 004: users, active users; plus the fleet): refreshed from SQL every 30 s by the API
+(a periodic job of `fleet.ops.jobs`, so a failing refresh is logged once and shows in `/ready`).
 
 One query per refresh in the system context, so the numbers cover the whole installation. Every API process
 refreshes its own copy; they agree, and rules aggregate them with `max`. No per-vehicle or per-user labels:
@@ -7,20 +8,15 @@ only states (`online`, `pending`, ...), which are a fixed set.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-import asyncpg
-import structlog
 from prometheus_client import Gauge
 
 from fleet.config import Settings
 from fleet.db import Database
 from fleet.db.queries.vehicle_views import online_window_sec
-from fleet.errors import FleetError
-
-log = structlog.get_logger(__name__)
+from fleet.ops.jobs import PeriodicJob
 
 USERS_TOTAL = Gauge("users_total", "Registered users (every status)")
 ACTIVE_USERS = Gauge(
@@ -105,23 +101,27 @@ async def refresh(db: Database, settings: Settings) -> None:
     REFRESHED.set(time.time())
 
 
-async def run(
-    db: Database, settings: Settings, redis_ping: Callable[[], Awaitable[bool]] | None = None
-) -> None:
-    """Refresh forever, `business_metrics_interval_sec` after the previous refresh ended; log failures once."""
-    failing = False
-    while True:
-        try:
-            await refresh(db, settings)
-            DEPENDENCY_UP.labels("database").set(1)
-            if failing:
-                log.info("business_metrics_recovered")
-            failing = False
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, FleetError) as err:
-            DEPENDENCY_UP.labels("database").set(0)
-            if not failing:
-                log.warning("business_metrics_failed", error=str(err))
-            failing = True
+def job(
+    db: Database,
+    settings: Callable[[], Settings],
+    redis_ping: Callable[[], Awaitable[bool]] | None = None,
+) -> PeriodicJob:
+    """The refresh as a periodic job (every `business_metrics_interval_sec`, after the previous run ended).
+
+    `fleet_dependency_up` follows each run: the refresh is a database round trip, so its outcome is the
+    database's; Redis, when configured, is pinged on every run whatever the database does.
+    """
+
+    async def run_once() -> None:
         if redis_ping is not None:
             DEPENDENCY_UP.labels("redis").set(1 if await redis_ping() else 0)
-        await asyncio.sleep(settings.business_metrics_interval_sec)
+        try:
+            await refresh(db, settings())
+        except Exception:
+            DEPENDENCY_UP.labels("database").set(0)
+            raise
+        DEPENDENCY_UP.labels("database").set(1)
+
+    return PeriodicJob(
+        "business-metrics", run_once, interval=lambda: settings().business_metrics_interval_sec, timeout=30
+    )

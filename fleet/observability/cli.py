@@ -212,9 +212,12 @@ def daily(url: UrlOption = None) -> None:
 
     settings = _settings()
     findings, snapshot = report.server_findings(base_url(settings, url), auth_headers(settings))
-    db_findings, _ = _owner(settings, report.database_findings)
-    findings += db_findings
-    findings.append(report.backup_finding(settings))
+
+    async def from_database(conn: Any) -> list[Finding]:
+        found, _ = await report.database_findings(conn)
+        return [*found, await report.backup_finding(conn, settings)]
+
+    findings += _owner(settings, from_database)
     findings += report.host_findings(snapshot)
     raise typer.Exit(_print_findings("Daily operations check", findings))
 

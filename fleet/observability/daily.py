@@ -8,7 +8,6 @@ backups directory and the configured certificates.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -18,6 +17,7 @@ from fleet.config import Settings
 from fleet.observability import dbstat
 from fleet.observability.scrape import Snapshot
 from fleet.observability.security import Finding, grade, verdict
+from fleet.ops.backup.status import latest_success
 
 LAST_DAY_SQL = """
 SELECT
@@ -35,22 +35,21 @@ SELECT
     (SELECT count(*) FROM alarms_log WHERE resolved_at IS NULL) AS active_alarms
 """
 
-BACKUP_MAX_AGE_H = 26
 
-
-def _age_hours(path: Path) -> float:
-    return (time.time() - path.stat().st_mtime) / 3600
-
-
-def backup_finding(settings: Settings) -> Finding:
-    folder = settings.data_dir / "backups"
-    files = sorted(folder.glob("*.dump*"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
-    if not files:
+async def backup_finding(conn: asyncpg.Connection, settings: Settings) -> Finding:
+    """The newest successful backup recorded in `backup_runs` (any host, the timer or `fleet backup`)."""
+    last = await latest_success(conn)
+    if last is None:
         return Finding(
-            "backups", "fail", f"no backup in {folder} (fleet backup; runbooks/10-backups-missing.md)"
+            "backups", "fail", "no successful backup recorded (fleet backup; runbooks/10-backups-missing.md)"
         )
-    age = _age_hours(files[-1])
-    return Finding("backups", verdict(age <= BACKUP_MAX_AGE_H), f"newest {files[-1].name}, {age:.1f} h old")
+    age = (time.time() - last.finished_at.timestamp()) / 3600
+    verified = "verified" if last.verified else "not verified"
+    return Finding(
+        "backups",
+        verdict(age <= settings.backup_max_age_hours),
+        f"newest {last.file_name}, {age:.1f} h old, {verified}",
+    )
 
 
 def server_findings(base: str, headers: dict[str, str]) -> tuple[list[Finding], Snapshot | None]:

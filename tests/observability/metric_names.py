@@ -23,8 +23,6 @@ PENDING: dict[str, str] = {
     "fleet_ws_messages_total": "live",
     "fleet_ws_dropped_total": "live",
     "fleet_ws_rejected_total": "live",
-    "fleet_job_failing": "ops",
-    "fleet_backup_last_success_timestamp_seconds": "ops",
 }
 # Counters that only get a sample when something fails (a batch commit, a statement, a refused connection
 # under UNKNOWN_DEVICE_POLICY=reject or the connection limit); the scrape must still declare them (# TYPE).

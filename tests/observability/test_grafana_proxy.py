@@ -45,14 +45,13 @@ http {{
     fastcgi_temp_path {dir}/fastcgi;
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
-    upstream fleet_api {{ server unix:{dir}/api.sock; }}
-    upstream fleet_grafana {{ server unix:{dir}/grafana.sock; }}
+    include {dir}/upstream.conf;
     server {{
         listen unix:{dir}/nginx.sock;
         server_name fleet.test;
-        # What the main site (deploy/nginx, helper `ops`) does for the API's auth endpoints.
-        location /auth/ {{ proxy_pass http://fleet_api; proxy_set_header Host $host; }}
-        include {conf};
+        # What the site (deploy/nginx/fleet.conf) does for the API's auth endpoints.
+        location /auth/ {{ proxy_pass http://$fleet_backend; proxy_set_header Host $host; }}
+        include {dir}/grafana.conf;
     }}
 }}
 """
@@ -63,13 +62,17 @@ class Nginx:
         self.dir = directory
         self.socket = directory / "nginx.sock"
         self.conf = directory / "nginx.conf"
-        self.conf.write_text(
-            TEST_SITE.format(
-                dir=directory,
-                conf=REPO / "deploy" / "nginx" / "grafana.conf",
-                user="user root;" if os.geteuid() == 0 else "",
-            )
+        # The shipped files with the two addresses pointed at the test's sockets, nothing else changed.
+        nginx_dir = REPO / "deploy" / "nginx"
+        upstream = (nginx_dir / "upstream.conf").read_text()
+        (directory / "upstream.conf").write_text(
+            upstream.replace("127.0.0.1:8080", f"unix:{directory}/api.sock")
         )
+        grafana = (nginx_dir / "grafana.conf").read_text()
+        (directory / "grafana.conf").write_text(
+            grafana.replace("127.0.0.1:3000", f"unix:{directory}/grafana.sock")
+        )
+        self.conf.write_text(TEST_SITE.format(dir=directory, user="user root;" if os.geteuid() == 0 else ""))
         self.proc: subprocess.Popen[bytes] | None = None
 
     def check(self) -> subprocess.CompletedProcess[str]:
@@ -245,6 +248,12 @@ async def test_login_redirect_stays_on_grafana(
         assert response.headers["location"] == "/grafana/"
 
 
-async def test_the_include_passes_nginx_syntax_check(socket_dir: Path) -> None:
-    result = Nginx(socket_dir).check()
+def test_the_include_passes_nginx_t_inside_the_shipped_site(tmp_path: Path) -> None:
+    """deploy/nginx/fleet.conf (TLS site, rate limits, canary-ready upstream) with this include, as installed."""
+    from tests.deploy.nginx_harness import nginx_test
+    from tests.deploy.test_nginx import prepare_site
+
+    grafana = (REPO / "deploy" / "nginx" / "grafana.conf").read_text()
+    conf = prepare_site(tmp_path, 8443, 8444, 8445, grafana=grafana)  # nginx -t binds nothing
+    result = nginx_test(conf)
     assert result.returncode == 0, result.stderr

@@ -22,8 +22,8 @@ from fleet.cli import app as fleet_app
 
 from .runbook_refs import REPO, blocks, promql_expressions, runbooks, shell_commands, sql_statements
 
-# `fleet` subcommands that runbooks use and that another branch builds (name → helper).
-PENDING_COMMANDS = {"backup": "ops", "restore": "ops", "cleanup": "ops"}
+# `fleet` subcommands that runbooks use and that another branch builds (name → helper); none left.
+PENDING_COMMANDS: dict[str, str] = {}
 # Programs of a Debian server the runbooks may name besides `fleet` and `make`.
 SYSTEM_TOOLS = {
     "systemctl", "journalctl", "ss", "df", "du", "ls", "curl", "echo", "openssl", "certbot", "wg", "pg_isready",

@@ -286,7 +286,7 @@ def test_ops_commands_against_the_server(server: Server, tmp_path: Path) -> None
     daily = server.fleet("ops", "daily", *url)
     # No backup exists in this fresh data directory: the daily check must say so and fail.
     assert daily.returncode == 1, daily.stdout + daily.stderr
-    assert "no backup in" in daily.stdout and "missing.pem cannot be read" in daily.stdout
+    assert "no successful backup recorded" in daily.stdout and "missing.pem cannot be read" in daily.stdout
     assert "positions in 24 h" in daily.stdout
 
     security = server.fleet("ops", "security", "--audit-dry-run", timeout=300)

@@ -9,7 +9,7 @@ present and valid: `Authorization: Bearer` (access token or personal API key), t
 refresh cookie (sent here because the path is under `/auth`) proves the sign-in, the Grafana cookie is set and
 the browser goes back to `next`. Without a sign-in the browser goes to the web UI's login page.
 
-`X-WEBAUTH-USER` is the user's opaque Grafana login (see migration 0007), which the dashboards pass to the
+`X-WEBAUTH-USER` is the user's opaque Grafana login (see migration 0004), which the dashboards pass to the
 database functions as `${__user.login}`; it is not the e-mail, so a hand-made query naming someone's e-mail
 reaches nothing.
 """

@@ -18,8 +18,8 @@ was no isolation at all. Now:
   the function by its SET clauses), so row-level security filters again when the schema owner is not a
   superuser - two independent checks.
 
-Revision ID: 0007
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-12-04
 """
 
@@ -29,8 +29,8 @@ from typing import Literal, NamedTuple
 
 from alembic import op
 
-revision = "0007"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
