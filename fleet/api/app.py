@@ -17,7 +17,20 @@ from fastapi import FastAPI
 import fleet
 from fleet.api.errors import install_error_handlers
 from fleet.api.middleware import BodySizeLimit, DeprecationHeaders, RequestContext
-from fleet.api.routes import admin, api_keys, audit, auth, devices, events, google, health, metrics, vehicles
+from fleet.api.routes import (
+    admin,
+    admin_settings,
+    api_keys,
+    audit,
+    auth,
+    devices,
+    events,
+    google,
+    grafana,
+    health,
+    metrics,
+    vehicles,
+)
 from fleet.api.state import ApiState, parse_networks
 from fleet.config import Settings, load_settings
 from fleet.db import Database
@@ -25,6 +38,9 @@ from fleet.live import routes as live_routes
 from fleet.live.hub import LiveHub
 from fleet.logging import mask_query_tokens
 from fleet.mail.sender import MailSender
+from fleet.observability import business as business_metrics
+from fleet.observability.host import HOST as HOST_METRICS
+from fleet.ops.api_hooks import start_api_jobs
 from fleet.ops.bus import LiveBus, ensure_bus
 from fleet.ops.metrics_http import HttpMetricsMiddleware
 from fleet.ops.ratelimit import RateLimiter
@@ -93,16 +109,22 @@ async def api_resources(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
         )
         if settings.redis_url and "redis_ping" not in runtime.extras:
             runtime.extras["redis_ping"] = await _redis_ping_factory(settings.redis_url, stack)
+        stack.callback(runtime.on_settings_change(limiter.apply_settings))
+        HOST_METRICS.watch(settings)
+        gauges = business_metrics.job(runtime.db, lambda: runtime.settings, runtime.extras.get("redis_ping"))
+        stack.callback(runtime.run_job(gauges).cancel)
         if settings.smtp_url:
             state.mail_sender = MailSender(runtime.db, settings)
-            task = runtime.spawn(state.mail_sender.run(), name="mail-sender")
-            stack.callback(task.cancel)
+            log.info("mail_sender_started", host=state.mail_sender.target.hostname)
+            stack.callback(runtime.run_job(state.mail_sender.job).cancel)
+        start_api_jobs(runtime, stack)
         # The live streams: one hub per process on the shared bus (created here when no other role did).
         bus, created_bus = await ensure_bus(runtime)
         if created_bus:
             stack.push_async_callback(_drop_bus, runtime, bus)
-        state.live = LiveHub(settings, runtime.db, bus)
+        state.live = LiveHub(settings, runtime.db, bus, runtime.jobs)
         stack.push_async_callback(state.live.close)
+        stack.callback(runtime.on_settings_change(state.live.apply_settings))
         app.state.api = state
         log.info(
             "api_started", rate_limits=limiter.backend, mail="smtp" if settings.smtp_url else "outbox only"
@@ -149,11 +171,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         metrics.router,
         auth.router,
         google.router,
+        grafana.router,
         api_keys.router,
         live_routes.router,  # before vehicles.router: /vehicles/latest-positions is not /vehicles/{id}
         vehicles.router,
         events.vehicle_router,
         admin.router,
+        admin_settings.router,
         audit.router,
         devices.build_router("v2"),
         events.device_router,

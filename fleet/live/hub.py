@@ -11,7 +11,10 @@ to the viewers that may see the vehicle:
   when its first viewer connects and re-checked every `LIVE_ACCESS_REFRESH_SEC` (`access.refresh`).
 
 A one-second tick sends heartbeats after `LIVE_HEARTBEAT_SEC` of silence, closes viewers whose access token
-expired (4401 `token_expired`) and re-checks accounts; a sweep re-reads every vehicle's status facts.
+expired (4401 `token_expired`) and re-checks accounts; a periodic job (`live-status-sweep`, fleet.ops.jobs:
+failures logged once per episode, exported in `fleet_job_*`, named by /ready) re-reads every vehicle's status
+facts. The pollers follow the same contract but are not registered jobs: they come and go with viewers, one per
+watched vehicle, and a job label per vehicle would be unbounded.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from fleet.live.poller import Pollers, VehiclePoller
 from fleet.live.status import StatusBoard
 from fleet.live.viewer import Viewer
 from fleet.ops.bus import LiveBus, Subscription
+from fleet.ops.jobs import JobRegistry, PeriodicJob
 from fleet.vehicle_status import online_window_sec
 
 log = structlog.get_logger(__name__)
@@ -64,7 +68,9 @@ EVENT_MEMORY = 10_000
 class LiveHub:
     """Routes live data to this process's WebSocket viewers (see the module docstring)."""
 
-    def __init__(self, settings: Settings, db: Database, bus: LiveBus | None) -> None:
+    def __init__(
+        self, settings: Settings, db: Database, bus: LiveBus | None, jobs: JobRegistry | None = None
+    ) -> None:
         self.settings = settings
         self.db = db
         self.bus = bus
@@ -85,6 +91,14 @@ class LiveHub:
         self._keys = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failing: set[str] = set()
+        self._jobs = jobs
+        # Statuses whose window ran out, and what the sync service wrote: read again while anyone watches.
+        self.sweep = PeriodicJob(
+            "live-status-sweep",
+            self._sweep_once,
+            interval=lambda: self.settings.live_status_sweep_sec,
+            run_at_start=False,  # ensure_started runs the first one
+        )
 
     # --- lifecycle -------------------------------------------------------------------------------------------
     async def ensure_started(self) -> None:
@@ -95,14 +109,16 @@ class LiveHub:
             if self._started:
                 return
             self._loop = asyncio.get_running_loop()
-            await self._sweep_once()
+            await self.sweep.run_once()
             if self.bus is not None:
                 for topic in TOPICS:
                     subscription = await self.bus.subscribe(topic, maxsize=SUBSCRIPTION_BACKLOG)
                     self._subscriptions.append(subscription)
                     self._tasks.append(self._spawn(self._consume(subscription), f"live-bus-{topic}"))
             self._tasks.append(self._spawn(self._tick(), "live-tick"))
-            self._tasks.append(self._spawn(self._sweep(), "live-status-sweep"))
+            if self._jobs is not None:
+                self._jobs.add(self.sweep)  # /ready and fleet_job_* see it
+            self._tasks.append(self._spawn(self.sweep.run(), "live-status-sweep"))
             self._started = True
 
     async def close(self) -> None:
@@ -110,6 +126,9 @@ class LiveHub:
         for audience in list(self._audiences.values()):
             for viewer in audience.viewers:
                 viewer.end(1001, messages.error("server_shutdown", "the server is restarting; reconnect"))
+        self.sweep.stop()
+        if self._jobs is not None:
+            self._jobs.remove(self.sweep)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -387,24 +406,18 @@ class LiveHub:
         metrics.MESSAGE_COUNTERS[(viewer.stream, "error")].inc()
         viewer.end(close_code, messages.error(code, message), reason=code)
 
-    async def _sweep(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.live_status_sweep_sec)
-            if not self._viewers:
-                continue
-            await self._sweep_once()
-
     async def _sweep_once(self) -> None:
-        try:
-            async with self.db.system() as conn:
-                facts = await vehicle_facts(conn)
-        except Exception as err:
-            if "sweep" not in self._failing:
-                self._failing.add("sweep")
-                log.warning("live_status_sweep_failed", error=str(err))
+        """Read every vehicle's status facts (skipped while nobody watches)."""
+        if self._started and not self._viewers:
             return
-        self._failing.discard("sweep")
+        async with self.db.system() as conn:
+            facts = await vehicle_facts(conn)
         self.board.load(facts, complete=True)
+
+    def apply_settings(self, settings: Settings) -> None:
+        """Use reloaded settings (hot reload): intervals, limits and queue sizes of new viewers."""
+        self.settings = settings
+        self.pollers.apply_settings(settings)
 
     # --- for tests and the bench -----------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

@@ -84,7 +84,7 @@ class VehiclePoller:
         self.values: dict[int, dict[str, Any]] = {}  # channel id → value item, for a new viewer's hello
         self._sink = sink
         self._db = db
-        self._settings = settings
+        self.settings = settings
         self._client = client
         self._pool = pool
         self._channels: dict[int, ChannelInfo] = {}
@@ -102,21 +102,20 @@ class VehiclePoller:
             target = await poll_target(conn, self.vehicle_id)
         if target is None or target.host is None:
             return
-        default = self._settings.vehicle_default_api_key
+        default = self.settings.vehicle_default_api_key
         api_key = target.api_key or (default.get_secret_value() if default is not None else None)
         if not api_key:
             log.info("live_poll_skipped", vehicle_id=self.vehicle_id, reason="no API key configured")
             return
         self._explicit = target.gps_channels
-        timeout = min(self._settings.pull_timeout_sec, MAX_POLL_TIMEOUT_SEC)
+        timeout = min(self.settings.pull_timeout_sec, MAX_POLL_TIMEOUT_SEC)
         async with VehiclePuller(
             self._client, _target(target, api_key), api_key, timeout=timeout, max_rows=1, pool=self._pool
         ) as puller:
             await self._load_channels(puller)
-            interval = self._settings.live_poll_interval_sec
             while True:
                 await self._poll(puller)
-                await asyncio.sleep(interval)
+                await asyncio.sleep(self.settings.live_poll_interval_sec)
 
     async def _poll(self, puller: VehiclePuller) -> None:
         self.requests += 1
@@ -153,7 +152,7 @@ class VehiclePoller:
             self._sink.poll_reachability(self.vehicle_id, None, OFFLINE)
 
     async def _answered(self, now: datetime) -> None:
-        refresh = self._settings.sync_interval_sec  # a third of the online window
+        refresh = self.settings.sync_interval_sec  # a third of the online window
         if self._reachable is True and time.monotonic() - self._last_written < refresh:
             return
         self._reachable = True
@@ -272,6 +271,12 @@ class Pollers:
 
     def __len__(self) -> int:
         return len(self._watches)
+
+    def apply_settings(self, settings: Settings) -> None:
+        """Reloaded settings: the running pollers use them from their next poll."""
+        self.settings = settings
+        for watch in self._watches.values():
+            watch.poller.settings = settings
 
     def get(self, vehicle_id: int) -> VehiclePoller | None:
         watch = self._watches.get(vehicle_id)

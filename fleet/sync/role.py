@@ -27,12 +27,16 @@ async def sync_role(runtime: Runtime) -> AsyncIterator[None]:
     bus, created_bus = await ensure_bus(runtime)
     try:
         async with SyncService(runtime.db, settings, bus=bus) as service:
-            scheduler = SyncScheduler(service, settings.sync_interval_sec)
+            scheduler = SyncScheduler(service)
             runtime.extras["sync"] = service
+            unsubscribe = runtime.on_settings_change(service.apply_settings)
+            runtime.jobs.add(scheduler.job)
             task = runtime.spawn(scheduler.run(), name="sync")
             try:
                 yield
             finally:
+                unsubscribe()
+                runtime.jobs.remove(scheduler.job)
                 scheduler.stop()
                 try:
                     await asyncio.wait_for(

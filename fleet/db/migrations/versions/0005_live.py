@@ -15,7 +15,7 @@
   unit (docs/LIVE.md).
 
 Revision ID: 0005
-Revises: 0002
+Revises: 0004
 Create Date: 2026-12-04
 """
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0005"
-down_revision = "0002"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
@@ -88,7 +88,6 @@ CREATE POLICY vehicle_last_positions_read ON vehicle_last_positions FOR SELECT U
 CREATE POLICY vehicle_last_positions_write ON vehicle_last_positions FOR ALL
     USING ({IS_SUPERUSER}) WITH CHECK ({IS_SUPERUSER});
 GRANT SELECT, INSERT, UPDATE, DELETE ON vehicle_last_positions TO fleet_app;
-GRANT SELECT ON vehicle_last_positions TO fleet_grafana;
 
 -- Vehicles that already have positions start with their newest one.
 INSERT INTO vehicle_last_positions (vehicle_id, device_id, time, latitude, longitude, altitude, speed, course,
