@@ -140,7 +140,7 @@ async def test_offline_and_online_as_the_agent_stops_and_starts(
             assert online["last_activity_at"].endswith("Z") and online["reason"] is None
             assert await rest_status() == "online"
             await viewer.wait_for(lambda m: m["type"] == "values")
-        seen = len(viewer.messages)
+            seen = len(viewer.messages)  # before the agent stops: its shutdown may already fail a poll
         await viewer.wait_for(state("offline"), since=seen)
         assert viewer.closed is None  # the socket stays open while the vehicle is away
         assert await rest_status() == "offline"
