@@ -146,7 +146,7 @@ def contract_major(version: str | None) -> int | None:
     if version is None:
         return None
     major, dot, minor = version.partition(".")
-    if not (dot and major.isdigit() and minor.isdigit()):
+    if not (dot and major.isascii() and major.isdigit() and minor.isascii() and minor.isdigit()):
         return None
     return int(major)
 

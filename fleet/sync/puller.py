@@ -175,7 +175,12 @@ class VehiclePuller:
                     if response.status_code != 200:
                         raise await _status_error(endpoint, response)
                     declared = response.headers.get("content-length")
-                    if declared is not None and declared.isdigit() and int(declared) > cap:
+                    if (
+                        declared is not None
+                        and declared.isascii()
+                        and declared.isdigit()
+                        and int(declared) > cap
+                    ):
                         raise PullProtocolError(
                             endpoint, f"the body ({declared} bytes) is over the {cap}-byte cap"
                         )

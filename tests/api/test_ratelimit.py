@@ -47,7 +47,7 @@ async def limited_api(
             pytest.skip("REDIS_URL is not set")
     settings = limited_settings(api_settings, redis_url)
     runtime = Runtime(settings=settings, db=db, roles=["api"])
-    server = await LiveServer(create_app(settings, runtime=runtime)).start()
+    server = await LiveServer(create_app(settings, runtime=runtime), settings).start()
     try:
         yield server, settings
     finally:
@@ -98,7 +98,7 @@ async def test_register_and_api_limits(limited_api: tuple[LiveServer, Settings],
             ).status_code
             for _ in range(3)
         ]
-        assert statuses == [201, 201, 429]
+        assert statuses == [202, 202, 429]
         api = [(await client.get("/vehicles", headers=account.headers)).status_code for _ in range(9)]
         assert api == [200] * 8 + [429]
 
