@@ -64,7 +64,13 @@ class LiveServer:
             config = server_config(app, settings, host="127.0.0.1", port=self.port, ws="none", lifespan="on")
         else:
             config = uvicorn.Config(
-                app, host="127.0.0.1", port=self.port, log_config=None, access_log=False, ws="none", lifespan="on"
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_config=None,
+                access_log=False,
+                ws="none",
+                lifespan="on",
             )
         self.server = uvicorn.Server(config)
         self.task: asyncio.Task[None] | None = None

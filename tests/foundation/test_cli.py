@@ -83,7 +83,7 @@ def test_bad_input_gives_clear_messages(cli_env: dict[str, str]) -> None:
     assert "already exists" in duplicate.stderr and "Traceback" not in duplicate.stderr
 
     short = fleet(cli_env, "user", "create", "--email", "x@example.com", "--password", "short")
-    assert short.returncode == 2 and "at least 8" in short.stderr
+    assert short.returncode == 2 and "at least 10" in short.stderr
 
     bad_role = fleet(
         cli_env, "user", "create", "--email", "y@example.com", "--password", "long-enough-1", "--role", "king"
