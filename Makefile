@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format bench bench-codec bench-ingest bench-sync venv clean system-deps
+.PHONY: run test lint format bench bench-codec bench-ingest bench-sync bench-login venv clean system-deps
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,9 @@ bench-ingest: $(STAMP)
 
 bench-sync: $(STAMP)
 	$(PY) bench/bench_sync.py
+
+bench-login: $(STAMP)
+	$(PY) bench/bench_login_timing.py --output bench/results/login_timing.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
