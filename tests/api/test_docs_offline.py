@@ -19,7 +19,13 @@ async def test_docs_pages_reference_only_local_assets(http: httpx.AsyncClient) -
         html = (await http.get(page)).text
         assert "http://" not in html and "https://" not in html, page
         assert "<script>" not in html  # no inline script: the page's CSP allows 'self' only
-    for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "swagger-init.js", "favicon.png"):
+    for asset in (
+        "swagger-ui-bundle.js",
+        "swagger-ui.css",
+        "redoc.standalone.js",
+        "swagger-init.js",
+        "favicon.png",
+    ):
         answer = await http.get(f"/docs/assets/{asset}")
         assert answer.status_code == 200 and len(answer.content) > 100, asset
     assert (await http.get("/docs/assets/..%2Fdocs.py")).status_code == 404
