@@ -65,16 +65,19 @@ async def test_forwarded_for_from_an_untrusted_local_proxy_does_not_bypass_the_l
     )
     assert settings.trusted_proxies == []  # the default
     account = await make_account(db, settings, password_hash=await hash_password(PASSWORD))
-    async with live(settings, db) as server, pass_through_proxy(server.port) as proxy_port:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{proxy_port}") as client:
-            codes = []
-            for attempt in range(8):  # each attempt claims another client address
-                response = await client.post(
-                    "/auth/login",
-                    json={"email": account.email, "password": "wrong password!"},
-                    headers={"X-Forwarded-For": f"198.51.100.{attempt + 1}"},
-                )
-                codes.append(response.status_code)
+    async with (
+        live(settings, db) as server,
+        pass_through_proxy(server.port) as proxy_port,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{proxy_port}") as client,
+    ):
+        codes = []
+        for attempt in range(8):  # each attempt claims another client address
+            response = await client.post(
+                "/auth/login",
+                json={"email": account.email, "password": "wrong password!"},
+                headers={"X-Forwarded-For": f"198.51.100.{attempt + 1}"},
+            )
+            codes.append(response.status_code)
     assert codes == [401] * 5 + [429] * 3
 
 
