@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator
 
@@ -138,11 +139,19 @@ async def test_a_token_whose_session_is_not_the_users_is_refused(
     assert (await http.get("/vehicles", headers=alice.headers)).status_code == 200
 
 
+@pytest.mark.parametrize("backend", ["memory", "redis"])
 async def test_failed_bearer_authentication_is_rate_limited_per_address(
-    api_settings: Settings, db: Database, admin: Account
+    api_settings: Settings, db: Database, admin: Account, backend: str
 ) -> None:
+    redis_url = os.environ.get("REDIS_URL") if backend == "redis" else None
+    if backend == "redis" and not redis_url:
+        pytest.skip("REDIS_URL is not set")
     settings = api_settings.model_copy(
-        update={"rate_limit_auth_failures_per_minute": 3, "rate_limit_key_prefix": f"t-{uuid.uuid4().hex}"}
+        update={
+            "rate_limit_auth_failures_per_minute": 3,
+            "rate_limit_key_prefix": f"t-{uuid.uuid4().hex}",
+            "redis_url": redis_url,
+        }
     )
     assert settings.secret_key is not None
     expired, _ = tokens.issue_access_token(
