@@ -53,6 +53,7 @@ import httpx
 import structlog
 import uvicorn
 
+from bench.bench_codec import cpu_model
 from fleet.api.app import create_app
 from fleet.api.server import server_config
 from fleet.config import Settings
@@ -66,16 +67,6 @@ PASSWORD = "the real password 2026"
 WRONG = "not the password at all"
 LOAD_AT_START = round(os.getloadavg()[0], 2)
 REFERENCE = "password_active"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # --- statistics ------------------------------------------------------------------------------------------

@@ -31,6 +31,40 @@ def _target(user: asyncpg.Record) -> str:
     return f"user:{user['id']}"
 
 
+async def register_owner(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    *,
+    email: str,
+    password_hash: str | None,
+    name: str | None,
+    method: str,
+    client_addr: str | None,
+) -> asyncpg.Record:
+    """Self-registration: a `pending` owner; superusers are told, so is a password registrant; audited as them.
+
+    A duplicate e-mail raises Conflict (the caller answers as for any existing address).
+    """
+    user = await create_user(
+        conn, email=email, password_hash=password_hash, role="owner", status="pending", name=name
+    )
+    await messages.notify_new_registration(conn, settings, email=user["email"], method=method)
+    if method == "password":
+        await messages.notify_registration_received(conn, settings, email=user["email"])
+    actor = Actor(user_id=user["id"], email=user["email"], role="owner", client_addr=client_addr)
+    await actor.audit(conn, "auth.register", _target(user), method=method)
+    return user
+
+
+async def registration_attempt(
+    conn: asyncpg.Connection, settings: Settings, user: asyncpg.Record, *, client_addr: str | None
+) -> None:
+    """Someone registered an address that has an account: tell its owner (at most hourly), change nothing."""
+    await messages.notify_already_registered(conn, settings, email=user["email"])
+    actor = Actor(user_id=user["id"], email=user["email"], role=user["role"], client_addr=client_addr)
+    await actor.audit(conn, "auth.register_existing", _target(user))
+
+
 async def create_active_user(
     conn: asyncpg.Connection, actor: Actor, *, email: str, password: str, role: str
 ) -> asyncpg.Record:

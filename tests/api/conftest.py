@@ -4,6 +4,7 @@ and users with tokens minted directly (bcrypt runs only where a test is about pa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -154,16 +155,23 @@ def api_settings(
     )
 
 
-@pytest.fixture(scope="session")
-async def live_api(api_settings: Settings, db: Database) -> AsyncIterator[LiveServer]:
-    """The API on a real socket, sharing the session database."""
-    runtime = Runtime(settings=api_settings, db=db, roles=["api"])
-    server = await LiveServer(create_app(api_settings, runtime=runtime), api_settings).start()
+@contextlib.asynccontextmanager
+async def serve_api(settings: Settings, db: Database) -> AsyncIterator[LiveServer]:
+    """An API of its own (with these settings) on a real socket, sharing the session database."""
+    runtime = Runtime(settings=settings, db=db, roles=["api"])
+    server = await LiveServer(create_app(settings, runtime=runtime), settings).start()
     try:
         yield server
     finally:
         await server.stop()
         await runtime.cancel_tasks()
+
+
+@pytest.fixture(scope="session")
+async def live_api(api_settings: Settings, db: Database) -> AsyncIterator[LiveServer]:
+    """The API on a real socket, sharing the session database."""
+    async with serve_api(api_settings, db) as server:
+        yield server
 
 
 @pytest.fixture

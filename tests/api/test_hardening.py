@@ -21,18 +21,7 @@ from fleet.db import Database
 from fleet.passwords import hash_password
 from fleet.runtime import Runtime
 
-from .conftest import PASSWORD, Account, LiveServer, make_account, make_fleet
-
-
-@contextlib.asynccontextmanager
-async def live(settings: Settings, db: Database) -> AsyncIterator[LiveServer]:
-    runtime = Runtime(settings=settings, db=db, roles=["api"])
-    server = await LiveServer(create_app(settings, runtime=runtime), settings).start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-        await runtime.cancel_tasks()
+from .conftest import PASSWORD, Account, LiveServer, make_account, make_fleet, serve_api
 
 
 @contextlib.asynccontextmanager
@@ -67,7 +56,7 @@ async def test_forwarded_for_from_an_untrusted_local_proxy_does_not_bypass_the_l
     assert settings.trusted_proxies == []  # the default
     account = await make_account(db, settings, password_hash=await hash_password(PASSWORD))
     async with (
-        live(settings, db) as server,
+        serve_api(settings, db) as server,
         pass_through_proxy(server.port) as proxy_port,
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{proxy_port}") as client,
     ):
@@ -163,7 +152,7 @@ async def test_failed_bearer_authentication_is_rate_limited_per_address(
         ttl_sec=60,
         now=1_000_000,
     )
-    async with live(settings, db) as server, httpx.AsyncClient(base_url=server.url) as client:
+    async with serve_api(settings, db) as server, httpx.AsyncClient(base_url=server.url) as client:
         # An expired token was genuine: not counted.
         for _ in range(5):
             answer = await client.get("/vehicles", headers={"Authorization": f"Bearer {expired}"})

@@ -6,24 +6,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 
 import httpx
 
-from fleet.api.app import create_app
 from fleet.config import Settings
 from fleet.db import Database
-from fleet.runtime import Runtime
 
-from .conftest import LiveServer
+from .conftest import LiveServer, serve_api
 
 DEADLINE = 0.5
 # How long a test waits for the server to act on a 0.5 s deadline; generous for a loaded 2-core machine.
 PATIENCE = 10.0
 
 
-@contextlib.asynccontextmanager
-async def strict_api(api_settings: Settings, db: Database) -> AsyncIterator[LiveServer]:
+def strict_api(api_settings: Settings, db: Database) -> contextlib.AbstractAsyncContextManager[LiveServer]:
     settings = api_settings.model_copy(
         update={
             "api_request_head_timeout_sec": DEADLINE,
@@ -31,13 +27,7 @@ async def strict_api(api_settings: Settings, db: Database) -> AsyncIterator[Live
             "api_keepalive_timeout_sec": DEADLINE,
         }
     )
-    runtime = Runtime(settings=settings, db=db, roles=["api"])
-    server = await LiveServer(create_app(settings, runtime=runtime), settings).start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-        await runtime.cancel_tasks()
+    return serve_api(settings, db)
 
 
 async def until_closed(reader: asyncio.StreamReader) -> tuple[bytes, float]:

@@ -30,13 +30,8 @@ from fleet.api.sessions import (
 from fleet.auth import tokens
 from fleet.db.queries import audit
 from fleet.db.queries import auth as auth_q
-from fleet.db.queries.users import create_user, get_user_by_email
+from fleet.db.queries.users import get_user_by_email
 from fleet.errors import Conflict
-from fleet.mail.messages import (
-    notify_already_registered,
-    notify_new_registration,
-    notify_registration_received,
-)
 from fleet.manage import users
 from fleet.ops.metrics_http import AUTH_ATTEMPTS, AUTH_FAILURES
 from fleet.passwords import check_and_hash, verify_password
@@ -74,45 +69,24 @@ async def register(body: RegisterRequest, state: State, address: ClientAddr) -> 
     async with state.db.system() as conn:
         existing = await get_user_by_email(conn, body.email)
         if existing is None:
+            await conn.execute("SAVEPOINT register")
             try:
-                await _create_pending(conn, state, body, hashed, address)
+                await users.register_owner(
+                    conn,
+                    state.settings,
+                    email=body.email,
+                    password_hash=hashed,
+                    name=body.name,
+                    method="password",
+                    client_addr=address,
+                )
             except Conflict:  # registered concurrently: answer as for any existing address
+                await conn.execute("ROLLBACK TO SAVEPOINT register")
                 existing = await get_user_by_email(conn, body.email)
         if existing is not None:
-            await notify_already_registered(conn, state.settings, email=existing["email"])
-            await audit.record(
-                conn,
-                action="auth.register_existing",
-                actor_id=existing["id"],
-                actor_email=existing["email"],
-                target=f"user:{existing['id']}",
-                client_addr=address,
-            )
+            await users.registration_attempt(conn, state.settings, existing, client_addr=address)
     state.wake_mail()
     return {"message": REGISTERED_MESSAGE}
-
-
-async def _create_pending(
-    conn: Any, state: Any, body: RegisterRequest, hashed: str, address: str | None
-) -> None:
-    await conn.execute("SAVEPOINT register")
-    try:
-        user = await create_user(
-            conn, email=body.email, password_hash=hashed, role="owner", status="pending", name=body.name
-        )
-    except Conflict:
-        await conn.execute("ROLLBACK TO SAVEPOINT register")
-        raise
-    await notify_new_registration(conn, state.settings, email=user["email"], method="password")
-    await notify_registration_received(conn, state.settings, email=user["email"])
-    await audit.record(
-        conn,
-        action="auth.register",
-        actor_id=user["id"],
-        actor_email=user["email"],
-        target=f"user:{user['id']}",
-        client_addr=address,
-    )
 
 
 @router.post(
