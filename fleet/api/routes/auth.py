@@ -21,6 +21,7 @@ from fleet.api.schemas import (
 )
 from fleet.api.sessions import (
     REFRESH_COOKIE,
+    IssuedSession,
     clear_refresh_cookie,
     issue_session,
     set_refresh_cookie,
@@ -187,16 +188,7 @@ async def refresh(request: Request, response: Response, state: State, address: C
         elif row["used_at"] is not None and _within_grace(row, state) and row["status"] != "blocked":
             # Two tabs refreshing at once present the same token: the later one, within the grace period,
             # gets tokens of the same session too, instead of ending it.
-            issued = await issue_session(conn, state, row, client_addr=address, session_id=row["family_id"])
-            await audit.record(
-                conn,
-                action="token.refresh",
-                actor_id=row["id"],
-                actor_email=row["email"],
-                target=f"session:{row['family_id']}",
-                details={"concurrent": True},
-                client_addr=address,
-            )
+            issued = await _continue_session(conn, state, row, address, concurrent=True)
         elif row["used_at"] is not None:
             # Rotation means a used token is not presented again by its rightful holder once the grace
             # period for concurrent use is over: it was copied.
@@ -220,15 +212,7 @@ async def refresh(request: Request, response: Response, state: State, address: C
             failure = ApiError(403, "account_blocked", "this account is blocked")
         else:
             await auth_q.mark_refresh_used(conn, token_id)
-            issued = await issue_session(conn, state, row, client_addr=address, session_id=row["family_id"])
-            await audit.record(
-                conn,
-                action="token.refresh",
-                actor_id=row["id"],
-                actor_email=row["email"],
-                target=f"session:{row['family_id']}",
-                client_addr=address,
-            )
+            issued = await _continue_session(conn, state, row, address, concurrent=False)
     if failure is not None:  # raised after the block so that revocations above are committed
         scratch = Response()
         clear_refresh_cookie(scratch, state, request)
@@ -236,6 +220,23 @@ async def refresh(request: Request, response: Response, state: State, address: C
         raise failure
     set_refresh_cookie(response, state, request, issued.refresh_token)
     return token_response(issued, row)
+
+
+async def _continue_session(
+    conn: Any, state: Any, row: Any, address: str | None, *, concurrent: bool
+) -> IssuedSession:
+    """New tokens of the refresh token's session, and the audit line of the refresh."""
+    issued = await issue_session(conn, state, row, client_addr=address, session_id=row["family_id"])
+    await audit.record(
+        conn,
+        action="token.refresh",
+        actor_id=row["id"],
+        actor_email=row["email"],
+        target=f"session:{row['family_id']}",
+        details={"concurrent": True} if concurrent else None,
+        client_addr=address,
+    )
+    return issued
 
 
 def _within_grace(row: Any, state: Any) -> bool:
