@@ -4,7 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format bench bench-codec bench-ingest bench-sync bench-login venv clean system-deps
+.PHONY: run test lint format bench bench-codec bench-ingest bench-sync bench-login venv clean system-deps \
+        canary-status canary-promote canary-rollback
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +52,17 @@ bench-sync: $(STAMP)
 
 bench-login: $(STAMP)
 	$(PY) bench/bench_login_timing.py --output bench/results/login_timing.json
+
+## make canary-status|canary-promote|canary-rollback: compare the canary with stable from their metrics and
+## move traffic between them (deploy/canary/, docs/OPERATIONS.md; CANARY_* variables, see tools/canary.py).
+canary-status: $(STAMP)
+	$(PY) tools/canary.py status
+
+canary-promote: $(STAMP)
+	$(PY) tools/canary.py promote
+
+canary-rollback: $(STAMP)
+	$(PY) tools/canary.py rollback
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -21,6 +21,7 @@ from fleet.api.middleware import BodySizeLimit, DeprecationHeaders, RequestConte
 from fleet.api.routes import (
     admin,
     admin_devices,
+    admin_settings,
     admin_vehicles,
     api_keys,
     audit,
@@ -36,6 +37,7 @@ from fleet.api.state import ApiState, parse_networks
 from fleet.config import Settings, load_settings
 from fleet.db import Database
 from fleet.mail.sender import MailSender
+from fleet.ops.api_hooks import start_api_jobs
 from fleet.ops.metrics_http import HttpMetricsMiddleware
 from fleet.ops.ratelimit import RateLimiter
 from fleet.runtime import Runtime
@@ -101,10 +103,12 @@ async def api_resources(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
         )
         if settings.redis_url and "redis_ping" not in runtime.extras:
             runtime.extras["redis_ping"] = await _redis_ping_factory(settings.redis_url, stack)
+        stack.callback(runtime.on_settings_change(limiter.apply_settings))
         if settings.smtp_url:
             state.mail_sender = MailSender(runtime.db, settings)
-            task = runtime.spawn(state.mail_sender.run(), name="mail-sender")
-            stack.callback(task.cancel)
+            log.info("mail_sender_started", host=state.mail_sender.target.hostname)
+            stack.callback(runtime.run_job(state.mail_sender.job).cancel)
+        start_api_jobs(runtime, stack)
         app.state.api = state
         log.info(
             "api_started", rate_limits=limiter.backend, mail="smtp" if settings.smtp_url else "outbox only"
@@ -159,6 +163,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         admin.router,
         admin_vehicles.router,
         admin_devices.router,
+        admin_settings.router,
         audit.router,
         devices.build_router("v2"),
         devices.build_router("v1"),

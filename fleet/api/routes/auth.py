@@ -8,7 +8,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 
-from fleet.api.deps import AnySession, ClientAddr, State, actor_for, bearer_scheme, enforce, rate_limit
+from fleet.api.deps import (
+    AnySession,
+    ClientAddr,
+    State,
+    actor_for,
+    bearer_scheme,
+    enforce,
+    ensure_registration_open,
+    rate_limit,
+)
 from fleet.api.errors import ApiError
 from fleet.api.manage_schemas import PasswordChange, PasswordChanged
 from fleet.api.schemas import (
@@ -54,7 +63,7 @@ REGISTERED_MESSAGE = (
     "/register",
     status_code=202,
     response_model=RegisterResponse,
-    responses=errors(400, 413, 422, 429),
+    responses=errors(400, 403, 413, 422, 429),
     dependencies=[rate_limit("register")],
     summary="Register an owner account (pending until a superuser approves it)",
     description=(
@@ -65,6 +74,7 @@ REGISTERED_MESSAGE = (
     ),
 )
 async def register(body: RegisterRequest, state: State, address: ClientAddr) -> dict[str, Any]:
+    ensure_registration_open(state)  # 403 while the registration flag is off
     # Policy and hashing first, for every request: an existing address must not answer faster.
     hashed = await check_and_hash(body.password, email=body.email)
     async with state.db.system() as conn:
