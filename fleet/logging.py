@@ -57,7 +57,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", log_dir: Path | No
     ]
     console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     json_renderer = structlog.processors.JSONRenderer()
-    stdout_renderer: Any = structlog.dev.ConsoleRenderer() if console else json_renderer
+    stream_renderer: Any = structlog.dev.ConsoleRenderer() if console else json_renderer
 
     def formatter(renderer: Any) -> logging.Formatter:
         return structlog.stdlib.ProcessorFormatter(
@@ -74,7 +74,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", log_dir: Path | No
         root.removeHandler(handler)
         handler.close()
     stream = logging.StreamHandler(sys.stderr)
-    stream.setFormatter(formatter(stdout_renderer))
+    stream.setFormatter(formatter(stream_renderer))
     root.addHandler(stream)
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
