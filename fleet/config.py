@@ -274,7 +274,7 @@ class Settings(BaseSettings):
     # --- API hardening: web page policy, slow clients, failed authentication (docs/SECURITY.md) ----------------
     # Raster map tiles the web UI loads; their origin is allowed by the pages' Content-Security-Policy.
     map_tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
-    grafana_url: str | None = None  # Grafana embedded in the web UI (its origin becomes the pages' frame-src)
+    # GRAFANA_URL (in the observability block below) becomes the pages' frame-src.
     api_keepalive_timeout_sec: float = Field(5, gt=0)  # an idle keep-alive connection is closed after this
     api_request_head_timeout_sec: float = Field(10, gt=0)  # request line + headers must arrive within this
     api_request_body_timeout_sec: float = Field(30, gt=0)  # the body (at most 64 KiB) must arrive within this
@@ -282,6 +282,15 @@ class Settings(BaseSettings):
     refresh_reuse_grace_sec: float = Field(30, ge=0)
     # Bad bearer tokens / API keys allowed per client address and minute.
     rate_limit_auth_failures_per_minute: int = Field(30, ge=1)
+
+    # --- observability: Grafana behind the auth proxy, host gauges (issue 10) ---------------------------
+    # Where nginx publishes Grafana (the web UI's iframe; the Grafana session cookie is scoped to its path).
+    grafana_url: str | None = None
+    # Certificates whose expiry `/metrics` exports (comma-separated paths, e.g. Let's Encrypt fullchain.pem).
+    tls_cert_files: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Extra volumes whose free space `/metrics` exports besides DATA_DIR (comma-separated paths).
+    disk_watch_paths: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    business_metrics_interval_sec: float = Field(30, gt=0)  # refresh of the fleet/user gauges from SQL
 
     @field_validator("log_level")
     @classmethod
@@ -291,7 +300,7 @@ class Settings(BaseSettings):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
 
-    @field_validator("trusted_proxies", mode="before")
+    @field_validator("trusted_proxies", "tls_cert_files", "disk_watch_paths", mode="before")
     @classmethod
     def _split_proxies(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -61,9 +61,12 @@ def url_origin(url: str | None) -> str | None:
 def ui_csp(settings: Settings) -> str:
     """The Content-Security-Policy of web UI pages (INTERFACES.md §3)."""
     tiles = url_origin(settings.map_tile_url)
-    grafana = url_origin(settings.grafana_url)
     extra_tiles = f" {tiles}" if tiles else ""
-    frames = grafana or "'none'"
+    grafana = settings.grafana_url
+    # Grafana published under this site's own path (`/grafana/`) is same-origin; else its origin; else none.
+    frames = (
+        ("'self'" if grafana.startswith("/") else url_origin(grafana) or "'none'") if grafana else "'none'"
+    )
     return (
         "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
         f"img-src 'self' data: blob:{extra_tiles}; connect-src 'self' ws: wss:{extra_tiles}; "

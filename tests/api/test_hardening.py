@@ -213,8 +213,10 @@ def test_ui_policy_follows_the_tile_and_grafana_settings(api_settings: Settings)
     )
     assert "img-src 'self' data: blob: https://*.tiles.example.net:8443;" in custom
     assert "frame-src https://grafana.example.net;" in custom
-    local_tiles = ui_csp(api_settings.model_copy(update={"map_tile_url": "/tiles/{z}/{x}/{y}.png"}))
-    assert "img-src 'self' data: blob:;" in local_tiles
+    local = ui_csp(
+        api_settings.model_copy(update={"map_tile_url": "/tiles/{z}/{x}/{y}.png", "grafana_url": "/grafana/"})
+    )
+    assert "img-src 'self' data: blob:;" in local and "frame-src 'self';" in local
     assert url_origin("javascript:alert(1)") is None and url_origin(None) is None
 
 
