@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format bench bench-codec bench-ingest bench-sync bench-live venv clean system-deps help \
+.PHONY: run test lint format bench bench-codec bench-ingest bench-sync bench-login bench-live venv clean system-deps help \
         canary-status canary-promote canary-rollback \
         health-check smoke-test logs monitor emergency-logs daily-ops security-check perf-check maintenance
 
@@ -52,6 +52,9 @@ bench-ingest: $(STAMP)
 
 bench-sync: $(STAMP)
 	$(PY) bench/bench_sync.py
+
+bench-login: $(STAMP)
+	$(PY) bench/bench_login_timing.py --output bench/results/login_timing.json
 
 ## make bench-live: 1,000 WebSocket fleet viewers with trackers streaming; then the fleet page in Chromium
 ## (bench/bench_fleet_page.py, when present). JSON in bench/results/live.json.

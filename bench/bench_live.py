@@ -206,17 +206,22 @@ async def prepare(owner_dsn: str, secret: str, scenario: Scenario, first_imei: i
             await conn.copy_records_to_table(
                 "vehicle_access", records=grants, columns=["user_id", "vehicle_id"]
             )
+        # One sign-in session per account (a token's session must be one of its user's: refresh_tokens).
+        sessions = {user: tokens.new_session_id() for user in users}
+        await conn.executemany(
+            """INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, expires_at)
+               VALUES ($1, $2, $3, $4, now() + interval '1 day')""",
+            [
+                (secrets.token_hex(16), user, session, secrets.token_hex(32))
+                for user, session in sessions.items()
+            ],
+        )
     finally:
         await conn.close()
     per_account = scenario.viewers // scenario.accounts
     return [
         tokens.issue_access_token(
-            secret,
-            user_id=user,
-            role=role,
-            token_version=0,
-            session_id=tokens.new_session_id(),
-            ttl_sec=3600,
+            secret, user_id=user, role=role, token_version=0, session_id=sessions[user], ttl_sec=3600
         )[0]
         for user in users
         for _ in range(per_account)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from fleet.config import Settings
 from fleet.db import Database
 from fleet.mail.sender import MailSender
-from fleet.ops.ratelimit import RateLimiter
+from fleet.ops.ratelimit import LocalBlocks, RateLimiter
 from fleet.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ class ApiState:
     limiter: RateLimiter
     trusted_proxies: tuple[IPNetwork, ...]
     mail_sender: MailSender | None = None
+    auth_blocked: LocalBlocks = field(default_factory=LocalBlocks)  # addresses over the auth-failure limit
     oauth: Any = None  # the Authlib OAuth registry, built on first use of Google sign-in
     live: LiveHub | None = None  # the WebSocket streams' hub (fleet.live)
     extras: dict[str, Any] = field(default_factory=dict)

@@ -80,13 +80,14 @@ class Identity:
         )
 
 
-async def authenticate(state: ApiState, token: str) -> Identity:
-    """Check a token like a REST request does (signature, expiry, session, account); raise Refusal."""
+async def authenticate(state: ApiState, token: str, address: str | None) -> Identity:
+    """Check a token like a REST request does (signature, expiry, session, account, failures counted against
+    the client's `address`); raise Refusal."""
     try:
-        principal = await principal_for(state, token)
+        principal = await principal_for(state, token, address=address)
         await enforce(state, "api", principal.rate_key)
         async with state.db.tenant(principal.tenant) as conn:
-            principal = await verify_session(conn, principal)
+            principal = await verify_session(conn, principal, state, address)
         refuse_pending(principal)
     except ApiError as err:
         raise refusal_from(err) from None

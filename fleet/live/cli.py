@@ -30,9 +30,11 @@ def vehicle_gps(
     ] = False,
 ) -> None:
     """Show the GPS channels of a pull vehicle, or map them explicitly (--latitude/--longitude, --off, --auto)."""
-    from fleet.cli import _with_db, console, fail, run_async, settings_or_exit
+    from fleet.cli import fail
     from fleet.db.queries.sync import stored_channels
-    from fleet.db.queries.vehicles import require_vehicle, set_gps_channels
+    from fleet.db.queries.vehicles import require_vehicle
+    from fleet.manage import vehicles
+    from fleet.manage.cli_common import cli_actor, out, run_in_transaction
     from fleet.sync.gps import recognise
 
     given = {
@@ -46,25 +48,20 @@ def vehicle_gps(
     chosen = {name: value for name, value in given.items() if value is not None}
     if sum((bool(chosen), off, auto)) > 1:
         raise fail("give channel ids, or --off, or --auto", 2)
-    settings = settings_or_exit()
+    actor = cli_actor()
 
-    async def action(db: Any) -> tuple[dict[str, Any] | None, dict[str, int] | None]:
-        async with db.system() as conn:
-            await require_vehicle(conn, vehicle)
-            if chosen or off or auto:
-                await set_gps_channels(conn, vehicle, {"off": True} if off else (chosen or None))
-            mapping = await conn.fetchval("SELECT gps_channels FROM vehicles WHERE id = $1", vehicle)
-            found = recognise(await stored_channels(conn, vehicle), mapping)
+    async def action(conn: Any) -> tuple[dict[str, Any] | None, dict[str, int] | None]:
+        await require_vehicle(conn, vehicle)
+        if chosen or off or auto:
+            await vehicles.set_gps_channels(conn, actor, vehicle, {"off": True} if off else (chosen or None))
+        mapping = await conn.fetchval("SELECT gps_channels FROM vehicles WHERE id = $1", vehicle)
+        found = recognise(await stored_channels(conn, vehicle), mapping)
         return mapping, found.describe() if found is not None else None
 
-    mapping, effective = run_async(lambda: _with_db(settings, action))
-    console.print(
-        f"mapping: {'explicit ' + str(mapping) if mapping else 'by name and unit'}", highlight=False
-    )
+    mapping, effective = run_in_transaction(action)
+    out(f"mapping: {'explicit ' + str(mapping) if mapping else 'by name and unit'}")
     if effective is None:
-        console.print(
-            "positions: none (no latitude/longitude pair among the synced channels)", highlight=False
-        )
+        out("positions: none (no latitude/longitude pair among the synced channels)")
     else:
         fields = ", ".join(f"{name}={effective[name]}" for name in FIELDS if name in effective)
-        console.print(f"positions from channels: {fields}", highlight=False)
+        out(f"positions from channels: {fields}")

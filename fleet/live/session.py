@@ -20,6 +20,7 @@ import orjson
 import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from fleet.api.deps import resolve_client_address
 from fleet.db.queries.live import VehicleCard, vehicle_card, visible_vehicle_ids
 from fleet.errors import DatabaseUnavailable
 from fleet.live import messages, metrics
@@ -160,9 +161,15 @@ async def _identify(websocket: WebSocket, state: ApiState, hub: LiveHub) -> Iden
     token = websocket.query_params.get("token")
     if not token:
         token = await _first_message_token(websocket, state.settings.live_auth_timeout_sec)
-    identity = await authenticate(state, token)
+    identity = await authenticate(state, token, _address(websocket, state))
     hub.check_capacity(identity)
     return identity
+
+
+def _address(websocket: WebSocket, state: ApiState) -> str | None:
+    """The client's address as the REST API resolves it (X-Forwarded-For from trusted proxies only)."""
+    peer = websocket.client.host if websocket.client else None
+    return resolve_client_address(peer, websocket.headers.get("x-forwarded-for"), state)
 
 
 async def _first_message_token(websocket: WebSocket, within: float) -> str:
@@ -238,7 +245,7 @@ async def _receive(websocket: WebSocket, state: ApiState, hub: LiveHub, viewer: 
         if kind == "ping":
             hub.offer(viewer, '{"type":"pong"}', "pong")
         elif kind == "auth" and isinstance(body.get("token") if body else None, str):
-            await _reauthenticate(state, hub, viewer, str(body["token"]))  # type: ignore[index]
+            await _reauthenticate(websocket, state, hub, viewer, str(body["token"]))  # type: ignore[index]
         else:
             hub.end(
                 viewer,
@@ -249,9 +256,11 @@ async def _receive(websocket: WebSocket, state: ApiState, hub: LiveHub, viewer: 
             )
 
 
-async def _reauthenticate(state: ApiState, hub: LiveHub, viewer: Viewer, token: str) -> None:
+async def _reauthenticate(
+    websocket: WebSocket, state: ApiState, hub: LiveHub, viewer: Viewer, token: str
+) -> None:
     try:
-        identity = await authenticate(state, token)
+        identity = await authenticate(state, token, _address(websocket, state))
     except Refusal as refusal:
         hub.end(viewer, refusal.close_code, refusal.code, refusal.message, refusal.reason)
         return

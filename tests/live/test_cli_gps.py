@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from tests.foundation.test_cli import cli_env, fleet
+from tests.foundation.conftest import cli_env, fleet
 
 __all__ = ["cli_env"]
 
@@ -26,6 +26,11 @@ async def test_show_map_turn_off_and_back(cli_env: dict[str, str], owner_conn: a
     assert await owner_conn.fetchval("SELECT gps_channels FROM vehicles WHERE id = $1", vehicle) == (
         '{"latitude": 5, "longitude": 17}'
     )
+    audited = await owner_conn.fetchrow(
+        "SELECT actor_email, details FROM admin_audit_log WHERE action = 'vehicle.gps_channels' AND target = $1",
+        f"vehicle:{vehicle}",
+    )
+    assert audited["actor_email"].startswith("cli:") and '"latitude": 5' in audited["details"]
     off = fleet(cli_env, "vehicle", "gps", "--vehicle", str(vehicle), "--off")
     assert off.returncode == 0 and "positions: none" in off.stdout
     auto = fleet(cli_env, "vehicle", "gps", "--vehicle", str(vehicle), "--auto")

@@ -102,15 +102,18 @@ async def viewer_access(
     api_keys: Sequence[int],
     with_vehicles: bool,
 ) -> asyncpg.Record | None:
-    """A signed-in user's account state, the vehicles they see, and which of their sessions and keys ended.
+    """A signed-in user's account state, the vehicles they see, and which of their sessions and keys ended
+    (a session ends when it is revoked or is no sign-in session of the user, as `auth.session_state` says).
 
     Runs in the user's own tenant context: RLS decides the vehicles, exactly as for their REST requests.
     """
     row: asyncpg.Record | None = await conn.fetchrow(
         """SELECT u.role, u.status, u.token_version,
                   CASE WHEN $4 THEN ARRAY(SELECT id FROM vehicles) END AS vehicles,
-                  ARRAY(SELECT DISTINCT r.family_id FROM refresh_tokens r
-                        WHERE r.family_id = ANY($2::text[]) AND r.revoked_at IS NOT NULL) AS ended_sessions,
+                  ARRAY(SELECT s FROM unnest($2::text[]) AS s
+                        WHERE NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.family_id = s AND r.user_id = $1)
+                           OR EXISTS (SELECT 1 FROM refresh_tokens r
+                                      WHERE r.family_id = s AND r.revoked_at IS NOT NULL)) AS ended_sessions,
                   ARRAY(SELECT k.id FROM api_keys k
                         WHERE k.id = ANY($3::bigint[]) AND k.revoked_at IS NOT NULL) AS revoked_keys
            FROM users u WHERE u.id = $1""",

@@ -64,3 +64,27 @@ LAST_POSITION_SQL = f"""
 async def last_position_json(conn: asyncpg.Connection, vehicle_id: int) -> str | None:
     items, count = await json_items(conn, LAST_POSITION_SQL, vehicle_id)
     return items[1:-1] if count else None
+
+
+async def sync_columns(conn: asyncpg.Connection, vehicle_id: int) -> asyncpg.Record | None:
+    """The sync bookkeeping of a vehicle (without its key: only whether it has one)."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"""SELECT vpn_ip IS NOT NULL AS pulled, api_key IS NOT NULL AS has_key, sync_status, sync_failures,
+                   {iso("sync_next_at")} AS next_attempt_at
+            FROM vehicles WHERE id = $1""",
+        vehicle_id,
+    )
+    return row
+
+
+async def journal_entries(conn: asyncpg.Connection, vehicle_id: int, limit: int) -> list[asyncpg.Record]:
+    """The latest sync journal rows of a vehicle, newest first."""
+    rows = await conn.fetch(
+        f"""SELECT {iso("started_at")} AS started_at, {iso("finished_at")} AS finished_at, status,
+                   rows_written, duration_ms, {iso("window_from")} AS window_from,
+                   {iso("window_to")} AS window_to, error
+            FROM sync_journal WHERE vehicle_id = $1 ORDER BY started_at DESC, id DESC LIMIT $2""",
+        vehicle_id,
+        limit,
+    )
+    return list(rows)
