@@ -136,6 +136,8 @@ def _numeric(field_no: int, spec: _Numeric, value: Any) -> CanSignal | None:
         return CanSignal(spec.name, None, spec.unit, source)
     if spec.scale != 1:
         number = number * spec.scale
+        if isinstance(number, float) and not math.isfinite(number):  # a float near the limit, scaled past it
+            return CanSignal(spec.name, None, spec.unit, source)
     if spec.decimals is not None:
         number = round(number, spec.decimals)
     return CanSignal(spec.name, number, spec.unit, source)

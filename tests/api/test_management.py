@@ -281,7 +281,8 @@ async def test_sync_state_says_why_a_vehicle_is_not_online(
         async with SyncService(db, settings) as service:
             await service.run_cycle(only=[vid], force=True)
         state = (await http.get(f"/vehicles/{vid}/sync", headers=owner.headers)).json()
-        assert state["status"] == "unknown" and state["api_key"] == "vehicle"
+        # The one status rule (fleet.vehicle_status): its latest pull failed, so the vehicle is offline.
+        assert state["status"] == "offline" and state["api_key"] == "vehicle"
         assert "refused the API key" in state["reason"], state
         assert state["journal"][0]["status"] == "error" and state["failing_cycles"] == 1
 
