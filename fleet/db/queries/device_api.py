@@ -26,7 +26,7 @@ async def resolve_device(conn: asyncpg.Connection, ref: str) -> asyncpg.Record |
     ref = ref.strip()
     numeric = int(ref) if ref.isdigit() and len(ref) <= 19 and int(ref) <= BIGINT_MAX else None
     row: asyncpg.Record | None = await conn.fetchrow(
-        """SELECT id, imei, vehicle_id FROM devices WHERE imei = $1 OR id = $2
+        """SELECT id, imei, vehicle_id, protocol FROM devices WHERE imei = $1 OR id = $2
            ORDER BY (imei = $1) DESC LIMIT 1""",
         ref,
         numeric,
