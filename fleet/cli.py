@@ -39,7 +39,12 @@ console = Console()
 T = TypeVar("T")
 
 # Components that add their own commands: module with `register(app: typer.Typer) -> None`.
-_COMPONENT_CLIS: tuple[str, ...] = ("fleet.agent.cli", "fleet.ingest.cli", "fleet.sync.cli")
+_COMPONENT_CLIS: tuple[str, ...] = (
+    "fleet.agent.cli",
+    "fleet.ingest.cli",
+    "fleet.sync.cli",
+    "fleet.simulate.cli",
+)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
