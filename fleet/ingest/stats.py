@@ -91,6 +91,8 @@ class IngestStats:
 
     # --- recording (each also feeds Prometheus) --------------------------------------------------------
     def frame(self, kind: str, records: int = 0, protocol: str = "") -> None:
+        if type(kind) is not str:
+            kind = str(kind)  # a protocol's StrEnum label: its plain value in the stats
         self.frames[kind] += 1
         key = (protocol, kind)
         children = self._frame_children.get(key)
@@ -105,6 +107,7 @@ class IngestStats:
             children[1].inc(records)
 
     def decode_error(self, reason: str, protocol: str = "") -> None:
+        reason = str(reason)
         self.decode_errors[reason] += 1
         DECODE_ERRORS.labels(protocol, reason).inc()
 

@@ -24,7 +24,7 @@ import pytest
 from fleet.config import Settings
 from fleet.db import Database
 from fleet.ingest import IngestService
-from fleet.ingest.simulator import FLEX_PROFILES
+from fleet.protocol.navtelecom.simulation import FLEX_PROFILES
 from fleet.ops.bus import InProcessBus
 from fleet.protocol.navtelecom import (
     archive,
@@ -154,7 +154,7 @@ def ingest_settings(test_settings: Settings) -> Settings:
     return test_settings.model_copy(
         update={
             "server_host": "127.0.0.1",
-            "server_port": 0,
+            "ingest_bind_ephemeral": True,
             "ingest_batch_window_ms": 5.0,
             "ingest_handshake_timeout_sec": 30.0,
         }
@@ -289,7 +289,7 @@ def server_process(
         env = {
             key: value
             for key, value in os.environ.items()
-            if not key.startswith(("DB_", "INGEST_", "SERVER_"))
+            if not key.startswith(("DB_", "INGEST_", "SERVER_", "TELTONIKA_"))
         }
         env.update(
             {
@@ -306,6 +306,7 @@ def server_process(
                 "LOG_FORMAT": "json",
                 "SERVER_HOST": "127.0.0.1",
                 "SERVER_PORT": str(port),
+                "TELTONIKA_PORT": "0",
                 "INGEST_BATCH_WINDOW_MS": "5",
             }
         )

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import asyncpg
 import pytest
 
-from fleet.ingest.simulator import SimulationConfig, run_simulation
+from fleet.simulate.engine import SimulationConfig, run_simulation
 
 from .conftest import ServerProcess, imei_block
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import pytest
@@ -12,6 +13,7 @@ from fleet.db import Database
 from fleet.db.queries.ingest import POSITION_COLUMNS
 from fleet.ingest.writer import COMMITTED, FAILED, Pending
 from fleet.protocol.navtelecom import ack_archive
+from fleet.protocol.rows import PositionRow
 
 from .conftest import StartIngest, Tracker, archive_frame, positions_of, unique_imei, wait_for
 
@@ -153,8 +155,8 @@ async def test_unstorable_frame_is_isolated_and_not_acknowledged(
         def flush_outbox(self) -> None:
             self.flushed += 1
 
-    def row(index: int, latitude: float) -> tuple[object, ...]:
-        values = dict.fromkeys(POSITION_COLUMNS)
+    def row(index: int, latitude: float) -> PositionRow:
+        values: dict[str, Any] = dict.fromkeys(POSITION_COLUMNS)
         values.update(
             device_id=device.id,  # type: ignore[union-attr]
             record_index=index,
@@ -164,7 +166,7 @@ async def test_unstorable_frame_is_isolated_and_not_acknowledged(
             longitude=10.0,
             attributes="{}",
         )
-        return tuple(values[c] for c in POSITION_COLUMNS)
+        return PositionRow(**values)
 
     sink = Sink()
     good = [Pending(sink, b"", loop.time(), positions=[row(1000 + i, 50.0)], records=1) for i in range(3)]

@@ -30,15 +30,16 @@ async def test_unknown_device_is_registered_unassigned(db: Database, start_inges
 
     async def state_written() -> bool:  # device state is written apart from batches, within ~200 ms
         row = await device_row(db, imei)
-        return row is not None and row["last_seen_at"] is not None and row["flex_mask"] is not None
+        return row is not None and row["last_seen_at"] is not None and row["protocol_state"] is not None
 
     await wait_for(state_written)
     row = await device_row(db, imei)
     assert row is not None
     assert row["vehicle_id"] is None
     assert row["protocol"] == "navtelecom"
-    assert row["flex_protocol_version"] == 20 and row["flex_struct_version"] == 20
-    assert bytes(row["flex_mask"]) == negotiation_packet()[16 + 10 :]
+    state = row["protocol_state"]
+    assert state["protocol_version"] == 20 and state["struct_version"] == 20
+    assert bytes.fromhex(state["mask"]) == negotiation_packet()[16 + 10 :]
     assert row["last_connected_at"] is not None and row["last_seen_at"] is not None
     assert row["last_peer"].startswith("127.0.0.1:")
     assert service.stats.devices_registered >= 1
@@ -107,7 +108,7 @@ async def test_handshake_waits_for_an_unavailable_registry(
     """If the device lookup fails, the connection is closed (the device reconnects), never answered."""
     service = await start_ingest(unknown_device_policy=policy)
 
-    async def broken(imeis: list[str]) -> None:
+    async def broken(*args: object) -> None:
         raise OSError("database unreachable")
 
     monkeypatch.setattr(service.registry, "_query", broken)

@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleet.db.queries.ingest import CAN_COLUMNS, EVENT_COLUMNS, POSITION_COLUMNS
-from fleet.ingest import rows as rows_module
-from fleet.ingest.rows import NO_INDEX, RowBuilder, to_json
+from fleet.protocol import rows as rows_module
+from fleet.protocol.navtelecom.rows import RowBuilder
+from fleet.protocol.rows import NO_INDEX, to_json
 from fleet.protocol.navtelecom import (
     NavtelecomSession,
     Telemetry,

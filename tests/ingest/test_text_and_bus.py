@@ -195,14 +195,14 @@ async def test_stats_and_metrics(start_ingest: StartIngest, test_settings: Setti
         "fleet_ingest_rows_stored_total",
     ):
         assert any(sample.name == name for metric in REGISTRY.collect() for sample in metric.samples), name
-    assert REGISTRY.get_sample_value("fleet_ingest_frames_total", {"type": "A"}) >= 2
+    assert REGISTRY.get_sample_value("fleet_ingest_frames_total", {"protocol": "navtelecom", "type": "A"}) >= 2
 
 
 async def test_role_exposes_stats_and_bus(db: Database, test_settings: Settings) -> None:
     from fleet.ingest.role import ingest_role
     from fleet.runtime import Runtime
 
-    settings = test_settings.model_copy(update={"server_host": "127.0.0.1", "server_port": 0})
+    settings = test_settings.model_copy(update={"server_host": "127.0.0.1", "ingest_bind_ephemeral": True})
     runtime = Runtime(settings=settings, db=db, roles=["ingest"])
     async with ingest_role(runtime):
         assert isinstance(runtime.extras["bus"], PostgresBus)

@@ -110,8 +110,8 @@ async def test_traccar_flex_sessions(db: Database, start_ingest: StartIngest, me
 
     async def negotiation_stored() -> bool:  # device state is written apart from batches
         async with db.system() as conn:
-            mask = await conn.fetchval("SELECT flex_mask FROM devices WHERE imei = $1", imei)
-        return mask is not None and bytes(mask).hex() == negotiation["bitfield_hex"]
+            state = await conn.fetchval("SELECT protocol_state FROM devices WHERE imei = $1", imei)
+        return state is not None and state.get("mask") == negotiation["bitfield_hex"]
 
     await wait_for(negotiation_stored)
     # ~T is an out-of-turn alarm: it is in `events` too, linked by its record index.
@@ -123,9 +123,11 @@ async def test_traccar_flex_sessions(db: Database, start_ingest: StartIngest, me
         )
         device = await conn.fetchrow("SELECT * FROM devices WHERE imei = $1", imei)
     assert event is not None and event["event_code"] == refs[0]["event"] and event["event_type"] == "alarm"
-    assert device["flex_protocol_version"] == negotiation["protocol_version"]
-    assert device["flex_struct_version"] == negotiation["struct_version"]
-    assert bytes(device["flex_mask"]).hex() == negotiation["bitfield_hex"]
+    state = device["protocol_state"]
+    assert device["protocol"] == "navtelecom"
+    assert state["protocol_version"] == negotiation["protocol_version"]
+    assert state["struct_version"] == negotiation["struct_version"]
+    assert state["mask"] == negotiation["bitfield_hex"]
     assert device["last_connected_at"] is not None
 
 
