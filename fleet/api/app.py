@@ -17,7 +17,18 @@ from fastapi import FastAPI
 import fleet
 from fleet.api.errors import install_error_handlers
 from fleet.api.middleware import BodySizeLimit, DeprecationHeaders, RequestContext
-from fleet.api.routes import admin, api_keys, audit, auth, devices, google, health, metrics, vehicles
+from fleet.api.routes import (
+    admin,
+    api_keys,
+    audit,
+    auth,
+    commands,
+    devices,
+    google,
+    health,
+    metrics,
+    vehicles,
+)
 from fleet.api.state import ApiState, parse_networks
 from fleet.config import Settings, load_settings
 from fleet.db import Database
@@ -138,6 +149,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         admin.router,
         audit.router,
         devices.build_router("v2"),
+        commands.router,
         devices.build_router("v1"),
         devices.aliases,
     ):

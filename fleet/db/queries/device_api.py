@@ -18,7 +18,11 @@ _DEVICE_COLUMNS = f"""id, imei, name, protocol, vehicle_id, firmware,
     CASE WHEN last_seen_at IS NULL THEN 'unknown' WHEN {DEVICE_ONLINE_SQL} THEN 'online' ELSE 'offline' END
         AS status,
     {iso("created_at")} AS created_at, {iso("last_connected_at")} AS last_connected_at,
-    {iso("last_seen_at")} AS last_seen_at, flex_protocol_version, flex_struct_version"""
+    {iso("last_seen_at")} AS last_seen_at, protocol_state,
+    CASE WHEN protocol = 'navtelecom' THEN (protocol_state ->> 'protocol_version')::int END
+        AS flex_protocol_version,
+    CASE WHEN protocol = 'navtelecom' THEN (protocol_state ->> 'struct_version')::int END
+        AS flex_struct_version"""
 
 
 async def resolve_device(conn: asyncpg.Connection, ref: str) -> asyncpg.Record | None:
