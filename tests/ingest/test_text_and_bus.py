@@ -195,7 +195,9 @@ async def test_stats_and_metrics(start_ingest: StartIngest, test_settings: Setti
         "fleet_ingest_rows_stored_total",
     ):
         assert any(sample.name == name for metric in REGISTRY.collect() for sample in metric.samples), name
-    assert REGISTRY.get_sample_value("fleet_ingest_frames_total", {"protocol": "navtelecom", "type": "A"}) >= 2
+    assert (
+        REGISTRY.get_sample_value("fleet_ingest_frames_total", {"protocol": "navtelecom", "type": "A"}) >= 2
+    )
 
 
 async def test_role_exposes_stats_and_bus(db: Database, test_settings: Settings) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .io_table import IO_ELEMENTS, IoSpec
 
-_HEADER = """\\
+_HEADER = """\
 # Teltonika AVL IO elements
 
 Generated from `fleet/protocol/teltonika/io_table.py` by `python -m fleet.protocol.teltonika.docgen`;
@@ -36,7 +36,7 @@ How a record's IO elements are stored (`positions.attributes`, see docs/PROTOCOL
 
 def _cell(text: object) -> str:
     value = "" if text is None else str(text)
-    return value.replace("|", "\\\\|") if value else "—"
+    return value.replace("|", "\\|") if value else "—"
 
 
 def _row(spec: IoSpec) -> str:
