@@ -130,6 +130,7 @@ class Settings(BaseSettings):
     ingest_bind_ephemeral: bool = False  # tests and tools: every enabled listener binds a free port
     device_commands_owners_allowed: bool = False  # owners may command their own vehicles' trackers
     device_command_ttl_sec: float = Field(86400, gt=0)  # a command not delivered by then expires
+    device_command_answer_timeout_sec: float | None = Field(None, gt=0)  # None: the protocol's (60 s)
 
     # --- ingestion (the `ingest` role) ----------------------------------------------------------------
     unknown_device_policy: Literal["register", "reject"] = "register"  # IMEIs not in `devices`

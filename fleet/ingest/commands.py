@@ -149,7 +149,7 @@ class CommandDispatcher:
                     type=claimed["type"],
                     protocol=conn.protocol,
                 )
-                timeout = rules.answer_timeout_sec
+                timeout = self.service.settings.device_command_answer_timeout_sec or rules.answer_timeout_sec
                 self._timers[claimed["id"]] = self.service.loop.call_later(
                     timeout, self._timed_out, conn, claimed["id"], timeout
                 )
