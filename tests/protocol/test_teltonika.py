@@ -36,12 +36,12 @@ from fleet.protocol.teltonika import (
     avl_packet,
     command_bytes,
     crc16_arc,
+    docgen,
     encode_message,
     encode_record,
     imei_packet,
     response,
 )
-from fleet.protocol.teltonika import docgen
 
 REPO = Path(__file__).resolve().parents[2]
 VECTORS: list[dict[str, Any]] = json.loads(

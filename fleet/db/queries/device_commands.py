@@ -7,7 +7,6 @@ most once even when two ingest processes see the device (a reconnect moving betw
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -31,12 +30,12 @@ async def insert_command(
     """Queue one command (RLS decides whether the caller may)."""
     row: asyncpg.Record | None = await conn.fetchrow(
         f"""INSERT INTO device_commands (device_id, vehicle_id, protocol, type, payload, requested_by, expires_at)
-            VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7) RETURNING {COMMAND_COLUMNS}""",
+            VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COMMAND_COLUMNS}""",
         device_id,
         vehicle_id,
         protocol,
         type,
-        json.dumps(payload),
+        payload,  # the pool's jsonb codec encodes it
         requested_by,
         expires_at,
     )
