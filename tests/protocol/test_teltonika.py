@@ -371,3 +371,19 @@ def test_round_trip(codec: int, data: st.DataObject) -> None:
         assert list(record.io) == _group_order(want["io"])
     answer = session.feed(response("ok"))
     assert isinstance(answer[0], CommandAnswer) and answer[0].text == "ok"
+
+
+def test_can_elements_use_documented_canonical_names() -> None:
+    """Every canonical signal a Teltonika element maps to is one docs/can.md defines, and is listed there."""
+    from fleet.protocol.teltonika import IO_ELEMENTS
+
+    text = (REPO / "docs" / "can.md").read_text(encoding="utf-8")
+    canonical, teltonika = (
+        text.split("## Teltonika IO elements")[0],
+        text.split("## Teltonika IO elements")[1],
+    )
+    for spec in IO_ELEMENTS.values():
+        names = [spec.can[0]] if spec.can else [name for _, name in spec.can_bits]
+        for name in names:
+            assert f"`{name}`" in canonical, name
+            assert f"`{name}`" in teltonika and f"| {spec.id} |" in teltonika, (spec.id, name)
