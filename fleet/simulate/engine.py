@@ -220,8 +220,11 @@ class _Device:
         per_device = config.rate / config.devices if config.rate > 0 else 0.0
         self.interval = 1.0 / per_device if per_device > 0 else 0.0
         self.step = self.interval or MAX_RATE_STEP_SEC  # device-clock time between records
-        # Spread the devices' recording moments over one interval so frames do not arrive in lockstep.
-        self.phase = self.rng.random() * self.interval
+        # Spread the devices' recording phases so their frames do not arrive in lockstep: over the time a
+        # frame takes to fill, but never beyond one recording interval or the flush period (at low rates a
+        # phase of many intervals would leave devices without a record for the whole run).
+        spread = min(self.interval * config.records_per_frame, max(self.interval, config.flush_sec))
+        self.phase = self.rng.random() * spread
 
     def _taken_at(self, index: int) -> float:
         """Loop time at which record ``index`` is recorded (the first one at the device's phase)."""
