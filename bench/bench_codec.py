@@ -147,6 +147,18 @@ def best_rate(func: Callable[[], int], repeat: int) -> float:
     return best
 
 
+def rates_and_ratios(rates: dict[str, float]) -> dict[str, Any]:
+    """Return records/s per stage and each stage's ratio to the baseline."""
+    return {
+        "records_per_second": {key: round(value) for key, value in rates.items()},
+        "ratio_to_baseline": {
+            key: round(value / rates["baseline_iter_unpack"], 3)
+            for key, value in rates.items()
+            if key != "baseline_iter_unpack"
+        },
+    }
+
+
 def bench_version(name: str, count: int, repeat: int) -> dict[str, Any]:
     version, bits = VERSIONS[name]
     fields = tuple(range(1, bits + 1))
@@ -212,12 +224,7 @@ def bench_version(name: str, count: int, repeat: int) -> dict[str, Any]:
         "fields": bits,
         "record_bytes": layout.size,
         "records": count,
-        "records_per_second": {key: round(value) for key, value in rates.items()},
-        "ratio_to_baseline": {
-            key: round(value / rates["baseline_iter_unpack"], 3)
-            for key, value in rates.items()
-            if key != "baseline_iter_unpack"
-        },
+        **rates_and_ratios(rates),
     }
 
 
@@ -292,12 +299,7 @@ def bench_teltonika(count: int, repeat: int) -> dict[str, Any]:
         "record_bytes": size,
         "records_per_packet": TELTONIKA_RECORDS_PER_PACKET,
         "records": count,
-        "records_per_second": {key: round(value) for key, value in rates.items()},
-        "ratio_to_baseline": {
-            key: round(value / rates["baseline_iter_unpack"], 3)
-            for key, value in rates.items()
-            if key != "baseline_iter_unpack"
-        },
+        **rates_and_ratios(rates),
     }
 
 

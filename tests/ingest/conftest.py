@@ -327,15 +327,24 @@ def server_process(
 # --- protocol drivers: protocol-independent tests run once per protocol ----------------------------------------
 
 
-class NavtelecomDriver:
-    """Navtelecom NTCB/FLEX as the protocol-independent tests need it."""
-
-    name = "navtelecom"
-    port_env = "SERVER_PORT"
+class _DriverBase:
+    name = ""
     ack_size = 4
 
     def port(self, service: IngestService) -> int:
         return service.ports[self.name]
+
+    def corrupt(self, frame: bytes) -> bytes:
+        """The frame with a wrong checksum (same length)."""
+        data = bytearray(frame)
+        data[-1] ^= 0xFF
+        return bytes(data)
+
+
+class NavtelecomDriver(_DriverBase):
+    """Navtelecom NTCB/FLEX as the protocol-independent tests need it."""
+
+    name = "navtelecom"
 
     def login_bytes(self, imei: str) -> bytes:
         return handshake(imei)
@@ -349,22 +358,11 @@ class NavtelecomDriver:
     def ack(self, count: int) -> bytes:
         return ack_archive(count)
 
-    def corrupt(self, frame: bytes) -> bytes:
-        """The frame with a wrong checksum (same length)."""
-        data = bytearray(frame)
-        data[-1] ^= 0xFF
-        return bytes(data)
 
-
-class TeltonikaDriver:
+class TeltonikaDriver(_DriverBase):
     """Teltonika Codec 8E as the protocol-independent tests need it."""
 
     name = "teltonika"
-    port_env = "TELTONIKA_PORT"
-    ack_size = 4
-
-    def port(self, service: IngestService) -> int:
-        return service.ports[self.name]
 
     def login_bytes(self, imei: str) -> bytes:
         return imei_packet(imei)
@@ -378,11 +376,6 @@ class TeltonikaDriver:
 
     def ack(self, count: int) -> bytes:
         return count.to_bytes(4, "big")
-
-    def corrupt(self, frame: bytes) -> bytes:
-        data = bytearray(frame)
-        data[-1] ^= 0xFF
-        return bytes(data)
 
 
 def teltonika_record(index: int, *, time0: int = 1_767_225_600) -> bytes:
