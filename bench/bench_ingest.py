@@ -233,9 +233,16 @@ class Server:
                 raise RuntimeError((self.workdir / "server.log").read_text()[-3000:])
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
+                    pass
             except OSError:
                 time.sleep(0.2)
+                continue
+            # Another process may have taken the free port meanwhile (parallel test runs on a shared
+            # machine): then ours fails to bind and exits, and what answered was not our server.
+            time.sleep(1.0)
+            if self.proc.poll() is not None:
+                raise RuntimeError("server exited: " + (self.workdir / "server.log").read_text()[-3000:])
+            return
         raise RuntimeError("server did not start listening")
 
     @property
@@ -299,7 +306,11 @@ def _idle_child(port: int, count: int, first_imei: int, pipe: Any) -> None:
 
     async def main() -> None:
         gate = asyncio.Semaphore(200)
-        writers = await asyncio.gather(*(login(n, gate) for n in range(count)))
+        try:
+            writers = await asyncio.gather(*(login(n, gate) for n in range(count)))
+        except (OSError, asyncio.IncompleteReadError) as err:
+            pipe.send(f"idle logins failed: {err!r}")  # the parent must not wait forever
+            raise
         pipe.send(len(writers))
         await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
         for writer in writers:
@@ -351,6 +362,7 @@ async def raw_copy_baseline(owner_dsn: str, rows: int) -> dict[str, Any]:
                 index = number * RECORDS_PER_FRAME + i + 1
                 struct.pack_into("<I", record, profile.offsets[1], index)
                 struct.pack_into("<I", record, profile.offsets[3], epoch_base + index)
+                struct.pack_into("<I", record, profile.offsets[9], epoch_base)  # a fix time, as before
                 records.append(bytes(record))
             (telemetry,) = session.feed(archive(records))
             assert isinstance(telemetry, Telemetry)
@@ -434,6 +446,8 @@ def idle_scenario(server: Server, count: int, first_imei: int) -> dict[str, Any]
     process = context.Process(target=_idle_child, args=(server.port, count, first_imei, child), daemon=True)
     process.start()
     opened = parent.recv()
+    if isinstance(opened, str):
+        raise RuntimeError(opened)
     time.sleep(3.0)  # let the connections' first batch commit and the allocator settle
     after = rss_bytes(server.pid)
     parent.send("release")

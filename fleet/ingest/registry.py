@@ -82,7 +82,7 @@ class DeviceRegistry:
             del self._refused[imei]
         return None
 
-    def resolve(self, imei: str, protocol: str = "navtelecom") -> asyncio.Future[DeviceInfo | None]:
+    def resolve(self, imei: str, protocol: str) -> asyncio.Future[DeviceInfo | None]:
         """Return a future of the device (None: refused by policy); raises DatabaseUnavailable on failure.
 
         ``protocol`` is what the device speaks: a device registered by the ``register`` policy gets it.
@@ -109,7 +109,7 @@ class DeviceRegistry:
         while self._waiting:
             imeis = list(self._waiting)[:LOOKUP_BATCH]
             futures = [self._waiting.pop(imei) for imei in imeis]
-            protocols = {imei: self._protocol_of.pop(imei, "navtelecom") for imei in imeis}
+            protocols = {imei: self._protocol_of.pop(imei) for imei in imeis}
             try:
                 rows, created = await self._query(imeis, protocols)
             except (

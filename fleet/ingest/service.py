@@ -129,11 +129,6 @@ class IngestService:
         """Bound port per listening protocol."""
         return {listener.spec.name: listener.port for listener in self.listeners}
 
-    @property
-    def port(self) -> int | None:
-        """The Navtelecom listener's bound port (SERVER_PORT), None when it is disabled."""
-        return self.ports.get("navtelecom")
-
     # --- lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> None:
         """Start the writer and one listener per enabled protocol (SERVER_PORT, TELTONIKA_PORT, ...).

@@ -143,7 +143,7 @@ async def test_unstorable_frame_is_isolated_and_not_acknowledged(
     """A row PostgreSQL refuses fails only its own frame: the rest of the batch commits and is ACKed."""
     service = await start_ingest(ingest_batch_window_ms=200.0)
     imei = unique_imei()
-    tracker = await Tracker.connect(service.port)
+    tracker = await Tracker.connect(service.ports["navtelecom"])
     await tracker.login(imei)
     await tracker.send(archive_frame(1, 1))
     assert await tracker.read(4) == ack_archive(1)

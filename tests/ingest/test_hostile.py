@@ -73,7 +73,7 @@ async def test_garbage_closes_the_connection_with_a_useful_log_line(
 async def test_garbage_after_handshake_names_the_imei(start_ingest: StartIngest) -> None:
     service = await start_ingest()
     imei = unique_imei()
-    tracker = await Tracker.connect(service.port)
+    tracker = await Tracker.connect(service.ports["navtelecom"])
     await tracker.login(imei)
     with capture_logs() as logs:
         await tracker.send(b"\x00\x01\x02garbage")
@@ -87,7 +87,7 @@ async def test_garbage_after_handshake_names_the_imei(start_ingest: StartIngest)
 async def test_oversized_frame_is_refused_before_buffering(start_ingest: StartIngest) -> None:
     """A ~A array longer than the frame cap (255 full FLEX 3.0 records: 187 KB) is fatal at its header."""
     service = await start_ingest()
-    tracker = await Tracker.connect(service.port)
+    tracker = await Tracker.connect(service.ports["navtelecom"])
     await tracker.send(handshake(unique_imei()))
     await tracker.read_ntcb()
     await tracker.send(flex_negotiation(range(1, 256), version=30))
@@ -104,7 +104,7 @@ async def test_oversized_frame_is_refused_before_buffering(start_ingest: StartIn
 
 async def test_oversized_text_frame_is_fatal(start_ingest: StartIngest) -> None:
     service = await start_ingest()
-    tracker = await Tracker.connect(service.port)
+    tracker = await Tracker.connect(service.ports["navtelecom"])
     await tracker.send(b"~A123456789012345," + b"1" * 4000)
     assert await tracker.closed_within(5)
     await tracker.close()
@@ -154,7 +154,7 @@ async def test_endless_bad_frames_end_the_connection(start_ingest: StartIngest, 
 
 async def test_flex_before_handshake_closes(db: Database, start_ingest: StartIngest) -> None:
     service = await start_ingest()
-    tracker = await Tracker.connect(service.port)
+    tracker = await Tracker.connect(service.ports["navtelecom"])
     await tracker.send(negotiation_packet())
     await tracker.read_ntcb()  # the protocol document itself negotiates first; that is answered
     with capture_logs() as logs:
@@ -167,7 +167,7 @@ async def test_flex_before_handshake_closes(db: Database, start_ingest: StartIng
 
 async def test_telemetry_without_any_negotiation_closes(start_ingest: StartIngest) -> None:
     service = await start_ingest()
-    tracker = await Tracker.connect(service.port)
+    tracker = await Tracker.connect(service.ports["navtelecom"])
     await tracker.send(handshake(unique_imei()))
     await tracker.read_ntcb()
     await tracker.send(archive_frame(1, 1))
@@ -213,10 +213,10 @@ async def test_slow_loris_is_cut_off_and_others_are_unaffected(
 
 async def test_connection_limit_refuses_with_one_log_line(start_ingest: StartIngest) -> None:
     service = await start_ingest(ingest_max_connections=3)
-    held = [await Tracker.connect(service.port) for _ in range(3)]
+    held = [await Tracker.connect(service.ports["navtelecom"]) for _ in range(3)]
     await wait_for(lambda: _count(service, 3))
     with capture_logs() as logs:
-        extra = [await Tracker.connect(service.port) for _ in range(5)]
+        extra = [await Tracker.connect(service.ports["navtelecom"]) for _ in range(5)]
         for tracker in extra:
             assert await tracker.closed_within(5)
     refusals = [e for e in logs if e["event"] == "ingest_connection_refused"]

@@ -53,7 +53,7 @@ async def test_redecode_restores_and_is_idempotent(
 ) -> None:
     service = await start_ingest()
     imei = unique_imei()
-    await _upload(service.port, imei)
+    await _upload(service.ports["navtelecom"], imei)
     assert await service.writer.wait_idle(5)
     async with db.system() as conn:
         original = {r["record_index"]: dict(r) for r in await positions_of(conn, imei)}
@@ -110,7 +110,7 @@ async def test_redecode_unknown_device(db: Database, test_settings: Settings) ->
 async def test_redecode_command(db: Database, start_ingest: StartIngest, test_settings: Settings) -> None:
     service = await start_ingest()
     imei = unique_imei()
-    await _upload(service.port, imei)
+    await _upload(service.ports["navtelecom"], imei)
     assert await service.writer.wait_idle(5)
     assert db.owner_dsn is not None and test_settings.db_app_password is not None
     env = {k: v for k, v in os.environ.items() if not k.startswith("DB_")}

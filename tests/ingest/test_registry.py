@@ -22,7 +22,7 @@ async def device_row(db: Database, imei: str) -> asyncpg.Record | None:
 async def test_unknown_device_is_registered_unassigned(db: Database, start_ingest: StartIngest) -> None:
     service = await start_ingest()
     imei = unique_imei()
-    tracker = await Tracker.connect(service.port)
+    tracker = await Tracker.connect(service.ports["navtelecom"])
     await tracker.login(imei)
     await tracker.send(archive_frame(1, 2))
     assert await tracker.read(4) == ack_archive(2)
@@ -48,7 +48,7 @@ async def test_unknown_device_is_registered_unassigned(db: Database, start_inges
 async def test_reject_policy_closes_unknown_devices(db: Database, start_ingest: StartIngest) -> None:
     service = await start_ingest(unknown_device_policy="reject")
     imei = unique_imei()
-    tracker = await Tracker.connect(service.port)
+    tracker = await Tracker.connect(service.ports["navtelecom"])
     with capture_logs() as logs:
         await tracker.send(handshake(imei))
         assert await tracker.closed_within(5)
@@ -62,7 +62,7 @@ async def test_reject_policy_closes_unknown_devices(db: Database, start_ingest: 
     known = unique_imei()
     async with db.system() as conn:
         await conn.execute("INSERT INTO devices (imei) VALUES ($1)", known)
-    tracker = await Tracker.connect(service.port)
+    tracker = await Tracker.connect(service.ports["navtelecom"])
     await tracker.login(known)
     await tracker.send(archive_frame(1, 1))
     assert await tracker.read(4) == ack_archive(1)
@@ -72,9 +72,9 @@ async def test_reject_policy_closes_unknown_devices(db: Database, start_ingest: 
 async def test_second_connection_of_a_device_replaces_the_first(start_ingest: StartIngest) -> None:
     service = await start_ingest()
     imei = unique_imei()
-    first = await Tracker.connect(service.port)
+    first = await Tracker.connect(service.ports["navtelecom"])
     await first.login(imei)
-    second = await Tracker.connect(service.port)
+    second = await Tracker.connect(service.ports["navtelecom"])
     await second.login(imei)
     assert await first.closed_within(5)
     await second.send(archive_frame(1, 1))
@@ -91,7 +91,7 @@ async def test_many_devices_handshaking_at_once_share_lookups(
     """Hundreds of simultaneous handshakes are answered (lookups are batched, not one query each)."""
     service = await start_ingest()
     imeis = [unique_imei() for _ in range(300)]
-    trackers = await asyncio.gather(*(Tracker.connect(service.port) for _ in imeis))
+    trackers = await asyncio.gather(*(Tracker.connect(service.ports["navtelecom"]) for _ in imeis))
     for tracker, imei in zip(trackers, imeis, strict=True):
         tracker.writer.write(handshake(imei))
     replies = await asyncio.gather(*(tracker.read_ntcb() for tracker in trackers))
@@ -112,7 +112,7 @@ async def test_handshake_waits_for_an_unavailable_registry(
         raise OSError("database unreachable")
 
     monkeypatch.setattr(service.registry, "_query", broken)
-    tracker = await Tracker.connect(service.port)
+    tracker = await Tracker.connect(service.ports["navtelecom"])
     await tracker.send(handshake(unique_imei()))
     assert await tracker.closed_within(5)
     await tracker.close()
@@ -124,7 +124,7 @@ async def test_vehicle_assignment_is_picked_up_without_reconnecting(
 ) -> None:
     service = await start_ingest()
     imei = unique_imei()
-    tracker = await Tracker.connect(service.port)
+    tracker = await Tracker.connect(service.ports["navtelecom"])
     await tracker.login(imei)
     await tracker.send(archive_frame(1, 1))
     assert await tracker.read(4) == ack_archive(1)

@@ -74,7 +74,7 @@ async def find_devices(conn: asyncpg.Connection, imeis: Sequence[str]) -> list[a
 
 
 async def register_devices(
-    conn: asyncpg.Connection, imeis: Sequence[str], protocol: str = "navtelecom"
+    conn: asyncpg.Connection, imeis: Sequence[str], protocol: str
 ) -> list[asyncpg.Record]:
     """Create unassigned devices for the IMEIs not yet known (speaking ``protocol``), then return all.
 
