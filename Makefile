@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format bench bench-codec bench-ingest bench-sync venv clean system-deps help \
+.PHONY: run test lint format bench bench-codec bench-ingest bench-sync bench-login venv clean system-deps help \
         canary-status canary-promote canary-rollback \
         health-check smoke-test logs monitor emergency-logs daily-ops security-check perf-check maintenance
 
@@ -52,6 +52,9 @@ bench-ingest: $(STAMP)
 
 bench-sync: $(STAMP)
 	$(PY) bench/bench_sync.py
+
+bench-login: $(STAMP)
+	$(PY) bench/bench_login_timing.py --output bench/results/login_timing.json
 
 ## make canary-status|canary-promote|canary-rollback: compare the canary with stable from their metrics and
 ## move traffic between them (deploy/canary/, docs/OPERATIONS.md; CANARY_* variables, see tools/canary.py).
