@@ -9,17 +9,16 @@ its protocol's rules; every status change is published on bus topic ``commands``
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 from prometheus_client import Counter
 
-from fleet.db.queries import audit
 from fleet.db.queries import device_commands as commands_q
 from fleet.db.queries.device_api import resolve_device
 from fleet.errors import FleetError, InvalidInput, NotFound
+from fleet.manage.actor import Actor
 from fleet.protocol.base import (
     Command,
     CustomCommand,
@@ -34,7 +33,6 @@ from fleet.protocol.registry import get_protocol
 __all__ = [
     "BUS_TOPIC",
     "COMMANDS_TOTAL",
-    "Actor",
     "CommandNotAllowed",
     "CommandUnsupported",
     "bus_payload",
@@ -57,16 +55,6 @@ class CommandUnsupported(InvalidInput):
 
 class CommandNotAllowed(FleetError):
     """The caller may not command this device (HTTP 403)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    """Who asks: a user (superuser or owner), or the system (CLI)."""
-
-    user_id: int | None
-    role: str  # superuser | owner
-    email: str | None = None
-    client_addr: str | None = None
 
 
 def payload_of(command: Command) -> dict[str, Any]:
@@ -160,14 +148,13 @@ async def queue_command(
         requested_by=actor.user_id,
         expires_at=datetime.now(UTC) + timedelta(seconds=ttl_sec),
     )
-    await audit.record(
+    await actor.audit(
         conn,
-        action="device.command",
-        actor_id=actor.user_id,
-        actor_email=actor.email,
-        target=f"device:{device['id']}",
-        details={"command_id": row["id"], "type": command.type, **payload_of(command)},
-        client_addr=actor.client_addr,
+        "device.command",
+        f"device:{device['id']}",
+        command_id=row["id"],
+        type=command.type,
+        **payload_of(command),
     )
     COMMANDS_TOTAL.labels(spec.name, "queued").inc()
     return row

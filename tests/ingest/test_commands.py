@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from fleet.db import Database
-from fleet.device_commands import BUS_TOPIC, Actor, CommandUnsupported, bus_payload, queue_command
+from fleet.device_commands import BUS_TOPIC, CommandUnsupported, bus_payload, queue_command
 from fleet.ingest import IngestService
 from fleet.ingest import commands as dispatcher_module
+from fleet.manage.actor import Actor
 from fleet.ops.bus import InProcessBus
 from fleet.protocol.base import Command, CustomCommand, OutputCommand, RequestPosition, ResendArchive
 from fleet.protocol.navtelecom import device_answer
@@ -19,7 +20,7 @@ from fleet.protocol.teltonika import response
 
 from .conftest import DRIVERS, StartIngest, Tracker, unique_imei, wait_for
 
-SYSTEM = Actor(user_id=None, role="superuser", email="test")
+SYSTEM = Actor(user_id=None, email="test", role="superuser", via="cli")
 
 
 async def queue(

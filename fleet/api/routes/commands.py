@@ -23,12 +23,12 @@ from fleet.db.queries import device_commands as commands_q
 from fleet.db.queries.device_api import resolve_device
 from fleet.device_commands import (
     BUS_TOPIC,
-    Actor,
     CommandNotAllowed,
     CommandUnsupported,
     bus_payload,
     queue_command,
 )
+from fleet.manage.actor import Actor
 from fleet.protocol.base import (
     Command,
     CustomCommand,
@@ -142,8 +142,8 @@ async def send_command(
     principal = session.principal
     actor = Actor(
         principal.user_id,
-        principal.role,
         principal.email or ("api_key" if principal.kind != "jwt" else None),
+        principal.role,
         address,
     )
     settings = state.settings
