@@ -4,7 +4,7 @@
     make bench-live            # or: .venv/bin/python bench/bench_live.py [--duration 30] [--output FILE]
 
 Part 1 (this file). One real `fleet serve --role ingest --role api` process (uvloop) on a fresh embedded
-PostgreSQL (or BENCH_DATABASE_URL); simulated Navtelecom trackers (`fleet.ingest.simulator`, FLEX 2.0, one
+PostgreSQL (or BENCH_DATABASE_URL); simulated Navtelecom trackers (`fleet.simulate`, FLEX 2.0, one
 record per frame, so every record is committed and published on its own) in a second process; the viewers —
 `websockets` clients, one connection each to `WS /ws/fleet` — in a third. Scenarios (each with its own viewers):
 
@@ -72,7 +72,7 @@ from bench_ingest import (  # noqa: E402 - the ingest benchmark's machine, proce
     simulate,
 )
 
-from fleet.ingest.simulator import SimulationConfig  # noqa: E402
+from fleet.simulate.engine import SimulationConfig  # noqa: E402
 
 FIRST_IMEI = 870_000_000_000_000
 CONNECT_CONCURRENCY = 100

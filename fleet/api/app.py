@@ -26,6 +26,7 @@ from fleet.api.routes import (
     api_keys,
     audit,
     auth,
+    commands,
     devices,
     events,
     google,
@@ -194,6 +195,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         audit.router,
         devices.build_router("v2"),
         events.device_router,
+        commands.router,
         devices.build_router("v1"),
         devices.aliases,
     ):

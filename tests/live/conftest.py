@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from websockets.asyncio.client import ClientConnection, connect
 
 from fleet.api.app import create_app
-from fleet.api.server import WS_OPTIONS
+from fleet.api.server import server_config
 from fleet.config import Settings
 from fleet.db import Database
 from fleet.ingest import IngestService
@@ -31,18 +31,11 @@ AGENT_KEY = "live-agent-key-0123456789abcdef"
 class LiveWsServer(LiveServer):
     """The test API server with WebSockets on (the shared `live_api` fixture serves HTTP only)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, settings: Settings) -> None:
         super().__init__(app)
+        # Exactly as `fleet serve` configures the API, WebSockets included.
         self.server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                host="127.0.0.1",
-                port=self.port,
-                log_config=None,
-                access_log=False,
-                lifespan="on",
-                **WS_OPTIONS,
-            )
+            server_config(app, settings, host="127.0.0.1", port=self.port, lifespan="on")
         )
 
     @property
@@ -65,7 +58,7 @@ def live_settings(test_settings: Settings) -> Settings:
             "pull_timeout_sec": 1.0,
             "vehicle_default_api_key": SecretStr(AGENT_KEY),
             "server_host": "127.0.0.1",
-            "server_port": 0,
+            "ingest_bind_ephemeral": True,  # every protocol's listener on a free port
             "ingest_batch_window_ms": 5,
         }
     )
@@ -89,7 +82,7 @@ async def live_runtime(live_settings: Settings, db: Database) -> AsyncIterator[R
 
 @pytest.fixture(scope="session")
 async def live_server(live_runtime: Runtime, live_settings: Settings) -> AsyncIterator[LiveWsServer]:
-    server = LiveWsServer(create_app(live_settings, runtime=live_runtime))
+    server = LiveWsServer(create_app(live_settings, runtime=live_runtime), live_settings)
     await server.start()
     try:
         yield server
@@ -107,8 +100,7 @@ def hub(live_server: LiveWsServer) -> LiveHub:
 @pytest.fixture
 def ingest_port(live_runtime: Runtime) -> int:
     service: IngestService = live_runtime.extras["ingest"]
-    assert service.port is not None
-    return service.port
+    return service.ports["navtelecom"]
 
 
 @pytest.fixture

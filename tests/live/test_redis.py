@@ -44,7 +44,7 @@ asyncio.run(main())
 async def redis_server(live_settings: Settings, db: Database) -> AsyncIterator[LiveWsServer]:
     settings = live_settings.model_copy(update={"redis_url": os.environ["REDIS_URL"]})
     runtime = Runtime(settings=settings, db=db, roles=["api"])
-    server = LiveWsServer(create_app(settings, runtime=runtime))
+    server = LiveWsServer(create_app(settings, runtime=runtime), settings)
     await server.start()
     try:
         yield server

@@ -312,3 +312,28 @@ async def test_metrics_are_exported(live_server: LiveWsServer, owner: Account) -
         "fleet_live_poll_failures_total",
     ):
         assert name in text, name
+
+
+async def test_device_command_updates_reach_the_vehicle_stream(
+    live_server: LiveWsServer, db: Database, owner: Account, hub: LiveHub
+) -> None:
+    """Bus topic `commands` (device commands, fleet.device_commands.bus_payload) → `command` messages."""
+    fleet = await make_fleet(db, owner)
+    async with ws_client(vehicle_url(live_server, fleet.vehicle_id, owner.token)) as viewer:
+        await viewer.wait_for(is_type("hello"))
+        assert hub.bus is not None
+        await hub.bus.publish(
+            "commands",
+            {
+                "type": "command",
+                "command_id": 42,
+                "device_id": fleet.device_id,
+                "vehicle_id": fleet.vehicle_id,
+                "status": "answered",
+                "answer": "OK",
+                "time": "2026-12-05T01:00:00Z",
+            },
+        )
+        command = await viewer.wait_for(is_type("command"))
+        assert (command["command_id"], command["status"], command["answer"]) == (42, "answered", "OK")
+        assert command["device_id"] == fleet.device_id and command["time"] == "2026-12-05T01:00:00Z"
