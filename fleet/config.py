@@ -197,6 +197,17 @@ class Settings(BaseSettings):
     smtp_url: str | None = None
     mail_from: str = "fleet@localhost"
 
+    # --- web UI (`/ui/`) -------------------------------------------------------------------------------------
+    # Background map tiles ({z}/{x}/{y}, optional {s}); only the background needs them, the UI works without.
+    # The CSP's img-src/connect-src admit this URL's origin.
+    map_tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+    map_tile_attribution: str = "© OpenStreetMap contributors"  # shown on every map, as the tile licence asks
+    map_tile_max_zoom: int = Field(19, ge=1, le=24)
+    # Grafana's public base URL; set → the vehicle page embeds the vehicle dashboard in an iframe.
+    grafana_url: str | None = None
+    # Path (under grafana_url) of the per-vehicle dashboard; {vehicle_id} is replaced.
+    grafana_vehicle_dashboard: str = "/d/fleet-vehicle/vehicle?var-vehicle_id={vehicle_id}&kiosk"
+
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _split_proxies(cls, value: Any) -> Any:

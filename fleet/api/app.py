@@ -25,6 +25,7 @@ from fleet.mail.sender import MailSender
 from fleet.ops.metrics_http import HttpMetricsMiddleware
 from fleet.ops.ratelimit import RateLimiter
 from fleet.runtime import Runtime
+from fleet.web import pages as web_pages
 
 log = structlog.get_logger(__name__)
 
@@ -142,4 +143,5 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         devices.aliases,
     ):
         app.include_router(router)
+    web_pages.install(app)
     return app

@@ -1,0 +1,45 @@
+// Sign-in page: password form (the Google button is a plain link to /auth/google).
+
+import { errorText, setupLanguageSwitch, t } from './core.js';
+import { login, refresh, user } from './session.js';
+
+setupLanguageSwitch();
+
+function destination() {
+  const next = new URLSearchParams(window.location.search).get('next') || '/ui/';
+  // Only our own pages: never send a signed-in reader to another site.
+  return next.startsWith('/ui/') ? next : '/ui/';
+}
+
+function go(account) {
+  window.location.assign(account.status === 'pending' ? '/ui/pending' : destination());
+}
+
+const form = document.getElementById('login-form');
+const error = document.getElementById('login-error');
+
+form.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  error.hidden = true;
+  const email = form.elements.email.value.trim();
+  const password = form.elements.password.value;
+  if (!email || !password) {
+    error.textContent = t('login.missing');
+    error.hidden = false;
+    return;
+  }
+  const button = form.querySelector('button[type=submit]');
+  button.disabled = true;
+  try {
+    go(await login(email, password));
+  } catch (failure) {
+    error.textContent = errorText(failure);
+    error.hidden = false;
+    form.elements.password.select();
+  } finally {
+    button.disabled = false;
+  }
+});
+
+// Already signed in (a live refresh cookie)? Go straight on.
+refresh().then(() => go(user())).catch(() => form.elements.email.focus());
