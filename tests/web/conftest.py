@@ -206,7 +206,9 @@ async def password_hash() -> str:
 async def make_user(db: Database, *, role: str = "owner", status: str = "active") -> WebUser:
     email = f"{role}-{uuid.uuid4().hex[:10]}@example.com"
     async with db.system() as conn:
-        user = await create_user(conn, email=email, password_hash=await password_hash(), role=role, status=status)
+        user = await create_user(
+            conn, email=email, password_hash=await password_hash(), role=role, status=status
+        )
     return WebUser(user["id"], email, role)
 
 
@@ -279,7 +281,9 @@ async def add_track(
                                       longitude, speed, altitude) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
             rows,
         )
-        await conn.execute("UPDATE devices SET last_seen_at = $2 WHERE id = $1", vehicle.device_id, rows[-1][3])
+        await conn.execute(
+            "UPDATE devices SET last_seen_at = $2 WHERE id = $1", vehicle.device_id, rows[-1][3]
+        )
 
 
 async def sign_in(page: Any, server: WebServer, user: WebUser, path: str = "/ui/") -> None:

@@ -23,7 +23,9 @@ async def owner_with_fleet(db: Database, count: int = 3) -> tuple[Any, list[Any]
     vehicles = [await make_vehicle(db, owner, f"Van {tag}-{i}") for i in range(count)]
     now = datetime.now(UTC)
     for i, vehicle in enumerate(vehicles):
-        await add_track(db, vehicle, points=20, start=now - timedelta(seconds=200), lat=50.4 + i * 0.3, lon=30.5 + i * 0.4)
+        await add_track(
+            db, vehicle, points=20, start=now - timedelta(seconds=200), lat=50.4 + i * 0.3, lon=30.5 + i * 0.4
+        )
     return owner, vehicles
 
 
@@ -85,8 +87,5 @@ async def test_fleet_markers_move_live(
     await writer.drain()
     assert (await asyncio.wait_for(reader.readuntil(b"~"), 10)).startswith(b"~AACK")
     writer.close()
-    await page.wait_for_function(
-        "id => { const m = window.__fleetPoint && window.__fleetPoint(id); return m && Math.abs(m.lat - 51.5) < 1e-6; }",
-        arg=vehicle.id,
-        timeout=10_000,
-    )
+    moved = page.locator(f"#fleet-map[data-last-position='{vehicle.id}:51.5,31.3']")
+    await moved.wait_for(timeout=10_000)

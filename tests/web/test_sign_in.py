@@ -44,7 +44,9 @@ async def test_refused_session_ends_cleanly(page: Any, web_server: WebServer, db
     user = await make_user(db)
     await sign_in(page, web_server, user)
     async with db.system() as conn:  # an administrator blocks the account meanwhile
-        await conn.execute("UPDATE users SET status = 'blocked', token_version = token_version + 1 WHERE id = $1", user.id)
+        await conn.execute(
+            "UPDATE users SET status = 'blocked', token_version = token_version + 1 WHERE id = $1", user.id
+        )
         await conn.execute("UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1", user.id)
     await page.reload()
     await page.wait_for_url(f"{web_server.url}/ui/login*")
@@ -91,7 +93,9 @@ async def test_switch_to_ukrainian_is_remembered(page: Any, web_server: WebServe
     await page.get_by_role("heading", name="Вход").wait_for()
 
 
-async def test_google_button_only_when_configured(page: Any, web_server: WebServer, web_settings: Settings) -> None:
+async def test_google_button_only_when_configured(
+    page: Any, web_server: WebServer, web_settings: Settings
+) -> None:
     await page.goto(f"{web_server.url}/ui/login")
     await page.get_by_role("button", name="Sign in").wait_for()
     expected = 1 if web_settings.google_client_id else 0

@@ -13,9 +13,9 @@ export function bucketFor(seconds, points = 600) {
 }
 
 function chart(container, title, unit, times, series) {
-  const width = Math.max(280, container.clientWidth - 8);
   const box = el('figure', { class: 'chart' }, el('figcaption', {}, unit ? `${title} (${unit})` : title));
   container.append(box);
+  const width = Math.max(260, box.clientWidth - 4);
   const options = {
     width,
     height: 180,

@@ -13,7 +13,8 @@ const PAGE = 1000;
 const LIST_LIMIT = 300; // rows drawn in the side list; the search narrows the rest
 const vehicles = new Map(); // id → vehicle (from GET /vehicles) with `position` added
 
-const map = createMap(document.getElementById('fleet-map'));
+const mapElement = document.getElementById('fleet-map');
+const map = createMap(mapElement);
 const layer = new FleetLayer(map, { onSelect: showPopup });
 const search = document.getElementById('fleet-search');
 const statusFilter = document.getElementById('fleet-status');
@@ -103,6 +104,7 @@ function onLive(message) {
     vehicle.last_activity_at = message.time;
     layer.set(message.vehicle_id, message.latitude, message.longitude, vehicle.status);
     layer.schedule();
+    mapElement.dataset.lastPosition = `${message.vehicle_id}:${message.latitude},${message.longitude}`;
   } else if (message.type === 'status') {
     const vehicle = vehicles.get(message.vehicle_id);
     if (!vehicle) return;

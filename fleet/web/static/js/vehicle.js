@@ -23,6 +23,7 @@ const indicator = document.getElementById('live-indicator');
 let following = true;
 let vehicle = null;
 const channelRows = new Map();
+const TRACK_POINTS = 20000;
 
 function setStatus(state, lastActivity) {
   const badge = document.getElementById('vehicle-status');
@@ -73,7 +74,7 @@ function alarmItem(alarm) {
   const when = alarm.time || alarm.raised_at;
   return el('li', { class: 'alarm', dataset: { active: String(alarm.active !== false), severity: alarm.severity ?? alarm.level ?? '' } },
     el('strong', {}, alarm.message || alarm.code || t('vehicle.alarm')),
-    el('span', { class: 'meta' }, `${formatTime(when)} · ${alarm.source ? t(`source.${alarm.source}`) : ''}`));
+    el('span', { class: 'meta' }, alarm.source ? `${formatTime(when)} · ${t(`source.${alarm.source}`)}` : formatTime(when)));
 }
 
 function eventItem(event) {
@@ -160,15 +161,17 @@ async function loadHistory() {
   }
   const seconds = (span.to - span.from) / 1000;
   const range = `from=${encodeURIComponent(span.from.toISOString())}&to=${encodeURIComponent(span.to.toISOString())}`;
-  // The replay wants every fix; past 6 hours the track is downsampled too (1 point per bucket).
-  const trackBucket = seconds > 6 * 3600 ? `&bucket=${bucketFor(seconds, 5000)}` : '';
   const chartBucket = bucketFor(seconds);
   try {
-    const [positions, chartPositions, measurements] = await Promise.all([
-      api(`/vehicles/${id}/positions?${range}${trackBucket}&limit=20000`),
+    const [raw, chartPositions, measurements] = await Promise.all([
+      api(`/vehicles/${id}/positions?${range}&limit=${TRACK_POINTS}`),
       api(`/vehicles/${id}/positions?${range}&bucket=${chartBucket}&limit=5000`),
       api(`/vehicles/${id}/measurements?${range}&bucket=${chartBucket}&limit=100000`),
     ]);
+    // The replay wants every fix; a period with more than TRACK_POINTS of them is downsampled instead.
+    const positions = raw.has_more
+      ? await api(`/vehicles/${id}/positions?${range}&bucket=${bucketFor(seconds, TRACK_POINTS)}&limit=${TRACK_POINTS}`)
+      : raw;
     following = false;
     liveButton.setAttribute('aria-pressed', 'false');
     track.show(positions.items);
@@ -202,10 +205,11 @@ async function loadRawFrames() {
     el('td', { class: 'hex' }, el('code', {}, frame.data_hex)))) : [el('tr', {}, el('td', { colspan: 6 }, t('common.none')))]));
 }
 
-function goLive() {
+function goLive(recentre = true) {
   following = true;
   track.hideCursor();
   liveButton.setAttribute('aria-pressed', 'true');
+  if (!recentre) return;
   const at = liveMarker.getLatLng();
   if (map.hasLayer(liveMarker) && at) map.setView(at, Math.max(map.getZoom(), 13), { animate: false });
 }
@@ -224,13 +228,16 @@ async function main() {
     return;
   }
   new LiveStream(`/ws/vehicles/${id}/live`, { onMessage: onLive, onState: (state) => showLiveState(indicator, state, t) }).start();
-  liveButton.addEventListener('click', goLive);
+  liveButton.addEventListener('click', () => goLive());
+  const leaveLive = () => { following = false; liveButton.setAttribute('aria-pressed', 'false'); };
+  document.getElementById('replay-play').addEventListener('click', leaveLive);
+  document.getElementById('replay-slider').addEventListener('input', leaveLive);
   document.getElementById('period-preset').addEventListener('change', (event) => {
     for (const field of document.querySelectorAll('.custom-range')) field.hidden = event.target.value !== 'custom';
   });
   document.getElementById('period-form').addEventListener('submit', (event) => { event.preventDefault(); loadHistory(); });
   await Promise.all([loadAlarmsAndEvents(), loadHistory()]);
-  goLive();
+  goLive(false); // live from the start, with the day's track in view until the next fix arrives
   if (me.role === 'superuser') await loadRawFrames();
 }
 

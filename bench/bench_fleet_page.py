@@ -1,0 +1,393 @@
+"""Benchmark the fleet page with 5,000 vehicles in headless Chromium; prints JSON.
+
+Set-up, all on this machine:
+
+* PostgreSQL: a throwaway database on ``BENCH_DATABASE_URL`` (a server where we may create databases), else a
+  private embedded server in a temporary directory; migrated like production.
+* Fleet: ``--vehicles`` vehicles, each with one Navtelecom tracker (IMEIs 860000000000001...), and a superuser.
+* Server: ``fleet serve --role ingest --role api`` in its own process (as production runs it), on free ports.
+* Trackers: the project's simulator (``fleet simulate navtelecom`` in its own process), one TCP connection per
+  tracker speaking NTCB/FLEX, one record per frame. Positions take the real path: ingest, commit, ACK, the
+  live bus, ``WS /ws/fleet`` (coalesced to one position per vehicle per second), the page.
+* Browser: Debian's Chromium (``/usr/bin/chromium``, headless, no GPU) driven by Playwright, 1280x860.
+
+Measured:
+
+* ``first_render_ms``: navigation start to the moment every vehicle with a position is on the map — the page
+  sets the performance mark ``fleet-markers-rendered`` in the animation frame after its first full draw
+  (session renewal, ``GET /vehicles`` pages, ``GET /vehicles/latest-positions``, clustering, canvas drawing).
+  ``--loads`` page loads, each after a reload; the map's own count of drawn points is checked against the
+  fleet size.
+* ``main_thread_ms_per_s``: the renderer main thread's busy time (Chrome DevTools Protocol
+  ``Performance.getMetrics``: ``TaskDuration``, split into script, layout and style) per wall-clock second,
+  over ``--window`` seconds: first with the trackers silent (the baseline: an idle page with 5,000
+  markers), then while every tracker sends a position each second.
+* ``position_messages_per_s``: WebSocket frames of type ``position`` the page received per second during a
+  separate counting window (CDP ``Network.webSocketFrameReceived``; not enabled during the timing window).
+
+Targets (issue 9): first render ≤ 2 s; ≤ 150 ms of main thread per second while all 5,000 move.
+
+Usage: ``python bench/bench_fleet_page.py [--vehicles 5000] [--loads 3] [--window 15] [--output FILE]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="fleet-xdg-"))
+
+import asyncpg  # noqa: E402
+import httpx  # noqa: E402
+from bench_ingest import machine_info  # noqa: E402
+
+from fleet.db.embedded import EmbeddedPostgres  # noqa: E402
+
+CHROMIUM = os.environ.get("FLEET_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+FIRST_IMEI = 860_000_000_000_001
+EMAIL = "bench-admin@example.com"
+PASSWORD = "bench-password-0123456789"
+TARGET_FIRST_RENDER_MS = 2000
+TARGET_MAIN_THREAD_MS_PER_S = 150
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_env(dsn: str, data_dir: Path, api_port: int, device_port: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "ENV": "development",
+            "DATA_DIR": str(data_dir),
+            "DATABASE_URL": dsn,
+            "API_HOST": "127.0.0.1",
+            "API_PORT": str(api_port),
+            "SERVER_HOST": "127.0.0.1",
+            "SERVER_PORT": str(device_port),
+            "TELTONIKA_PORT": "0",
+            "SECRET_KEY": secrets.token_urlsafe(32),
+            "API_KEY": secrets.token_urlsafe(32),
+            "DB_APP_PASSWORD": secrets.token_urlsafe(24),
+            "DB_GRAFANA_PASSWORD": secrets.token_urlsafe(24),
+            "UNKNOWN_DEVICE_POLICY": "reject",
+            "INGEST_MAX_CONNECTIONS": "20000",
+            "RATE_LIMIT_LOGIN_PER_MINUTE": "1000",
+            "RATE_LIMIT_REFRESH_PER_MINUTE": "1000",
+            "RATE_LIMIT_API_PER_MINUTE": "100000",
+            "LOG_LEVEL": "WARNING",
+            "LOG_FORMAT": "json",
+        }
+    )
+    env.pop("REDIS_URL", None)
+    return env
+
+
+async def seed(dsn: str, vehicles: int) -> None:
+    """Vehicles with one tracker each (the simulator's IMEIs); positions come from the trackers."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            """INSERT INTO vehicles (name) SELECT format('Truck %s', lpad(i::text, 5, '0'))
+               FROM generate_series(1, $1) i""",
+            vehicles,
+        )
+        await conn.execute(
+            """INSERT INTO devices (imei, vehicle_id)
+               SELECT lpad(($2::bigint + v.n - 1)::text, 15, '0'), v.id
+               FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM vehicles) v WHERE v.n <= $1""",
+            vehicles,
+            FIRST_IMEI,
+        )
+    finally:
+        await conn.close()
+
+
+def simulator_args(port: int, devices: int, duration: float) -> list[str]:
+    """`fleet simulate navtelecom`: every tracker sends one record per frame, once a second."""
+    return [
+        sys.executable, "-m", "fleet", "simulate", "navtelecom",
+        "--devices", str(devices), "--rate", str(devices), "--duration", str(duration),
+        "--records-per-frame", "1", "--port", str(port), "--first-imei", str(FIRST_IMEI), "--json",
+    ]  # fmt: skip
+
+
+async def wait_positions(dsn: str, vehicles: int, limit_s: float = 180) -> float:
+    """Wait until every vehicle has a stored position; answer the seconds it took."""
+    started = time.monotonic()
+    conn = await asyncpg.connect(dsn)
+    try:
+        while time.monotonic() - started < limit_s:
+            count = await conn.fetchval("SELECT count(DISTINCT vehicle_id) FROM positions")
+            if count >= vehicles:
+                return time.monotonic() - started
+            await asyncio.sleep(1)
+    finally:
+        await conn.close()
+    raise RuntimeError(f"only {count} of {vehicles} vehicles got a position within {limit_s} s")
+
+
+def metrics(raw: dict[str, Any]) -> dict[str, float]:
+    return {item["name"]: item["value"] for item in raw["metrics"]}
+
+
+async def main_thread(cdp: Any, seconds: float) -> dict[str, float]:
+    """Renderer main-thread busy time per wall-clock second over `seconds`."""
+    before = metrics(await cdp.send("Performance.getMetrics"))
+    await asyncio.sleep(seconds)
+    after = metrics(await cdp.send("Performance.getMetrics"))
+    wall = after["Timestamp"] - before["Timestamp"]
+
+    def rate(name: str) -> float:
+        return round((after[name] - before[name]) / wall * 1000, 1)
+
+    return {
+        "wall_s": round(wall, 2),
+        "task_ms_per_s": rate("TaskDuration"),
+        "script_ms_per_s": rate("ScriptDuration"),
+        "layout_ms_per_s": rate("LayoutDuration"),
+        "style_ms_per_s": rate("RecalcStyleDuration"),
+        "js_heap_mb": round(after["JSHeapUsedSize"] / 2**20, 1),
+    }
+
+
+async def count_messages(cdp: Any, seconds: float) -> dict[str, float]:
+    counts: dict[str, int] = {}
+
+    def frame(event: dict[str, Any]) -> None:
+        try:
+            kind = json.loads(event["response"]["payloadData"]).get("type", "?")
+        except (ValueError, KeyError, AttributeError):
+            kind = "?"
+        counts[kind] = counts.get(kind, 0) + 1
+
+    cdp.on("Network.webSocketFrameReceived", frame)
+    await cdp.send("Network.enable")
+    await asyncio.sleep(seconds)
+    await cdp.send("Network.disable")
+    return {f"{kind}_per_s": round(n / seconds, 1) for kind, n in sorted(counts.items())}
+
+
+async def run_browser(
+    url: str, env: dict[str, str], device_port: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = await browser.new_context(viewport={"width": 1280, "height": 860})
+
+        async def offline(route: Any) -> None:  # tiles and anything else from outside: as without internet
+            if route.request.url.startswith(url):
+                await route.continue_()
+            else:
+                await route.abort("internetdisconnected")
+
+        await context.route("**/*", offline)
+        page = await context.new_page()
+        await page.goto(f"{url}/ui/login")
+        await page.get_by_label("E-mail").fill(EMAIL)
+        await page.get_by_label("Password").fill(PASSWORD)
+        await page.get_by_role("button", name="Sign in").click()
+        await page.wait_for_selector("#fleet-map[data-rendered='1']", timeout=60_000)
+        await asyncio.sleep(2)  # let the first load settle before timing reloads
+
+        loads = []
+        for _ in range(args.loads):
+            await page.reload()
+            await page.wait_for_selector("#fleet-map[data-rendered='1']", timeout=60_000)
+            timing = await page.evaluate(
+                """() => {
+                    const mark = performance.getEntriesByName('fleet-markers-rendered')[0];
+                    const session = performance.getEntriesByName('fleet-session')[0];
+                    const map = document.getElementById('fleet-map');
+                    return {first_render_ms: Math.round(mark.startTime),
+                            session_ready_ms: Math.round(session.startTime),
+                            points: Number(map.dataset.points), clusters: Number(map.dataset.clusters),
+                            singles: Number(map.dataset.singles)};
+                }"""
+            )
+            loads.append(timing)
+            await asyncio.sleep(1.5)
+        await page.locator("#live-indicator[data-state='live']").wait_for(timeout=30_000)
+
+        cdp = await context.new_cdp_session(page)
+        await cdp.send("Performance.enable", {"timeDomain": "timeTicks"})
+        idle = await main_thread(cdp, args.window)
+
+        moving_duration = args.warmup + 2 * args.window + 10
+        simulator = await asyncio.create_subprocess_exec(
+            *simulator_args(device_port, args.vehicles, moving_duration),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        await asyncio.sleep(args.warmup)  # every tracker connected and sending once a second
+        moving = await main_thread(cdp, args.window)
+        messages = await count_messages(cdp, min(5.0, args.window))
+        screenshot = ROOT / "test-artifacts" / "screenshots" / "bench-fleet-5000.png"
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(screenshot))
+        out, err = await asyncio.wait_for(simulator.communicate(), moving_duration + 120)
+        await browser.close()
+    try:
+        sim_summary = json.loads(out)
+    except ValueError:
+        sim_summary = {"error": err.decode(errors="replace")[-2000:]}
+    return {"loads": loads, "idle": idle, "moving": moving, "messages": messages, "simulator": sim_summary}
+
+
+def wait_healthy(url: str, server: subprocess.Popen[str], limit_s: float = 90) -> None:
+    deadline = time.monotonic() + limit_s
+    while True:
+        if server.poll() is not None:
+            raise RuntimeError(f"server exited: {server.stderr.read() if server.stderr else ''}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("server did not start")
+        time.sleep(0.3)
+
+
+async def create_database(base: str) -> str:
+    name = f"fleet_bench_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(base)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return base.rsplit("/", 1)[0] + "/" + name
+
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    machine = machine_info()
+    chromium = subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True).stdout.strip()
+    work = Path(tempfile.mkdtemp(prefix="fleet-bench-page-"))
+    pg = None
+    server: subprocess.Popen[str] | None = None
+    try:
+        base = os.environ.get("BENCH_DATABASE_URL")
+        if base:
+            dsn = asyncio.run(create_database(base))
+        else:
+            pg = EmbeddedPostgres(work / "pg")
+            dsn = pg.start()
+        api_port, device_port = free_port(), free_port()
+        env = server_env(dsn, work / "data", api_port, device_port)
+        subprocess.run(
+            [sys.executable, "-m", "fleet", "db", "upgrade"], env=env, check=True, capture_output=True
+        )
+        asyncio.run(seed(dsn, args.vehicles))
+        subprocess.run(
+            [sys.executable, "-m", "fleet", "user", "create", "--email", EMAIL, "--password", PASSWORD,
+             "--role", "superuser"],
+            env=env, check=True, capture_output=True,
+        )  # fmt: skip
+        server = subprocess.Popen(
+            [sys.executable, "-m", "fleet", "serve", "--role", "ingest", "--role", "api"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{api_port}"
+        wait_healthy(url, server)
+        # One position per tracker through the real ingest path, so the page has a marker for each.
+        first = subprocess.Popen(
+            simulator_args(device_port, args.vehicles, 3),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        stored_after = asyncio.run(wait_positions(dsn, args.vehicles))
+        first.wait(timeout=180)
+        browser = asyncio.run(run_browser(url, env, device_port, args))
+    finally:
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        if pg is not None:
+            pg.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    renders = [load["first_render_ms"] for load in browser["loads"]]
+    moving = browser["moving"]["task_ms_per_s"]
+    return {
+        "benchmark": "fleet_page",
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {**machine, "chromium": chromium},
+        "parameters": {
+            "vehicles": args.vehicles,
+            "loads": args.loads,
+            "window_s": args.window,
+            "warmup_s": args.warmup,
+        },
+        "seed_positions_stored_s": round(stored_after, 1),
+        **browser,
+        "summary": {
+            "first_render_ms_median": statistics.median(renders),
+            "first_render_ms_max": max(renders),
+            "all_markers_drawn": all(load["points"] == args.vehicles for load in browser["loads"]),
+            "idle_main_thread_ms_per_s": browser["idle"]["task_ms_per_s"],
+            "moving_main_thread_ms_per_s": moving,
+            "targets": {
+                "first_render_ms": TARGET_FIRST_RENDER_MS,
+                "main_thread_ms_per_s": TARGET_MAIN_THREAD_MS_PER_S,
+                "first_render_met": max(renders) <= TARGET_FIRST_RENDER_MS,
+                "main_thread_met": moving <= TARGET_MAIN_THREAD_MS_PER_S,
+            },
+        },
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--vehicles", type=int, default=5000)
+    parser.add_argument("--loads", type=int, default=3, help="page loads timed for the first render")
+    parser.add_argument("--window", type=float, default=15.0, help="seconds of each main-thread window")
+    parser.add_argument("--warmup", type=float, default=20.0, help="seconds for every tracker to connect")
+    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "fleet_page.json")
+    args = parser.parse_args()
+    results = bench(args)
+    text = json.dumps(results, indent=2)
+    print(text)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The vehicle page: track and replay, charts from the downsampled history, alarms, raw frames, live values."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fleet.config import Settings
+from fleet.db import Database
+
+from .conftest import WebServer, add_track, make_user, make_vehicle, require_paths, screenshot, sign_in
+
+VEHICLE_WS = ("/ws/vehicles/{vehicle_id}/live", "helper live: WS /ws/vehicles/{id}/live")
+EVENTS = ("/vehicles/{vehicle_id}/events", "helper live: GET /vehicles/{id}/events")
+
+
+async def vehicle_with_history(db: Database, owner: Any) -> Any:
+    vehicle = await make_vehicle(db, owner, f"Truck {uuid.uuid4().hex[:6]}")
+    now = datetime.now(UTC)
+    await add_track(db, vehicle, points=120, start=now - timedelta(minutes=30))
+    async with db.system() as conn:
+        await conn.execute(
+            "INSERT INTO channel_config (vehicle_id, channel_id, name, unit) VALUES ($1, 1, 'engine_rpm', 'rpm')",
+            vehicle.id,
+        )
+        await conn.executemany(
+            "INSERT INTO measurements (vehicle_id, channel_id, time, value) VALUES ($1, 1, $2, $3)",
+            [(vehicle.id, now - timedelta(seconds=15 * i), 900.0 + i) for i in range(100)],
+        )
+        await conn.execute(
+            """INSERT INTO alarms_log (vehicle_id, alarm_id, level, message, raised_at)
+               VALUES ($1, 1, 'critical', 'Coolant temperature high', $2)""",
+            vehicle.id,
+            now - timedelta(minutes=5),
+        )
+        await conn.execute(
+            """INSERT INTO raw_frames (device_id, vehicle_id, received_at, frame_type, data, outcome, error)
+               VALUES ($1, $2, $3, 'flex_archive', '\\x7e4101020304'::bytea, 'error', 'bad checksum')""",
+            vehicle.device_id,
+            vehicle.id,
+            now - timedelta(minutes=1),
+        )
+    return vehicle
+
+
+async def test_track_replay_charts_and_alarms(page: Any, web_server: WebServer, db: Database) -> None:
+    owner = await make_user(db)
+    vehicle = await vehicle_with_history(db, owner)
+    await sign_in(page, web_server, owner, f"/ui/vehicles/{vehicle.id}")
+    await page.get_by_role("heading", name=vehicle.name).wait_for()
+    await page.locator("#vehicle-map[data-track-points='120']").wait_for()
+    await page.locator("#charts[data-charts='3']").wait_for()  # speed, altitude, engine_rpm
+    await page.locator("#charts figcaption", has_text="engine_rpm (rpm)").wait_for()
+    await page.locator("#alarm-list", has_text="Coolant temperature high").wait_for()
+    assert await page.locator("#raw-panel").is_hidden()  # raw frames are for superusers
+    # Replay: the cursor travels the track on its own.
+    await page.get_by_label("Replay speed").select_option("300")
+    await page.get_by_role("button", name="Play").click()
+    await page.wait_for_function(
+        "() => Number(document.querySelector('#vehicle-map').dataset.replayIndex) > 5"
+    )
+    await page.get_by_role("button", name="Pause").click()
+    # The slider is usable from the keyboard too.
+    await page.get_by_label("Replay position").focus()
+    await page.keyboard.press("End")
+    await page.locator("#vehicle-map[data-replay-index='119']").wait_for()
+    await screenshot(page, "vehicle")
+
+
+async def test_superuser_sees_raw_frames(page: Any, web_server: WebServer, db: Database) -> None:
+    admin = await make_user(db, role="superuser")
+    vehicle = await vehicle_with_history(db, None)
+    await sign_in(page, web_server, admin, f"/ui/vehicles/{vehicle.id}")
+    raw = page.locator("#raw-frames tbody tr[data-outcome='error']")
+    await raw.wait_for()
+    text = await raw.inner_text()
+    assert "7e4101020304" in text and "bad checksum" in text and vehicle.imei in text
+    await screenshot(page, "vehicle-superuser")
+
+
+async def test_recent_events(page: Any, web_server: WebServer, db: Database, web_settings: Settings) -> None:
+    require_paths(web_settings, EVENTS)
+    owner = await make_user(db)
+    vehicle = await make_vehicle(db, owner, f"Truck {uuid.uuid4().hex[:6]}")
+    async with db.system() as conn:
+        await conn.execute(
+            """INSERT INTO events (device_id, vehicle_id, kind, time, details)
+               VALUES ($1, $2, 'text', now(), '{"text": "driver says hello"}')""",
+            vehicle.device_id,
+            vehicle.id,
+        )
+    await sign_in(page, web_server, owner, f"/ui/vehicles/{vehicle.id}")
+    await page.locator("#event-list", has_text="driver says hello").wait_for()
+
+
+async def test_live_value_changes(
+    page: Any, web_server: WebServer, db: Database, web_settings: Settings
+) -> None:
+    require_paths(web_settings, VEHICLE_WS)
+    owner = await make_user(db)
+    vehicle = await make_vehicle(db, owner, f"Truck {uuid.uuid4().hex[:6]}")
+    await sign_in(page, web_server, owner, f"/ui/vehicles/{vehicle.id}")
+    await page.locator("#live-indicator[data-state='live']").wait_for()
+    reader, writer = await asyncio.open_connection("127.0.0.1", web_server.device_port)
+    for latitude in (49.25, 49.5):
+        writer.write(f"~A{vehicle.imei},{int(time.time())},{latitude},32.1,55.0,45,10,0.8~".encode())
+        await writer.drain()
+        assert (await asyncio.wait_for(reader.readuntil(b"~"), 10)).startswith(b"~AACK")
+        await page.locator("dd[data-field='latitude']", has_text=str(latitude)).wait_for(timeout=10_000)
+    writer.close()
+    assert await page.locator("#vehicle-status").get_attribute("data-status") == "online"
+    await screenshot(page, "vehicle-live")
+    # Going offline is visible: a socket refused for an account that was blocked meanwhile.
