@@ -7,6 +7,7 @@ Skipped, with the reason, only where Chromium or Playwright is not installed.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -45,7 +46,7 @@ SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 # bcrypt cost 12 of this password, computed once per session (sign-in tests type it into the form).
 PASSWORD = "web-test-password-1"
 
-pytestmark = pytest.mark.browser
+BROWSER_FIXTURES = {"browser", "web_server", "context", "page"}
 
 
 def _why_no_browser() -> str | None:
@@ -61,13 +62,15 @@ def _why_no_browser() -> str | None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests that drive a browser; skip them, with the reason, where one cannot run."""
     reason = _why_no_browser()
-    if reason is None:
-        return
     here = Path(__file__).parent
     for item in items:
-        if Path(str(item.fspath)).is_relative_to(here):
-            item.add_marker(pytest.mark.skip(reason=reason))
+        uses_browser = BROWSER_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if Path(str(item.fspath)).is_relative_to(here) and uses_browser:
+            item.add_marker(pytest.mark.browser)
+            if reason is not None:
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def free_port() -> int:
@@ -297,11 +300,37 @@ async def sign_in(page: Any, server: WebServer, user: WebUser, path: str = "/ui/
     await page.locator("#user-email", has_text=user.email).wait_for()
 
 
+async def send_text_frames(port: int, frames: list[str]) -> list[str]:
+    """Send seed-000 text frames to the device port over one connection; answer the server's replies."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    replies = []
+    try:
+        for frame in frames:
+            writer.write(frame.encode())
+            await writer.drain()
+            await asyncio.wait_for(reader.readuntil(b"~"), 10)  # the reply's opening tilde
+            replies.append("~" + (await asyncio.wait_for(reader.readuntil(b"~"), 10)).decode())
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    return replies
+
+
 def served_paths(settings: Settings) -> set[str]:
     """Every HTTP and WebSocket path template the app routes (read from the app, not guessed)."""
     from fleet.api.app import create_app
 
-    return {getattr(route, "path", "") for route in create_app(settings).routes}
+    def walk(routes: list[Any], prefix: str) -> set[str]:
+        paths: set[str] = set()
+        for route in routes:
+            included = getattr(route, "original_router", None)  # FastAPI >= 0.120 keeps routers nested
+            if included is not None:
+                paths |= walk(included.routes, prefix + route.include_context.prefix)
+            elif getattr(route, "path", None):
+                paths.add(prefix + route.path)
+        return paths
+
+    return walk(create_app(settings).routes, "")
 
 
 def require_paths(settings: Settings, *needs: tuple[str, str]) -> None:

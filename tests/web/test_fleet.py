@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -11,7 +10,16 @@ from typing import Any
 from fleet.config import Settings
 from fleet.db import Database
 
-from .conftest import WebServer, add_track, make_user, make_vehicle, require_paths, screenshot, sign_in
+from .conftest import (
+    WebServer,
+    add_track,
+    make_user,
+    make_vehicle,
+    require_paths,
+    screenshot,
+    send_text_frames,
+    sign_in,
+)
 
 LATEST = ("/vehicles/latest-positions", "helper live: GET /vehicles/latest-positions")
 FLEET_WS = ("/ws/fleet", "helper live: WS /ws/fleet")
@@ -81,11 +89,7 @@ async def test_fleet_markers_move_live(
     await page.locator("#live-indicator[data-state='live']").wait_for()
     vehicle = mine[0]
     # A tracker position through the real ingest path (the seed's text dialect), then the map follows.
-    reader, writer = await asyncio.open_connection("127.0.0.1", web_server.device_port)
-    now = int(time.time())
-    writer.write(f"~A{vehicle.imei},{now},51.5,31.3,40.0,90,9,0.9~".encode())
-    await writer.drain()
-    assert (await asyncio.wait_for(reader.readuntil(b"~"), 10)).startswith(b"~AACK")
-    writer.close()
+    frame = f"~A{vehicle.imei},{int(time.time())},51.5,31.3,40.0,90,9,0.9~"
+    assert await send_text_frames(web_server.device_port, [frame]) == [f"~AACK,{vehicle.imei}~"]
     moved = page.locator(f"#fleet-map[data-last-position='{vehicle.id}:51.5,31.3']")
     await moved.wait_for(timeout=10_000)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -11,7 +10,16 @@ from typing import Any
 from fleet.config import Settings
 from fleet.db import Database
 
-from .conftest import WebServer, add_track, make_user, make_vehicle, require_paths, screenshot, sign_in
+from .conftest import (
+    WebServer,
+    add_track,
+    make_user,
+    make_vehicle,
+    require_paths,
+    screenshot,
+    send_text_frames,
+    sign_in,
+)
 
 VEHICLE_WS = ("/ws/vehicles/{vehicle_id}/live", "helper live: WS /ws/vehicles/{id}/live")
 EVENTS = ("/vehicles/{vehicle_id}/events", "helper live: GET /vehicles/{id}/events")
@@ -85,13 +93,9 @@ async def test_recent_events(page: Any, web_server: WebServer, db: Database, web
     require_paths(web_settings, EVENTS)
     owner = await make_user(db)
     vehicle = await make_vehicle(db, owner, f"Truck {uuid.uuid4().hex[:6]}")
-    async with db.system() as conn:
-        await conn.execute(
-            """INSERT INTO events (device_id, vehicle_id, kind, time, details)
-               VALUES ($1, $2, 'text', now(), '{"text": "driver says hello"}')""",
-            vehicle.device_id,
-            vehicle.id,
-        )
+    # A text event through the ingest path before the page opens, another one while it is open (live).
+    frame = f"~E{vehicle.imei},1,{int(time.time()) - 60},driver says hello~"
+    assert await send_text_frames(web_server.device_port, [frame]) == [f"~EACK,{vehicle.imei}~"]
     await sign_in(page, web_server, owner, f"/ui/vehicles/{vehicle.id}")
     await page.locator("#event-list", has_text="driver says hello").wait_for()
 
@@ -104,13 +108,10 @@ async def test_live_value_changes(
     vehicle = await make_vehicle(db, owner, f"Truck {uuid.uuid4().hex[:6]}")
     await sign_in(page, web_server, owner, f"/ui/vehicles/{vehicle.id}")
     await page.locator("#live-indicator[data-state='live']").wait_for()
-    reader, writer = await asyncio.open_connection("127.0.0.1", web_server.device_port)
     for latitude in (49.25, 49.5):
-        writer.write(f"~A{vehicle.imei},{int(time.time())},{latitude},32.1,55.0,45,10,0.8~".encode())
-        await writer.drain()
-        assert (await asyncio.wait_for(reader.readuntil(b"~"), 10)).startswith(b"~AACK")
+        frame = f"~A{vehicle.imei},{int(time.time())},{latitude},32.1,55.0,45,10,0.8~"
+        assert await send_text_frames(web_server.device_port, [frame]) == [f"~AACK,{vehicle.imei}~"]
         await page.locator("dd[data-field='latitude']", has_text=str(latitude)).wait_for(timeout=10_000)
-    writer.close()
     assert await page.locator("#vehicle-status").get_attribute("data-status") == "online"
     await screenshot(page, "vehicle-live")
     # Going offline is visible: a socket refused for an account that was blocked meanwhile.

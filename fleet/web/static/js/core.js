@@ -89,9 +89,11 @@ export function statusLabel(status) {
 export function setupLanguageSwitch() {
   const select = document.getElementById('lang-select');
   if (!select) return;
-  select.addEventListener('change', () => {
+  const apply = () => {
     document.cookie = `fleet_lang=${encodeURIComponent(select.value)}; Path=/; Max-Age=31536000; SameSite=Lax`;
-    try { localStorage.setItem('fleet_lang', select.value); } catch { /* private mode: the cookie suffices */ }
     window.location.reload();
-  });
+  };
+  select.addEventListener('change', apply);
+  // A choice made while the page's script was still loading (the page shell renders first) counts too.
+  if (select.value !== config.lang) apply();
 }

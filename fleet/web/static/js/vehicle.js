@@ -79,9 +79,11 @@ function alarmItem(alarm) {
 
 function eventItem(event) {
   const details = event.details && Object.keys(event.details).length ? JSON.stringify(event.details) : '';
+  const kind = t(`event.${event.kind}`) === `event.${event.kind}` ? event.kind : t(`event.${event.kind}`);
+  const where = typeof event.latitude === 'number' ? ` · ${formatNumber(event.latitude)}, ${formatNumber(event.longitude)}` : '';
   return el('li', { class: 'event', dataset: { kind: event.kind } },
-    el('strong', {}, t(`event.${event.kind}`) === `event.${event.kind}` ? event.kind : t(`event.${event.kind}`)),
-    el('span', { class: 'meta' }, formatTime(event.time)),
+    el('strong', {}, event.description ? `${kind}: ${event.description}` : kind),
+    el('span', { class: 'meta' }, `${formatTime(event.time)}${where}`),
     details ? el('code', {}, details.length > 200 ? `${details.slice(0, 200)}…` : details) : null);
 }
 
