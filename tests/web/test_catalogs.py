@@ -17,6 +17,7 @@ SCRIPTS = sorted((WEB / "static" / "js").glob("*.js"))
 # Keys built at run time from a code the API or the stream sends (t(`status.${state}`) and the like).
 DYNAMIC_PREFIXES = ("status.", "live.", "role.", "user.", "source.", "event.", "error.", "field.")
 
+
 def placeholders(text: str) -> set[str]:
     return {name for _, name, _, _ in string.Formatter().parse(text) if name}
 

@@ -100,3 +100,26 @@ async def test_google_button_only_when_configured(
     await page.get_by_role("button", name="Sign in").wait_for()
     expected = 1 if web_settings.google_client_id else 0
     assert await page.locator("#google-signin").count() == expected
+
+
+async def test_pages_fit_a_phone(browser: Any, web_server: WebServer, db: Database) -> None:
+    """On a phone-sized screen no page scrolls sideways; screenshots of each are kept."""
+    user = await make_user(db, role="superuser")
+    context = await browser.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+    )
+    await context.route(
+        "**/*",
+        lambda route: route.continue_() if route.request.url.startswith(web_server.url) else route.abort(),
+    )
+    try:
+        page = await context.new_page()
+        await sign_in(page, web_server, user)
+        for name, path in (("fleet", "/ui/"), ("admin", "/ui/admin"), ("login", "/ui/register")):
+            await page.goto(f"{web_server.url}{path}")
+            await page.locator("main").wait_for()
+            await screenshot(page, f"phone-{name}")
+            overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 1, f"{path} is {overflow}px wider than the phone"
+    finally:
+        await context.close()

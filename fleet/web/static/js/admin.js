@@ -171,8 +171,8 @@ async function loadTrackers() {
     const linkTo = el('select', { 'aria-label': t('admin.link_to', { imei: device.imei }) }, ...vehicles.map((vehicle) => el('option', { value: vehicle.id }, vehicle.name)));
     return el('tr', { dataset: { imei: device.imei } },
       el('td', {}, device.imei), el('td', {}, device.protocol || '—'),
-      el('td', {}, device.vehicle_id ? names.get(device.vehicle_id) || `#${device.vehicle_id}` : t('admin.no_vehicle')),
-      el('td', {}, formatTime(device.last_seen_at || device.last_connection_at)),
+      el('td', {}, device.vehicle_id ? device.vehicle_name || names.get(device.vehicle_id) || `#${device.vehicle_id}` : t('admin.no_vehicle')),
+      el('td', {}, formatTime(device.last_seen_at || device.last_connected_at)),
       el('td', { class: 'actions' },
         linkTo,
         button(t('admin.link'), () => linkTracker(device, Number(linkTo.value), false)),

@@ -15,7 +15,13 @@ const vehicles = new Map(); // id → vehicle (from GET /vehicles) with `positio
 
 const mapElement = document.getElementById('fleet-map');
 const map = createMap(mapElement);
-const layer = new FleetLayer(map, { onSelect: showPopup });
+let lastLive = null; // the newest live position, shown on the map element after each draw (tests read it)
+const layer = new FleetLayer(map, {
+  onSelect: showPopup,
+  afterDraw: () => {
+    if (lastLive) mapElement.dataset.lastPosition = `${lastLive.vehicle_id}:${lastLive.latitude},${lastLive.longitude}`;
+  },
+});
 const search = document.getElementById('fleet-search');
 const statusFilter = document.getElementById('fleet-status');
 const list = document.getElementById('fleet-list');
@@ -104,7 +110,7 @@ function onLive(message) {
     vehicle.last_activity_at = message.time;
     layer.set(message.vehicle_id, message.latitude, message.longitude, vehicle.status);
     layer.schedule();
-    mapElement.dataset.lastPosition = `${message.vehicle_id}:${message.latitude},${message.longitude}`;
+    lastLive = message;
   } else if (message.type === 'status') {
     const vehicle = vehicles.get(message.vehicle_id);
     if (!vehicle) return;

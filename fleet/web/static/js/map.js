@@ -37,9 +37,10 @@ export function escapeCount(count) {
  * single vehicles are canvas circles, clusters a few DOM badges. Redraws at most once per `interval` ms.
  */
 export class FleetLayer {
-  constructor(map, { onSelect, interval = 1000 }) {
+  constructor(map, { onSelect, afterDraw = () => {}, interval = 1000 }) {
     this.map = map;
     this.onSelect = onSelect;
+    this.afterDraw = afterDraw;
     this.interval = interval;
     this.renderer = L.canvas({ padding: 0.3 });
     this.group = L.layerGroup().addTo(map);
@@ -144,5 +145,6 @@ export class FleetLayer {
     container.dataset.points = String(this.count);
     container.dataset.clusters = String(clusters);
     container.dataset.singles = String(single);
+    this.afterDraw();
   }
 }
