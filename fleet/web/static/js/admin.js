@@ -60,13 +60,20 @@ function vehicleOptions(select, withNone) {
   select.replaceChildren(...(withNone ? [el('option', { value: '' }, t('admin.no_vehicle'))] : []), ...options);
 }
 
+/** Vehicles first, then trackers: the trackers' link menus list the vehicles. */
+async function reloadFleet() {
+  await loadVehicles();
+  await loadTrackers();
+}
+
 async function loadVehicles() {
-  vehicles = [];
+  const all = [];
   for (let offset = 0; ; offset += 1000) {
     const page = await api(`/vehicles?limit=1000&offset=${offset}`);
-    vehicles.push(...page.items);
+    all.push(...page.items);
     if (!page.has_more) break;
   }
+  vehicles = all;
   vehicleOptions(document.getElementById('as-vehicle'), false);
   vehicleOptions(document.getElementById('tf-vehicle'), true);
   const body = document.querySelector('#vehicles-table tbody');
@@ -81,7 +88,7 @@ async function loadVehicles() {
         if (!window.confirm(t('admin.confirm_delete', { name: vehicle.name }))) return;
         await api(`/admin/vehicles/${vehicle.id}`, { method: 'DELETE' });
         notify(t('admin.deleted', { subject: vehicle.name }));
-        await Promise.all([loadVehicles(), loadTrackers()]);
+        await reloadFleet();
       })))) : [empty(5)]));
 }
 
@@ -122,7 +129,7 @@ vehicleForm.addEventListener('submit', async (event) => {
       notify(t('admin.created', { subject: body.name }));
     }
     resetVehicleForm();
-    await loadVehicles();
+    await reloadFleet();
   } catch (error) {
     notify(errorText(error), 'error');
   }
@@ -179,12 +186,12 @@ async function loadTrackers() {
         device.vehicle_id ? button(t('admin.unlink'), async () => {
           await api(`/admin/devices/${device.id}/unlink`, { method: 'POST' });
           notify(t('admin.unlinked', { subject: device.imei }));
-          await Promise.all([loadVehicles(), loadTrackers()]);
+          await reloadFleet();
         }) : null,
         button(t('admin.delete'), async () => {
           if (!window.confirm(t('admin.confirm_delete', { name: device.imei }))) return;
           await api(`/admin/devices/${device.id}`, { method: 'DELETE' });
-          await Promise.all([loadVehicles(), loadTrackers()]);
+          await reloadFleet();
         })));
   }) : [empty(5)]));
 }
@@ -200,7 +207,7 @@ async function linkTracker(device, vehicleId, move) {
     throw error;
   }
   notify(t('admin.linked', { subject: device.imei }));
-  await Promise.all([loadVehicles(), loadTrackers()]);
+  await reloadFleet();
 }
 
 const trackerForm = document.getElementById('tracker-form');
@@ -213,7 +220,7 @@ trackerForm.addEventListener('submit', async (event) => {
     await api('/admin/devices', { method: 'POST', body });
     notify(t('admin.created', { subject: body.imei }));
     trackerForm.reset();
-    await Promise.all([loadVehicles(), loadTrackers()]);
+    await reloadFleet();
   } catch (error) {
     notify(errorText(error), 'error');
   }
@@ -246,7 +253,7 @@ document.getElementById('users-status').addEventListener('change', () => loadUse
 
 async function main() {
   await requireSession({ superuser: true });
-  const steps = [loadPending, loadUsers, async () => { await loadVehicles(); await loadTrackers(); }, loadAudit];
+  const steps = [loadPending, loadUsers, reloadFleet, loadAudit];
   await Promise.all(steps.map((step) => step().catch((error) => notify(errorText(error), 'error'))));
   document.body.dataset.ready = '1';
 }
