@@ -35,7 +35,7 @@ async function loadPending() {
 async function act(path, message, subject, body) {
   await api(path, { method: 'POST', body });
   notify(t(message, { subject }));
-  await Promise.all([loadPending(), loadUsers()]);
+  await Promise.all([loadPending(), loadUsers(), loadAudit()]);
 }
 
 async function loadUsers() {
@@ -64,6 +64,7 @@ function vehicleOptions(select, withNone) {
 async function reloadFleet() {
   await loadVehicles();
   await loadTrackers();
+  await loadAudit(); // the change just made is at its top
 }
 
 async function loadVehicles() {
@@ -144,6 +145,7 @@ assignForm.addEventListener('submit', async (event) => {
   try {
     await api(`/admin/vehicles/${vehicleId}/assign`, { method: 'POST', body: { email } });
     notify(t('admin.assigned', { subject: email }));
+    await loadAudit();
   } catch (error) {
     notify(errorText(error), 'error');
   }
@@ -159,6 +161,7 @@ document.getElementById('as-revoke').addEventListener('click', async () => {
   try {
     await api(`/admin/vehicles/${vehicleId}/access/${target.id}`, { method: 'DELETE' });
     notify(t('admin.revoked', { subject: email }));
+    await loadAudit();
   } catch (error) {
     notify(errorText(error), 'error');
   }
@@ -253,7 +256,7 @@ document.getElementById('users-status').addEventListener('change', () => loadUse
 
 async function main() {
   await requireSession({ superuser: true });
-  const steps = [loadPending, loadUsers, reloadFleet, loadAudit];
+  const steps = [loadPending, loadUsers, reloadFleet];
   await Promise.all(steps.map((step) => step().catch((error) => notify(errorText(error), 'error'))));
   document.body.dataset.ready = '1';
 }
