@@ -106,8 +106,7 @@ function onLive(message) {
   if (message.type === 'position') {
     const vehicle = vehicles.get(message.vehicle_id);
     if (!vehicle) return; // granted while connected: shown after the next reload
-    vehicle.position = message;
-    vehicle.last_activity_at = message.time;
+    vehicle.position = message; // last activity is the server's word (status messages), not the fix time
     layer.set(message.vehicle_id, message.latitude, message.longitude, vehicle.status);
     layer.schedule();
     lastLive = message;
