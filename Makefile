@@ -7,7 +7,8 @@ STAMP  := $(VENV)/.installed
 # package (git-ignored) so that a wheel carries them; nothing is fetched from a CDN at run time.
 WEB_VENDOR := fleet/web/static/vendor/.installed
 
-.PHONY: run test lint format bench bench-codec bench-ingest bench-sync bench-fleet-page venv web clean system-deps
+.PHONY: run test lint format bench bench-codec bench-ingest bench-sync bench-fleet-page venv web clean \
+        system-deps canary-status canary-promote canary-rollback
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +63,17 @@ bench-sync: $(STAMP)
 ## make bench-fleet-page: the fleet page with 5,000 vehicles in headless Chromium (first render, main-thread time).
 bench-fleet-page: $(STAMP) $(WEB_VENDOR) system-deps
 	$(PY) bench/bench_fleet_page.py
+
+## make canary-status|canary-promote|canary-rollback: compare the canary with stable from their metrics and
+## move traffic between them (deploy/canary/, docs/OPERATIONS.md; CANARY_* variables, see tools/canary.py).
+canary-status: $(STAMP)
+	$(PY) tools/canary.py status
+
+canary-promote: $(STAMP)
+	$(PY) tools/canary.py promote
+
+canary-rollback: $(STAMP)
+	$(PY) tools/canary.py rollback
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache node_modules fleet/web/static/vendor

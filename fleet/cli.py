@@ -39,7 +39,13 @@ console = Console()
 T = TypeVar("T")
 
 # Components that add their own commands: module with `register(app: typer.Typer) -> None`.
-_COMPONENT_CLIS: tuple[str, ...] = ("fleet.agent.cli", "fleet.ingest.cli", "fleet.sync.cli")
+_COMPONENT_CLIS: tuple[str, ...] = (
+    "fleet.agent.cli",
+    "fleet.ingest.cli",
+    "fleet.sync.cli",
+    "fleet.ops.cli",
+    "fleet.ops.wireguard.cli",
+)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -104,7 +110,7 @@ def serve(
     except FleetError as err:
         raise fail(str(err), err.exit_code) from None
 
-    run_async(lambda: run_serve(settings, names, on_ready=_print_banner))
+    run_async(lambda: run_serve(settings, names, on_ready=_print_banner, settings_loader=load_settings))
 
 
 async def _print_banner(runtime: Any) -> None:
@@ -249,17 +255,13 @@ def check(
     timeout: Annotated[float, typer.Option(help="seconds")] = 5.0,
 ) -> None:
     """Exit 0 when the running server answers /health as healthy."""
-    import httpx
+    from fleet.ops.healthcheck import api_base_url, probe
 
     settings = settings_or_exit()
-    host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::") else settings.api_host
-    base = url or f"http://{host}:{settings.api_port}"
-    try:
-        response = httpx.get(f"{base.rstrip('/')}/health", timeout=timeout)
-    except httpx.HTTPError as err:
-        raise fail(f"server not reachable at {base}: {err}", 1) from None
-    if response.status_code != 200:
-        raise fail(f"server unhealthy at {base}: HTTP {response.status_code} {response.text[:200]}", 1)
+    base = url or api_base_url(settings)
+    problem = run_async(lambda: probe(base, timeout))
+    if problem is not None:
+        raise fail(problem, 1)
     console.print(f"healthy: {base}", highlight=False)
 
 

@@ -44,7 +44,28 @@ _SECTION_ALIASES: dict[str, dict[str, str]] = {
     "api": {"host": "api_host", "port": "api_port", "api_key": "api_key", "secret_key": "secret_key"},
 }
 _SECTION_PREFIX = {"database": "db"}
-_KNOWN_SECTIONS = {"server", "database", "api", "sync", "ingest", "retention", "secrets", "rate_limit"}
+_KNOWN_SECTIONS = {
+    "server",
+    "database",
+    "api",
+    "sync",
+    "ingest",
+    "retention",
+    "secrets",
+    "rate_limit",
+    "flags",
+    "backup",
+    "wireguard",
+}
+# `flags:` names the switches as an operator thinks of them; each is an ordinary setting underneath.
+_FLAG_ALIASES = {
+    "text_dialect": "text_dialect_enabled",
+    "raw_frame_storage": "ingest_store_raw_frames",
+    "registration_open": "registration_open",
+    "google_sign_in": "google_sign_in",
+    "auto_register_devices": "unknown_device_policy",  # true → register, false → reject
+}
+_SECTION_ALIASES["flags"] = _FLAG_ALIASES
 
 
 def flatten_yaml(data: dict[str, Any]) -> dict[str, Any]:
@@ -61,6 +82,8 @@ def flatten_yaml(data: dict[str, Any]) -> dict[str, Any]:
         for key, item in value.items():
             key = str(key).lower()
             if key in aliases:
+                if key == "auto_register_devices" and isinstance(item, bool):
+                    item = "register" if item else "reject"
                 flat[aliases[key]] = item
             elif key.startswith(f"{prefix}_") or section in ("retention", "secrets"):
                 flat[key] = item
@@ -105,6 +128,16 @@ def _config_path() -> Path | None:
         return path
     default = Path("config.yaml")
     return default if default.exists() else None
+
+
+def config_file_path() -> Path | None:
+    """The config file in use: CONFIG_FILE, else ./config.yaml when present (None: environment only)."""
+    return _config_path()
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The file's settings as flat field names (raises ConfigError for invalid YAML or unknown keys)."""
+    return YamlSource(Settings, path)()
 
 
 class Settings(BaseSettings):
@@ -188,6 +221,46 @@ class Settings(BaseSettings):
     audit_log_retention_days: int = Field(90, ge=1)
     sync_journal_retention_days: int = Field(30, ge=1)
 
+    # --- operations: backups, retention batches, flags, hot reload, WireGuard (issue 11) -------------------------
+    # Backups (`fleet backup`, and the maintenance role when BACKUP_INTERVAL_HOURS > 0).
+    backup_dir: Path | None = None  # default DATA_DIR/backups
+    backup_keep: int = Field(7, ge=1)  # newest local backups kept; older ones are deleted after a success
+    backup_interval_hours: float = Field(
+        0, ge=0
+    )  # >0: the maintenance role backs up when the newest is older
+    backup_max_age_hours: float = Field(26, gt=0)  # /ready and metrics call the last backup stale past this
+    backup_compress_level: int = Field(6, ge=0, le=9)  # pg_dump -Z for the custom format
+    backup_verify: bool = True  # scheduled backups restore into a scratch database and compare row counts
+    backup_timeout_sec: float = Field(
+        6 * 3600, gt=0
+    )  # one backup (dump + verify + upload) may take this long
+    pg_bin_dir: Path | None = None  # where pg_dump/pg_restore live; default: found to match the server
+    # S3-compatible upload (Hetzner Object Storage, MinIO, AWS ...): on when BACKUP_S3_BUCKET is set.
+    backup_s3_bucket: str | None = None
+    backup_s3_prefix: str = "fleet-backups/"
+    backup_s3_endpoint_url: str | None = None  # unset: AWS
+    backup_s3_region: str | None = None
+    backup_s3_access_key_id: str | None = None  # unset: boto3's own chain (env, profile, instance role)
+    backup_s3_secret_access_key: SecretStr | None = None
+    # Retention extras (the *_RETENTION_DAYS above): sent mail, and the size of each DELETE batch.
+    mail_retention_days: int = Field(30, ge=1)  # sent messages leave the outbox after this
+    retention_batch_size: int = Field(5000, ge=100, le=100_000)  # rows per DELETE transaction
+    # Feature flags (config.yaml `flags:`; hot-reloadable). The ingest flags are `text_dialect_enabled`,
+    # `unknown_device_policy` (flags.auto_register_devices) and `ingest_store_raw_frames` above.
+    registration_open: bool = True  # POST /auth/register and first Google sign-in create pending accounts
+    google_sign_in: bool = True  # Google sign-in offered (when GOOGLE_CLIENT_ID/SECRET are set)
+    # Hot reload: SIGHUP, and the config file is checked for changes this often (0: SIGHUP only).
+    config_watch_interval_sec: float = Field(2.0, ge=0)
+    # WireGuard (seed 001: server 10.0.0.1, vehicles from 10.0.0.11).
+    wireguard_dir: Path | None = None  # default DATA_DIR/wireguard (keys, wg0.conf, vehicle configs)
+    wireguard_network: str = "10.0.0.0/24"
+    wireguard_first_vehicle_host: int = Field(11, ge=2)  # vehicles get .11, .12, ... of the network
+    wireguard_port: int = Field(51820, ge=1, le=65535)  # UDP port of the server
+    wireguard_endpoint: str | None = (
+        None  # public host name or address vehicles dial (e.g. fleet.example.com)
+    )
+    wireguard_interface: str = "wg0"
+
     # --- Google / OIDC ---------------------------------------------------------------------------------------
     google_client_id: str | None = None
     google_client_secret: SecretStr | None = None
@@ -207,6 +280,14 @@ class Settings(BaseSettings):
     grafana_url: str | None = None
     # Path (under grafana_url) of the per-vehicle dashboard; {vehicle_id} is replaced.
     grafana_vehicle_dashboard: str = "/d/fleet-vehicle/vehicle?var-vehicle_id={vehicle_id}&kiosk"
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"):
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -239,6 +320,14 @@ class Settings(BaseSettings):
     @property
     def log_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def backup_path(self) -> Path:
+        return self.backup_dir or self.data_dir / "backups"
+
+    @property
+    def wireguard_path(self) -> Path:
+        return self.wireguard_dir or self.data_dir / "wireguard"
 
     def owner_dsn(self) -> str | None:
         """The connection used for migrations (None → embedded server decides)."""

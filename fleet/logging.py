@@ -101,3 +101,8 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", log_dir: Path | No
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
+
+
+def set_level(level: str) -> None:
+    """Change the level of every logger that follows the root (a hot reload of LOG_LEVEL)."""
+    logging.getLogger().setLevel(level.upper())

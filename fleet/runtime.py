@@ -16,17 +16,23 @@ import threading
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from fleet.config import Settings
 from fleet.db import Database
 from fleet.errors import ConfigError
+from fleet.ops.jobs import JobRegistry, PeriodicJob
+
+if TYPE_CHECKING:
+    from fleet.ops.backup.status import BackupMonitor
+    from fleet.ops.reload import SettingsReloader
 
 log = structlog.get_logger(__name__)
 
 RoleFactory = Callable[["Runtime"], AbstractAsyncContextManager[None]]
+SettingsListener = Callable[[Settings], None]
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # Cyclic-GC generation-0 threshold while the server runs (CPython's default is 700 allocations). The
@@ -88,7 +94,35 @@ class Runtime:
     db: Database
     roles: list[str] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+    jobs: JobRegistry = field(default_factory=JobRegistry)
+    reloader: SettingsReloader | None = None  # set by `fleet serve` (hot reload of settings)
+    backup_monitor: BackupMonitor | None = None  # set by the API (last backup, for /ready and metrics)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    _settings_listeners: list[SettingsListener] = field(default_factory=list)
+
+    def run_job(self, job: PeriodicJob) -> asyncio.Task[Any]:
+        """Register a periodic job (so /ready and metrics see it) and run it as a background task."""
+        self.jobs.add(job)
+        task = self.spawn(job.run(), name=f"job:{job.name}")
+        task.add_done_callback(lambda _: self.jobs.remove(job))
+        return task
+
+    def on_settings_change(self, listener: SettingsListener) -> Callable[[], None]:
+        """Call `listener(new_settings)` after every hot reload; returns the unsubscribe function."""
+        self._settings_listeners.append(listener)
+        return lambda: (
+            self._settings_listeners.remove(listener) if listener in self._settings_listeners else None
+        )
+
+    def apply_settings(self, settings: Settings) -> None:
+        """Swap the settings object (one assignment: readers see the old or the new one, never a mix)
+        and tell every listener; a failing listener is logged and does not stop the others."""
+        self.settings = settings
+        for listener in list(self._settings_listeners):
+            try:
+                listener(settings)
+            except Exception:
+                log.exception("settings_listener_failed", listener=getattr(listener, "__qualname__", "?"))
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Start a background task the runtime keeps a reference to and cancels on shutdown."""
@@ -114,8 +148,14 @@ async def serve(
     settings: Settings,
     roles: list[str] | None = None,
     on_ready: Callable[[Runtime], Coroutine[Any, Any, None]] | None = None,
+    settings_loader: Callable[[], Settings] | None = None,
 ) -> None:
-    """Run the requested roles until SIGTERM/SIGINT, then shut down in reverse order."""
+    """Run the requested roles until SIGTERM/SIGINT, then shut down in reverse order.
+
+    With `settings_loader`, settings are reloaded by it on SIGHUP and when the config file changes.
+    """
+    from fleet.ops.process import process_services
+
     names = resolve_roles(roles)
     factories = [load_role(name) for name in names]
     stop = asyncio.Event()
@@ -134,6 +174,7 @@ async def serve(
         for name, factory in zip(names, factories, strict=True):
             await stack.enter_async_context(factory(runtime))
             log.info("role_started", role=name)
+        await stack.enter_async_context(process_services(runtime, settings_loader, handles_signals))
         log.info("server_ready", roles=names)
         stack.enter_context(gc_tuned_for_serving())
         if on_ready is not None:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test suite drives as real parts: headless Chromium (web UI tests),
 # nginx and HAProxy (their configs are checked and run), Prometheus and Alertmanager (promtool, amtool,
-# a real Prometheus for the alert rules). Idempotent and quick when everything is present; without root
+# a real Prometheus for the alert rules), wireguard-tools (`wg` cross-checks the keys `fleet wireguard`
+# derives). Idempotent and quick when everything is present; without root
 # or apt it says what is missing and exits 0, so the tests that need a part skip with a clear message.
 set -u
 
@@ -9,9 +10,12 @@ need=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "$2" ]; }
 have chromium /usr/bin/chromium || need+=(chromium)
 have nginx /usr/sbin/nginx || need+=(nginx)
+# nginx's stream module (the canary split of the device ports, deploy/canary/stream.conf)
+[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
 have haproxy /usr/sbin/haproxy || need+=(haproxy)
 have promtool /usr/bin/promtool || need+=(prometheus)
 have amtool /usr/bin/amtool || need+=(prometheus-alertmanager)
+have wg /usr/bin/wg || need+=(wireguard-tools)
 
 [ ${#need[@]} -eq 0 ] && exit 0
 

@@ -17,11 +17,23 @@ from fastapi import FastAPI
 import fleet
 from fleet.api.errors import install_error_handlers
 from fleet.api.middleware import BodySizeLimit, DeprecationHeaders, RequestContext
-from fleet.api.routes import admin, api_keys, audit, auth, devices, google, health, metrics, vehicles
+from fleet.api.routes import (
+    admin,
+    admin_settings,
+    api_keys,
+    audit,
+    auth,
+    devices,
+    google,
+    health,
+    metrics,
+    vehicles,
+)
 from fleet.api.state import ApiState, parse_networks
 from fleet.config import Settings, load_settings
 from fleet.db import Database
 from fleet.mail.sender import MailSender
+from fleet.ops.api_hooks import start_api_jobs
 from fleet.ops.metrics_http import HttpMetricsMiddleware
 from fleet.ops.ratelimit import RateLimiter
 from fleet.runtime import Runtime
@@ -85,10 +97,12 @@ async def api_resources(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
         )
         if settings.redis_url and "redis_ping" not in runtime.extras:
             runtime.extras["redis_ping"] = await _redis_ping_factory(settings.redis_url, stack)
+        stack.callback(runtime.on_settings_change(limiter.apply_settings))
         if settings.smtp_url:
             state.mail_sender = MailSender(runtime.db, settings)
-            task = runtime.spawn(state.mail_sender.run(), name="mail-sender")
-            stack.callback(task.cancel)
+            log.info("mail_sender_started", host=state.mail_sender.target.hostname)
+            stack.callback(runtime.run_job(state.mail_sender.job).cancel)
+        start_api_jobs(runtime, stack)
         app.state.api = state
         log.info(
             "api_started", rate_limits=limiter.backend, mail="smtp" if settings.smtp_url else "outbox only"
@@ -137,6 +151,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         api_keys.router,
         vehicles.router,
         admin.router,
+        admin_settings.router,
         audit.router,
         devices.build_router("v2"),
         devices.build_router("v1"),

@@ -264,3 +264,9 @@ async def _active_user(session: AnySession) -> Principal:
 
 DbConn = Annotated[asyncpg.Connection, Depends(_active_conn)]
 CurrentUser = Annotated[Principal, Depends(_active_user)]
+
+
+def ensure_registration_open(state: ApiState) -> None:
+    """Refuse new accounts while the `registration_open` flag is off (existing accounts still sign in)."""
+    if not state.settings.registration_open:
+        raise ApiError(403, "registration_closed", "registration of new accounts is closed on this server")

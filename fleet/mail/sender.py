@@ -8,8 +8,6 @@ or `smtps://host:465`; without it no sender runs and mail stays queued.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from dataclasses import dataclass
 from email.message import EmailMessage
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -22,6 +20,7 @@ from fleet.config import Settings
 from fleet.db import Database
 from fleet.db.queries import mail
 from fleet.errors import ConfigError
+from fleet.ops.jobs import PeriodicJob
 
 log = structlog.get_logger(__name__)
 
@@ -79,10 +78,12 @@ class MailSender:
         self.db = db
         self.settings = settings
         self.target = parse_smtp_url(settings.smtp_url)
-        self._wake = asyncio.Event()
+        # Per-message SMTP failures are handled (and retried with backoff) inside deliver_due; the job fails
+        # only when the outbox itself cannot be reached, and then logs it once, not every poll.
+        self.job = PeriodicJob("mail", self.deliver_due, interval=POLL_INTERVAL_SEC, timeout=300)
 
     def wake(self) -> None:
-        self._wake.set()
+        self.job.wake()
 
     async def _send(self, row: object) -> None:
         message = build_message(self.settings.mail_from, row["recipient"], row["subject"], row["body"])  # type: ignore[index]
@@ -122,13 +123,6 @@ class MailSender:
             sent += 1
 
     async def run(self) -> None:
-        """Deliver forever: at start, when woken, and every POLL_INTERVAL_SEC."""
+        """Deliver forever: at start, when woken, and every POLL_INTERVAL_SEC (see `self.job`)."""
         log.info("mail_sender_started", host=self.target.hostname, port=self.target.port)
-        while True:
-            self._wake.clear()
-            try:
-                await self.deliver_due()
-            except Exception:  # a database hiccup must not end the task; the next poll retries
-                log.exception("mail_sender_error")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=POLL_INTERVAL_SEC)
+        await self.job.run()

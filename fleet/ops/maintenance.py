@@ -1,23 +1,25 @@
-"""Maintenance role: partitions ahead of time, stranded rows re-homed, retention applied.
+"""Maintenance role: partitions ahead of time, stranded rows re-homed, retention applied, scheduled backups.
 
-Runs once at start and then every `MAINTENANCE_INTERVAL_SEC`. Every step is idempotent, so several
-processes running it at once is harmless (partition creation takes an advisory lock in the database).
+Runs as periodic jobs (`fleet.ops.jobs`): `maintenance` at start and then every `MAINTENANCE_INTERVAL_SEC`
+after the previous run ended, `backup` every `BACKUP_CHECK_INTERVAL_SEC` (it backs up only when the newest
+backup is older than `BACKUP_INTERVAL_HOURS`). Every step is idempotent, so several processes running it at
+once is harmless (partition creation takes an advisory lock in the database, a backup another one).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-import asyncpg
 import structlog
 
 from fleet.config import Settings
 from fleet.db import Database
+from fleet.ops import retention
+from fleet.ops.jobs import PeriodicJob
 
 if TYPE_CHECKING:
     from fleet.runtime import Runtime
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 MAINTENANCE_INTERVAL_SEC = 3600
+MAINTENANCE_TIMEOUT_SEC = 1800
 PARTITIONS_AHEAD_MONTHS = 2
 
 
@@ -33,10 +36,6 @@ class MaintenanceReport:
     partitions_created: int = 0
     partitions_dropped: int = 0
     rows_deleted: int = 0
-
-
-def _deleted(status: str) -> int:
-    return int(status.rsplit(" ", 1)[-1]) if status.startswith("DELETE") else 0
 
 
 async def run_maintenance(db: Database, settings: Settings, now: datetime | None = None) -> MaintenanceReport:
@@ -48,52 +47,36 @@ async def run_maintenance(db: Database, settings: Settings, now: datetime | None
             "SELECT fleet_ensure_partitions_ahead($1)", PARTITIONS_AHEAD_MONTHS
         )
         report.partitions_created += await conn.fetchval("SELECT fleet_drain_default_partitions()")
-    partitioned_retention = {
-        "positions": settings.position_retention_days,
-        "measurements": settings.measurement_retention_days,
-        "raw_frames": settings.raw_frame_retention_days,
-        "can_data": settings.position_retention_days,
-    }
-    for table, days in partitioned_retention.items():
-        async with db.system() as conn:
-            report.partitions_dropped += await conn.fetchval(
-                "SELECT fleet_drop_partitions_before($1, $2)", table, now - timedelta(days=days)
-            )
-    row_retention = [
-        ("sync_journal", "started_at", settings.sync_journal_retention_days),
-        ("admin_audit_log", "time", settings.audit_log_retention_days),
-        ("events", "time", settings.position_retention_days),
-    ]
-    async with db.system() as conn:
-        for table, column, days in row_retention:
-            status = await conn.execute(
-                f"DELETE FROM {table} WHERE {column} < $1", now - timedelta(days=days)
-            )
-            report.rows_deleted += _deleted(status)
-        report.rows_deleted += _deleted(
-            await conn.execute("DELETE FROM revoked_tokens WHERE expires_at < $1", now)
-        )
-        report.rows_deleted += _deleted(
-            await conn.execute("DELETE FROM refresh_tokens WHERE expires_at < $1", now)
-        )
-    log.info("maintenance_done", **asdict(report))
+    applied = await retention.apply(db, settings, now)
+    report.partitions_dropped = applied.partitions_dropped
+    report.rows_deleted = applied.rows_deleted
+    log.info(
+        "maintenance_done",
+        partitions_created=report.partitions_created,
+        partitions_dropped=report.partitions_dropped,
+        rows_deleted=report.rows_deleted,
+    )
     return report
-
-
-async def _loop(runtime: Runtime) -> None:
-    while True:
-        try:
-            await run_maintenance(runtime.db, runtime.settings)
-        except (OSError, asyncpg.PostgresError) as err:
-            log.error("maintenance_failed", error=str(err))
-        await asyncio.sleep(MAINTENANCE_INTERVAL_SEC)
 
 
 @asynccontextmanager
 async def maintenance_role(runtime: Runtime) -> AsyncIterator[None]:
-    task = runtime.spawn(_loop(runtime), name="maintenance")
+    from fleet.ops.backup.schedule import backup_job
+
+    maintenance = PeriodicJob(
+        "maintenance",
+        lambda: run_maintenance(runtime.db, runtime.settings),
+        interval=MAINTENANCE_INTERVAL_SEC,
+        timeout=MAINTENANCE_TIMEOUT_SEC,
+        tolerance=3 * MAINTENANCE_INTERVAL_SEC,
+    )
+    backup = backup_job(runtime)
+    tasks = [runtime.run_job(maintenance), runtime.run_job(backup)]
     try:
         yield
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        import asyncio
+
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -95,6 +95,10 @@ class RateLimiter:
             return cls(limits_from_settings(settings), storage)  # type: ignore[arg-type]
         return cls(limits_from_settings(settings), ThrottledMemoryStorage())
 
+    def apply_settings(self, settings: Settings) -> None:
+        """Take new rates (hot reload): the dict is swapped in one assignment; counters are kept."""
+        self.items = {name: parse(rate) for name, rate in limits_from_settings(settings).items()}
+
     @property
     def backend(self) -> str:
         return "memory" if isinstance(self.storage, MemoryStorage) else "redis"

@@ -23,12 +23,16 @@ async def sync_role(runtime: Runtime) -> AsyncIterator[None]:
     """Start the coordinator loop; on exit let running pulls finish, then release leases."""
     settings = runtime.settings
     async with SyncService(runtime.db, settings) as service:
-        scheduler = SyncScheduler(service, settings.sync_interval_sec)
+        scheduler = SyncScheduler(service)
         runtime.extras["sync"] = service
+        unsubscribe = runtime.on_settings_change(service.apply_settings)
+        runtime.jobs.add(scheduler.job)
         task = runtime.spawn(scheduler.run(), name="sync")
         try:
             yield
         finally:
+            unsubscribe()
+            runtime.jobs.remove(scheduler.job)
             scheduler.stop()
             try:
                 await asyncio.wait_for(

@@ -136,6 +136,12 @@ class SyncService:
             await self._client.aclose()
             self._client = None
 
+    def apply_settings(self, settings: Settings) -> None:
+        """Use reloaded settings from the next pull on (interval, timeouts, windows, backoff)."""
+        self.settings = settings
+        if self._pull is not None:
+            self._pull.settings = settings
+
     def request_stop(self) -> None:
         """Claim no more vehicles; pulls already running finish."""
         self._stopping = True

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 
-from fleet.api.deps import AnySession, ClientAddr, State, bearer_scheme, rate_limit
+from fleet.api.deps import AnySession, ClientAddr, State, bearer_scheme, ensure_registration_open, rate_limit
 from fleet.api.errors import ApiError
 from fleet.api.schemas import (
     LoginRequest,
@@ -45,11 +45,12 @@ _TIMING_HASH = "$2b$12$aU/ZWWjqSlTGCr6s66qgnum2B5NobN6SoDkVtPSFoykygi4mFXz8y"
     "/register",
     status_code=201,
     response_model=RegisterResponse,
-    responses=errors(400, 409, 413, 422, 429),
+    responses=errors(400, 403, 409, 413, 422, 429),
     dependencies=[rate_limit("register")],
     summary="Register an owner account (status pending until a superuser approves it)",
 )
 async def register(body: RegisterRequest, state: State, address: ClientAddr) -> dict[str, Any]:
+    ensure_registration_open(state)
     validate_password(body.password)
     hashed = await hash_password(body.password)
     async with state.db.system() as conn:

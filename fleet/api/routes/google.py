@@ -15,7 +15,7 @@ import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from fleet.api.deps import ClientAddr, State
+from fleet.api.deps import ClientAddr, State, ensure_registration_open
 from fleet.api.errors import ApiError
 from fleet.api.schemas import errors
 from fleet.api.sessions import secure_cookies, set_refresh_cookie, sign_in
@@ -33,8 +33,8 @@ AFTER_SIGN_IN = "/ui/"
 
 
 def _client(state: ApiState) -> Any:
-    if not oidc.configured(state.settings):
-        raise ApiError(404, "not_configured", "Google sign-in is not configured on this server")
+    if not (state.settings.google_sign_in and oidc.configured(state.settings)):
+        raise ApiError(404, "not_configured", "Google sign-in is not enabled on this server")
     if state.oauth is None:
         state.oauth = oidc.build_oauth(state.settings)
     return state.oauth.create_client(oidc.PROVIDER)
@@ -93,6 +93,7 @@ async def _resolve_user(conn: Any, state: ApiState, claims: dict[str, Any], addr
         raise ApiError(400, "email_not_verified", "the Google account has no verified e-mail address")
     user = await get_user_by_email(conn, email)
     if user is None:
+        ensure_registration_open(state)
         user = await create_user(
             conn, email=email, password_hash=None, role="owner", status="pending", name=claims.get("name")
         )

@@ -1,7 +1,14 @@
-"""Liveness and readiness: `/health` answers from the database, `/ready` is 503 while a dependency is down."""
+"""Liveness and readiness: `/health` answers from the database, `/ready` is 503 while a dependency is down.
+
+`/ready` also reports the background jobs of this process and the last successful backup. A job failing for
+longer than its tolerance is named in `failing_jobs` and turns `status` into `degraded`, but keeps the answer
+200: the API can still serve, and taking it out of a load balancer because, say, an off-site upload fails
+would turn a backup problem into an outage. Alert on `failing_jobs` / `fleet_job_failing` instead.
+"""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,10 +46,14 @@ async def ready(request: Request) -> JSONResponse:
     if redis_check is not None:
         checks["redis"] = await redis_check()
     ok = all(checks.values())
-    return JSONResponse(
-        {
-            "status": "ready" if ok else "not_ready",
-            "checks": {k: "ok" if v else "down" for k, v in checks.items()},
-        },
-        status_code=200 if ok else 503,
-    )
+    now = time.time()
+    failing = [job.name for job in runtime.jobs.overdue(now)]
+    body: dict[str, Any] = {
+        "status": "not_ready" if not ok else "degraded" if failing else "ready",
+        "checks": {k: "ok" if v else "down" for k, v in checks.items()},
+        "failing_jobs": failing,
+        "jobs": {job.name: job.status.as_dict(now) for job in runtime.jobs},
+    }
+    if runtime.backup_monitor is not None:
+        body["backup"] = runtime.backup_monitor.snapshot(runtime.settings, now)
+    return JSONResponse(body, status_code=200 if ok else 503)
