@@ -15,16 +15,14 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fleet.auth import tokens
 from fleet.config import Settings
 from fleet.db import Database
-from fleet.db.queries import auth as auth_q
 from fleet.db.queries.users import create_user, grant_vehicle
 from fleet.db.queries.vehicles import attach_device, create_vehicle
 from fleet.runtime import Runtime, load_role
@@ -213,33 +211,6 @@ async def make_user(db: Database, *, role: str = "owner", status: str = "active"
             conn, email=email, password_hash=await password_hash(), role=role, status=status
         )
     return WebUser(user["id"], email, role)
-
-
-async def api_token(db: Database, settings: Settings, user: WebUser) -> str:
-    """An access token for `user`, minted directly (for API calls the test makes beside the browser)."""
-    async with db.system() as conn:
-        row = await conn.fetchrow("SELECT token_version FROM users WHERE id = $1", user.id)
-        session_id = tokens.new_session_id()
-        refresh = tokens.new_refresh_token()
-        await auth_q.store_refresh_token(
-            conn,
-            token_id=refresh.token_id,
-            user_id=user.id,
-            family_id=session_id,
-            token_hash=refresh.token_hash,
-            expires_at=datetime.now(UTC) + timedelta(hours=1),
-            client_addr=None,
-        )
-    assert settings.secret_key is not None
-    token, _ = tokens.issue_access_token(
-        settings.secret_key.get_secret_value(),
-        user_id=user.id,
-        role=user.role,
-        token_version=row["token_version"],
-        session_id=session_id,
-        ttl_sec=900,
-    )
-    return token
 
 
 @dataclass

@@ -108,8 +108,9 @@ async def test_live_value_changes(
     vehicle = await make_vehicle(db, owner, f"Truck {uuid.uuid4().hex[:6]}")
     await sign_in(page, web_server, owner, f"/ui/vehicles/{vehicle.id}")
     await page.locator("#live-indicator[data-state='live']").wait_for()
-    for latitude in (49.25, 49.5):
-        frame = f"~A{vehicle.imei},{int(time.time())},{latitude},32.1,55.0,45,10,0.8~"
+    now = int(time.time())
+    for age, latitude in ((1, 49.25), (0, 49.5)):  # two fixes, a second apart (same time = a retransmission)
+        frame = f"~A{vehicle.imei},{now - age},{latitude},32.1,55.0,45,10,0.8~"
         assert await send_text_frames(web_server.device_port, [frame]) == [f"~AACK,{vehicle.imei}~"]
         await page.locator("dd[data-field='latitude']", has_text=str(latitude)).wait_for(timeout=10_000)
     assert await page.locator("#vehicle-status").get_attribute("data-status") == "online"

@@ -28,7 +28,7 @@ export function createMap(container, { center = [48.5, 31.2], zoom = 5 } = {}) {
   return map;
 }
 
-export function escapeCount(count) {
+export function shortCount(count) {
   return count >= 1000 ? `${Math.round(count / 100) / 10}k` : String(count);
 }
 
@@ -50,6 +50,7 @@ export class FleetLayer {
     this.dirtyData = true;
     this.lastDraw = 0;
     this.timer = null;
+    this.layers = new Map(); // "c<cluster id>" or "v<vehicle id>" → the Leaflet layer drawn for it
     map.on('moveend zoomend', () => this.draw());
   }
 
@@ -112,39 +113,62 @@ export class FleetLayer {
     const box = [Math.max(-180, bounds.getWest()), Math.max(-85, bounds.getSouth()), Math.min(180, bounds.getEast()), Math.min(85, bounds.getNorth())];
     const zoom = Math.round(this.map.getZoom());
     const items = this.index.getClusters(box, zoom);
-    this.group.clearLayers();
+    // Reuse the layers of clusters and vehicles still in view (moved, not recreated): once a second with
+    // thousands of vehicles, creating a few hundred DOM badges each time is most of the page's work.
+    const next = new Map();
     let clusters = 0;
-    let single = 0;
     for (const item of items) {
       const [lon, lat] = item.geometry.coordinates;
-      if (item.properties.cluster) {
+      const props = item.properties;
+      const key = props.cluster ? `c${props.cluster_id}` : `v${props.id}`;
+      let layer = this.layers.get(key);
+      if (props.cluster) {
         clusters += 1;
-        const count = item.properties.point_count;
-        const size = count < 100 ? 34 : count < 1000 ? 42 : 50;
-        const marker = L.marker([lat, lon], {
-          icon: L.divIcon({ className: 'cluster', html: `<span>${escapeCount(count)}</span>`, iconSize: [size, size] }),
-          keyboard: true,
-          title: t('fleet.cluster', { count }),
-        });
-        const clusterId = item.properties.cluster_id;
-        marker.on('click', () => {
-          this.map.setView([lat, lon], Math.min(this.index.getClusterExpansionZoom(clusterId), config.map.max_zoom));
-        });
-        this.group.addLayer(marker);
+        if (!layer) layer = this.clusterMarker();
+        if (layer.count !== props.point_count) {
+          layer.count = props.point_count;
+          const size = layer.count < 100 ? 34 : layer.count < 1000 ? 42 : 50;
+          layer.setIcon(L.divIcon({ className: 'cluster', html: `<span>${shortCount(layer.count)}</span>`, iconSize: [size, size] }));
+        }
+        layer.clusterId = props.cluster_id;
       } else {
-        single += 1;
-        const { id, status } = item.properties;
-        const circle = L.circleMarker([lat, lon], {
-          renderer: this.renderer, radius: 7, weight: 2, color: '#fff', fillColor: STATUS_COLOURS[status] || STATUS_COLOURS.unknown, fillOpacity: 0.95,
-        });
-        circle.on('click', () => this.onSelect(id, [lat, lon]));
-        this.group.addLayer(circle);
+        if (!layer) layer = this.vehicleMarker(props.id);
+        const colour = STATUS_COLOURS[props.status] || STATUS_COLOURS.unknown;
+        if (layer.options.fillColor !== colour) layer.setStyle({ fillColor: colour });
       }
+      const at = layer.getLatLng();
+      if (!at || at.lat !== lat || at.lng !== lon) layer.setLatLng([lat, lon]);
+      if (!this.group.hasLayer(layer)) this.group.addLayer(layer);
+      const element = props.cluster ? layer.getElement() : null;
+      if (element && element.dataset.count !== String(layer.count)) {
+        element.dataset.count = String(layer.count);
+        element.title = t('fleet.cluster', { count: layer.count }); // its name for keyboard and screen readers
+      }
+      next.set(key, layer);
     }
+    for (const [key, layer] of this.layers) if (!next.has(key)) this.group.removeLayer(layer);
+    this.layers = next;
     const container = this.map.getContainer();
     container.dataset.points = String(this.count);
     container.dataset.clusters = String(clusters);
-    container.dataset.singles = String(single);
+    container.dataset.singles = String(items.length - clusters);
     this.afterDraw();
+  }
+
+  clusterMarker() {
+    const marker = L.marker([0, 0], { keyboard: true });
+    marker.on('click', () => {
+      const zoom = Math.min(this.index.getClusterExpansionZoom(marker.clusterId), config.map.max_zoom);
+      this.map.setView(marker.getLatLng(), zoom);
+    });
+    return marker;
+  }
+
+  vehicleMarker(id) {
+    const circle = L.circleMarker([0, 0], {
+      renderer: this.renderer, radius: 7, weight: 2, color: '#fff', fillColor: STATUS_COLOURS.unknown, fillOpacity: 0.95,
+    });
+    circle.on('click', () => this.onSelect(id, circle.getLatLng()));
+    return circle;
   }
 }
