@@ -336,6 +336,19 @@ async def run_browser(
     }
 
 
+def code_version() -> dict[str, Any]:
+    """The commit measured, and whether the checkout had changes on top of it."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+    }
+
+
 def wait_healthy(url: str, server: subprocess.Popen[str], limit_s: float = 90) -> None:
     deadline = time.monotonic() + limit_s
     while True:
@@ -426,6 +439,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "fleet_page",
         "time": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {**machine, "chromium": chromium},
+        "code": code_version(),
         "parameters": {
             "vehicles": args.vehicles,
             "loads": args.loads,

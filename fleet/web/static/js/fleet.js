@@ -102,14 +102,22 @@ function showPopup(id, latlng) {
   L.popup().setLatLng(latlng).setContent(content).openOn(map);
 }
 
+function onPosition(message) {
+  const vehicle = vehicles.get(message.vehicle_id);
+  if (!vehicle) return; // granted while connected: shown after the next reload
+  vehicle.position = message; // last activity is the server's word (status messages), not the fix time
+  layer.set(message.vehicle_id, message.latitude, message.longitude, vehicle.status);
+  lastLive = message;
+}
+
 function onLive(message) {
   if (message.type === 'position') {
-    const vehicle = vehicles.get(message.vehicle_id);
-    if (!vehicle) return; // granted while connected: shown after the next reload
-    vehicle.position = message; // last activity is the server's word (status messages), not the fix time
-    layer.set(message.vehicle_id, message.latitude, message.longitude, vehicle.status);
+    onPosition(message);
     layer.schedule();
-    lastLive = message;
+  } else if (message.type === 'positions' && Array.isArray(message.items)) {
+    // A batch of position messages in one frame, should the stream offer it: one task instead of many.
+    for (const item of message.items) onPosition(item);
+    layer.schedule();
   } else if (message.type === 'status') {
     const vehicle = vehicles.get(message.vehicle_id);
     if (!vehicle) return;
