@@ -68,18 +68,8 @@ from bench_ingest import machine_info  # noqa: E402
 
 from fleet.db.embedded import EmbeddedPostgres  # noqa: E402
 from fleet.ingest.simulator import SimulationConfig, run_simulation_blocking  # noqa: E402
+from fleet.web.testing import CHROMIUM, CHROMIUM_ARGS, only_server  # noqa: E402
 
-CHROMIUM = os.environ.get("FLEET_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 FIRST_IMEI = 860_000_000_000_001
 EMAIL = "bench-admin@example.com"
 PASSWORD = "bench-password-0123456789"
@@ -277,16 +267,10 @@ async def run_browser(
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
         context = await browser.new_context(viewport={"width": 1280, "height": 860})
 
-        async def offline(route: Any) -> None:  # tiles and anything else from outside: as without internet
-            if route.request.url.startswith(url):
-                await route.continue_()
-            else:
-                await route.abort("internetdisconnected")
-
-        await context.route("**/*", offline)
+        await context.route("**/*", only_server(url))  # tiles and the rest of the world: as without internet
         page = await context.new_page()
         await page.goto(f"{url}/ui/login")
         await page.get_by_label("E-mail").fill(EMAIL)

@@ -8,7 +8,6 @@ Skipped, with the reason, only where Chromium or Playwright is not installed.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import socket
 import uuid
@@ -27,18 +26,8 @@ from fleet.db.queries.users import create_user, grant_vehicle
 from fleet.db.queries.vehicles import attach_device, create_vehicle
 from fleet.runtime import Runtime, load_role
 from fleet.web.pages import VENDOR_MARKER
+from fleet.web.testing import CHROMIUM, CHROMIUM_ARGS, only_server
 
-CHROMIUM = os.environ.get("FLEET_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 # bcrypt cost 12 of this password, computed once per session (sign-in tests type it into the form).
@@ -127,7 +116,7 @@ async def browser() -> AsyncIterator[Any]:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
         try:
             yield chromium
         finally:
@@ -154,15 +143,7 @@ async def context(browser: Any, web_server: WebServer) -> AsyncIterator[Any]:
     """A fresh browser profile (cookies, storage) per test. Only the server under test is reachable:
     map tiles and anything else from outside fail at once, as on a machine without internet."""
     ctx = await browser.new_context(viewport={"width": 1280, "height": 860}, locale="en-GB")
-    allowed = web_server.url
-
-    async def offline(route: Any) -> None:
-        if route.request.url.startswith(allowed):
-            await route.continue_()
-        else:
-            await route.abort("internetdisconnected")
-
-    await ctx.route("**/*", offline)
+    await ctx.route("**/*", only_server(web_server.url))
     errors = PageErrors()
     ctx.on("page", lambda page: (page.on("console", errors.console), page.on("pageerror", errors.page_error)))
     ctx.page_errors = errors

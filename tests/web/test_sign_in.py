@@ -7,6 +7,7 @@ from typing import Any
 
 from fleet.config import Settings
 from fleet.db import Database
+from fleet.web.testing import only_server
 
 from .conftest import PASSWORD, WebServer, make_user, screenshot, sign_in
 
@@ -108,10 +109,7 @@ async def test_pages_fit_a_phone(browser: Any, web_server: WebServer, db: Databa
     context = await browser.new_context(
         viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
     )
-    await context.route(
-        "**/*",
-        lambda route: route.continue_() if route.request.url.startswith(web_server.url) else route.abort(),
-    )
+    await context.route("**/*", only_server(web_server.url))
     try:
         page = await context.new_page()
         await sign_in(page, web_server, user)
