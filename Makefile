@@ -8,7 +8,8 @@ STAMP  := $(VENV)/.installed
 WEB_VENDOR := fleet/web/static/vendor/.installed
 
 .PHONY: run test lint format bench bench-codec bench-ingest bench-sync bench-fleet-page venv web clean \
-        system-deps canary-status canary-promote canary-rollback
+        system-deps help canary-status canary-promote canary-rollback \
+        health-check smoke-test logs monitor emergency-logs daily-ops security-check perf-check maintenance
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +41,7 @@ system-deps:
 test: $(STAMP) $(WEB_VENDOR) system-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+## make lint: ruff format --check, ruff check, mypy.
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check fleet tests bench tools
 	$(VENV)/bin/ruff check fleet tests bench tools
@@ -49,6 +51,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format fleet tests bench tools
 	$(VENV)/bin/ruff check --fix fleet tests bench tools
 
+## make bench: the codec, ingest and sync benchmarks (JSON results).
 bench: bench-codec bench-ingest bench-sync
 
 bench-codec: $(STAMP)
@@ -77,3 +80,54 @@ canary-rollback: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache node_modules fleet/web/static/vendor
+
+## make help: this list.
+help:
+	@sed -n 's/^## make \([^:]*\): \(.*\)/  \1\t\2/p' $(MAKEFILE_LIST) | awk -F'\t' '{printf "%-22s %s\n", $$1, $$2}'
+	@printf '  %-20s %s\n' "runbook-<name>" "print a runbook; names: $$(ls runbooks | sed 's/^[0-9]*-//; s/\.md$$//' | tr '\n' ' ')"
+
+# --- operations (seed 000): run on the server's host with the server's environment ----------------------
+FLEET := $(VENV)/bin/fleet
+
+## make health-check: /health, /ready and the key numbers of the running server (non-zero when not ready).
+health-check: $(STAMP)
+	$(FLEET) check
+	$(FLEET) ops health
+
+## make smoke-test: end-to-end smoke test of the running server (playbooks/smoke.sh).
+smoke-test: $(STAMP)
+	FLEET=$(FLEET) PYTHON=$(PY) bash playbooks/smoke.sh
+
+## make runbook-NAME: print runbooks/NN-NAME.md (e.g. make runbook-no-frames).
+runbook-%:
+	@f=$$(ls runbooks/[0-9]*-$*.md 2>/dev/null | head -n 1); \
+	if [ -z "$$f" ]; then echo "no runbook '$*'; try: make help" >&2; exit 2; fi; cat "$$f"
+
+## make logs: follow the server log, readable (LEVEL=warning to filter).
+logs: $(STAMP)
+	$(FLEET) ops logs --follow --level $(or $(LEVEL),info)
+
+## make monitor: live terminal summary of the key metrics (Ctrl+C to leave).
+monitor: $(STAMP)
+	$(FLEET) ops monitor
+
+## make emergency-logs: one archive with logs, recent errors, server answers and database activity.
+emergency-logs: $(STAMP)
+	$(FLEET) ops emergency-logs
+
+## make daily-ops: the daily check (readiness, last 24 h, silent trackers, partitions, backups, disk, certs).
+daily-ops: $(STAMP)
+	$(FLEET) ops daily
+
+## make security-check: public bindings, default secrets, forced RLS, role flags, pip-audit.
+security-check: $(STAMP)
+	$(FLEET) ops security
+
+## make perf-check: latency percentiles of the running server, then the API perf sanity tool.
+perf-check: $(STAMP)
+	$(FLEET) ops perf
+	$(PY) tools/perf_sanity.py --spawn --runs 200 --concurrency 20
+
+## make maintenance: partitions ahead, retention, ANALYZE (what the maintenance role does hourly), now.
+maintenance: $(STAMP)
+	$(FLEET) ops maintenance

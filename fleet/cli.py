@@ -45,6 +45,7 @@ _COMPONENT_CLIS: tuple[str, ...] = (
     "fleet.sync.cli",
     "fleet.ops.cli",
     "fleet.ops.wireguard.cli",
+    "fleet.observability.cli",
 )
 
 

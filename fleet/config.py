@@ -276,10 +276,17 @@ class Settings(BaseSettings):
     map_tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
     map_tile_attribution: str = "© OpenStreetMap contributors"  # shown on every map, as the tile licence asks
     map_tile_max_zoom: int = Field(19, ge=1, le=24)
-    # Grafana's public base URL; set → the vehicle page embeds the vehicle dashboard in an iframe.
+    # Path (under GRAFANA_URL, set below) of the dashboard the vehicle page embeds; {vehicle_id} is replaced.
+    grafana_vehicle_dashboard: str = "/d/fleet-vehicle/vehicle-telemetry?var-vehicle_id={vehicle_id}&kiosk"
+
+    # --- observability: Grafana behind the auth proxy, host gauges (issue 10) ---------------------------
+    # Where nginx publishes Grafana (the web UI's iframe; the Grafana session cookie is scoped to its path).
     grafana_url: str | None = None
-    # Path (under grafana_url) of the per-vehicle dashboard; {vehicle_id} is replaced.
-    grafana_vehicle_dashboard: str = "/d/fleet-vehicle/vehicle?var-vehicle_id={vehicle_id}&kiosk"
+    # Certificates whose expiry `/metrics` exports (comma-separated paths, e.g. Let's Encrypt fullchain.pem).
+    tls_cert_files: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Extra volumes whose free space `/metrics` exports besides DATA_DIR (comma-separated paths).
+    disk_watch_paths: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    business_metrics_interval_sec: float = Field(30, gt=0)  # refresh of the fleet/user gauges from SQL
 
     @field_validator("log_level")
     @classmethod
@@ -289,7 +296,7 @@ class Settings(BaseSettings):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
 
-    @field_validator("trusted_proxies", mode="before")
+    @field_validator("trusted_proxies", "tls_cert_files", "disk_watch_paths", mode="before")
     @classmethod
     def _split_proxies(cls, value: Any) -> Any:
         if isinstance(value, str):

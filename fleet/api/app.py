@@ -25,6 +25,7 @@ from fleet.api.routes import (
     auth,
     devices,
     google,
+    grafana,
     health,
     metrics,
     vehicles,
@@ -33,6 +34,8 @@ from fleet.api.state import ApiState, parse_networks
 from fleet.config import Settings, load_settings
 from fleet.db import Database
 from fleet.mail.sender import MailSender
+from fleet.observability import business as business_metrics
+from fleet.observability.host import HOST as HOST_METRICS
 from fleet.ops.api_hooks import start_api_jobs
 from fleet.ops.metrics_http import HttpMetricsMiddleware
 from fleet.ops.ratelimit import RateLimiter
@@ -98,6 +101,9 @@ async def api_resources(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
         if settings.redis_url and "redis_ping" not in runtime.extras:
             runtime.extras["redis_ping"] = await _redis_ping_factory(settings.redis_url, stack)
         stack.callback(runtime.on_settings_change(limiter.apply_settings))
+        HOST_METRICS.watch(settings)
+        gauges = business_metrics.job(runtime.db, lambda: runtime.settings, runtime.extras.get("redis_ping"))
+        stack.callback(runtime.run_job(gauges).cancel)
         if settings.smtp_url:
             state.mail_sender = MailSender(runtime.db, settings)
             log.info("mail_sender_started", host=state.mail_sender.target.hostname)
@@ -148,6 +154,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         metrics.router,
         auth.router,
         google.router,
+        grafana.router,
         api_keys.router,
         vehicles.router,
         admin.router,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import structlog
 from fleet.config import Settings, with_user
 from fleet.db import migrate
 from fleet.db.embedded import EmbeddedPostgres
+from fleet.db.metrics import POOL_ACQUIRE, forget_pool, record_query, watch_pool
 from fleet.errors import DatabaseUnavailable
 
 log = structlog.get_logger(__name__)
@@ -81,6 +83,7 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
+    conn.add_query_logger(record_query)
     for typename in ("json", "jsonb"):
         await conn.set_type_codec(typename, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
@@ -124,6 +127,7 @@ class Database:
                 )
             except (OSError, asyncpg.PostgresError) as err:
                 raise DatabaseUnavailable(f"cannot connect as {APP_ROLE}: {err}") from err
+            watch_pool(self._pool)
 
     async def upgrade(self, revision: str = "head") -> None:
         """Apply migrations with the owner connection and set the runtime roles' passwords."""
@@ -138,6 +142,7 @@ class Database:
     async def close(self) -> None:
         """Close the pool (waiting for in-flight transactions), then stop the embedded server."""
         if self._pool is not None:
+            forget_pool(self._pool)
             try:
                 await asyncio.wait_for(self._pool.close(), timeout=10)
             except TimeoutError:
@@ -154,7 +159,9 @@ class Database:
         """A connection inside a transaction whose RLS context is `tenant`."""
         if self._pool is None:
             raise DatabaseUnavailable("the database pool is not open")
+        waited = time.perf_counter()
         async with self._pool.acquire() as conn:
+            POOL_ACQUIRE.observe(time.perf_counter() - waited)
             # BEGIN and the context travel in one simple-query round trip (one per request saved).
             await conn.execute(_begin_statement(tenant))
             try:

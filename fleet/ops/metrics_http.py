@@ -2,6 +2,10 @@
 
 Labels are bounded: the route *template* (`/vehicles/{vehicle_id}`), never the raw path, and the
 status code; unmatched paths share one label value.
+
+Two families describe the same requests: `fleet_http_*` (the original names, kept for existing dashboards)
+and seed 004's names (`http_requests_total{method,route,status_code}`, `http_request_duration_seconds`,
+`http_request_size_bytes`, `http_response_size_bytes`), which the alert rules and dashboards use.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HTTP_REQUESTS = Counter(
@@ -21,6 +25,22 @@ HTTP_DURATION = Histogram(
     ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+_DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_SIZE_BUCKETS = (64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
+REQUESTS = Counter("http_requests_total", "HTTP requests answered", ["method", "route", "status_code"])
+DURATION = Histogram(
+    "http_request_duration_seconds",
+    "Time to answer an HTTP request (until the response starts)",
+    ["method", "route"],
+    buckets=_DURATION_BUCKETS,
+)
+REQUEST_SIZE = Histogram(
+    "http_request_size_bytes", "Declared request body size (Content-Length)", ["route"], buckets=_SIZE_BUCKETS
+)
+RESPONSE_SIZE = Histogram(
+    "http_response_size_bytes", "Response body size sent", ["route"], buckets=_SIZE_BUCKETS
+)
+IN_FLIGHT = Gauge("http_requests_in_flight", "HTTP requests being answered")
 AUTH_ATTEMPTS = Counter(
     "fleet_auth_attempts_total", "Sign-in attempts by method and result", ["method", "result"]
 )
@@ -38,8 +58,18 @@ def render_metrics() -> tuple[bytes, str]:
     return generate_latest(), CONTENT_TYPE_LATEST
 
 
+def _content_length(scope: Scope) -> int:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return max(int(value), 0)
+            except ValueError:
+                return 0
+    return 0
+
+
 class HttpMetricsMiddleware:
-    """Count requests and time them by route template and status."""
+    """Count requests and time them by route template and status; sizes by route."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -50,17 +80,27 @@ class HttpMetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        sent = 0
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, sent
             if message["type"] == "http.response.start":
                 status = message["status"]
-                HTTP_DURATION.labels(scope["method"], route_label(scope)).observe(
-                    time.perf_counter() - started
-                )
+                elapsed = time.perf_counter() - started
+                route = route_label(scope)
+                HTTP_DURATION.labels(scope["method"], route).observe(elapsed)
+                DURATION.labels(scope["method"], route).observe(elapsed)
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
             await send(message)
 
+        IN_FLIGHT.inc()
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            HTTP_REQUESTS.labels(scope["method"], route_label(scope), str(status)).inc()
+            IN_FLIGHT.dec()
+            route = route_label(scope)
+            HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
+            REQUESTS.labels(scope["method"], route, str(status)).inc()
+            REQUEST_SIZE.labels(route).observe(_content_length(scope))
+            RESPONSE_SIZE.labels(route).observe(sent)

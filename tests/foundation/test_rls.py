@@ -227,10 +227,11 @@ async def test_grafana_role_is_read_only(
     )
     assert tuple(flags) == (False, False)
     privileges = await owner_conn.fetch(
-        """SELECT DISTINCT privilege_type FROM information_schema.role_table_grants
-           WHERE grantee = 'fleet_grafana' AND table_schema = 'public'"""
+        """SELECT table_schema, table_name, privilege_type FROM information_schema.role_table_grants
+           WHERE grantee = 'fleet_grafana'"""
     )
-    assert {row[0] for row in privileges} == {"SELECT"}
+    # No table at all: dashboards read through the grafana.* functions only (migration 0004).
+    assert [tuple(row) for row in privileges] == []
     users_grant = await owner_conn.fetchval("SELECT has_table_privilege('fleet_grafana', 'users', 'SELECT')")
     assert users_grant is False
 

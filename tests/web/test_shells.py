@@ -41,7 +41,8 @@ async def test_google_button_and_grafana_iframe_follow_the_settings(client: http
     assert login.status_code == 200 and 'href="/auth/google"' in login.text
     vehicle = await client.get("/ui/vehicles/7")
     assert (
-        'src="https://grafana.example.com/d/fleet-vehicle/vehicle?var-vehicle_id=7&amp;kiosk"' in vehicle.text
+        'src="https://grafana.example.com/d/fleet-vehicle/vehicle-telemetry?var-vehicle_id=7&amp;kiosk"'
+        in vehicle.text
     )
     assert page_config(vehicle.text)["vehicle_id"] == 7
 

@@ -4,12 +4,13 @@ waiting page of a pending owner, the language switch."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from fleet.config import Settings
 from fleet.db import Database
 from fleet.web.testing import only_server
 
-from .conftest import PASSWORD, WebServer, make_user, screenshot, sign_in
+from .conftest import PASSWORD, WebServer, make_user, require_paths, screenshot, sign_in
 
 
 async def test_login_reload_and_logout(page: Any, web_server: WebServer, db: Database) -> None:
@@ -121,3 +122,20 @@ async def test_pages_fit_a_phone(browser: Any, web_server: WebServer, db: Databa
             assert overflow <= 1, f"{path} is {overflow}px wider than the phone"
     finally:
         await context.close()
+
+
+async def test_sign_in_returns_to_grafana(
+    page: Any, web_server: WebServer, db: Database, web_settings: Settings
+) -> None:
+    """Grafana's sign-in sends a reader without a session to the login page and expects them back."""
+    require_paths(web_settings, ("/auth/grafana/login", "observability: GET /auth/grafana/login"))
+    user = await make_user(db)
+    back = quote("/auth/grafana/login?next=/grafana/d/fleet-vehicle/vehicle-telemetry", safe="/")
+    await page.goto(f"{web_server.url}/ui/login?next={back}")
+    await page.get_by_label("E-mail").fill(user.email)
+    await page.get_by_label("Password").fill(PASSWORD)
+    async with page.expect_request(lambda r: "/auth/grafana/login" in r.url):
+        await page.get_by_role("button", name="Sign in").click()
+    # Anything else in `next` is ignored: the reader lands on the fleet page.
+    await page.goto(f"{web_server.url}/ui/login?next=https://evil.example/")
+    await page.wait_for_url(f"{web_server.url}/ui/")

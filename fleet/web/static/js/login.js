@@ -5,10 +5,13 @@ import { login, refresh, user } from './session.js';
 
 setupLanguageSwitch();
 
+// Where a signed-in reader may be sent back to: our pages, and Grafana's sign-in (docs/OBSERVABILITY.md),
+// never another site.
+const NEXT_PREFIXES = ['/ui/', '/auth/grafana/login?', '/grafana/'];
+
 function destination() {
   const next = new URLSearchParams(window.location.search).get('next') || '/ui/';
-  // Only our own pages: never send a signed-in reader to another site.
-  return next.startsWith('/ui/') ? next : '/ui/';
+  return NEXT_PREFIXES.some((prefix) => next.startsWith(prefix)) && !next.includes('\\') ? next : '/ui/';
 }
 
 function go(account) {
