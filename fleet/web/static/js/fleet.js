@@ -45,7 +45,9 @@ async function loadPositions() {
       layer.set(item.vehicle_id, item.latitude, item.longitude, vehicle.status);
     }
   } catch (error) {
-    notify(`${t('fleet.positions_failed')}: ${errorText(error)}`, 'error');
+    // A server without the bulk endpoint reads the path as /vehicles/{id} (422) or does not know it (404).
+    const missing = error.status === 404 || error.status === 422;
+    notify(`${t('fleet.positions_failed')}: ${missing ? t('error.not_available') : errorText(error)}`, 'error');
   }
 }
 
