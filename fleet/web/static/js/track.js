@@ -38,6 +38,19 @@ export class TrackView {
     }
   }
 
+  /** Extend the shown track with a live fix (when it is newer than the track's last point). */
+  append(row) {
+    if (typeof row.latitude !== 'number' || typeof row.longitude !== 'number') return;
+    const time = new Date(row.time).getTime();
+    if (this.times.length && time <= this.times[this.times.length - 1]) return;
+    this.points.push(row);
+    this.times.push(time);
+    this.line.addLatLng([row.latitude, row.longitude]);
+    this.controls.slider.max = String(Math.max(0, this.points.length - 1));
+    this.controls.play.disabled = this.controls.slider.disabled = this.points.length < 2;
+    this.map.getContainer().dataset.trackPoints = String(this.points.length);
+  }
+
   seek(index) {
     const row = this.points[index];
     if (!row) return;

@@ -96,6 +96,8 @@ function onLive(message) {
       break;
     case 'position':
       showPosition(message);
+      // The live trail grows on a period that ends now (not on a chosen past one).
+      if (following && document.getElementById('period-preset').value !== 'custom') track.append(message);
       document.getElementById('vehicle-activity').dataset.lastUpdate = message.time;
       break;
     case 'values':
