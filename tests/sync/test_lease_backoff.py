@@ -106,10 +106,11 @@ async def test_a_vehicle_that_keeps_timing_out_backs_off_and_logs_once(
     service_factory: Callable[..., SyncService],
     sync_settings: Settings,
 ) -> None:
-    settings = sync_settings.model_copy(update={"pull_timeout_sec": 0.2})
+    # The timeout leaves room for a healthy answer on a loaded machine; the slow answer is far beyond it.
+    settings = sync_settings.model_copy(update={"pull_timeout_sec": 0.6})
     clock = FakeClock()
     vehicle = FakeVehicle(api_key=DEFAULT_KEY)
-    vehicle.overrides["/status"] = _slow_status(vehicle, 1.0)
+    vehicle.overrides["/status"] = _slow_status(vehicle, 5.0)
     async with serve(vehicle) as port, service_factory(now=clock, settings=settings) as service:
         vehicle_id = await make_vehicle(port)
         with capture_logs() as failing_logs:
