@@ -5,10 +5,15 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from fleet.agent.channels import simulated_channels
+from fleet.agent.config import AgentConfig
+from fleet.agent.testing import running_agent_handle
 from fleet.config import Settings
 from fleet.db import Database
+from fleet.db.queries.users import grant_vehicle
 
 from .conftest import (
     WebServer,
@@ -21,6 +26,7 @@ from .conftest import (
     sign_in,
 )
 
+ENGINE_RPM = 2  # the reference agent's channel id (fleet.agent.channels)
 VEHICLE_WS = ("/ws/vehicles/{vehicle_id}/live", "helper live: WS /ws/vehicles/{id}/live")
 EVENTS = ("/vehicles/{vehicle_id}/events", "helper live: GET /vehicles/{id}/events")
 
@@ -116,3 +122,34 @@ async def test_live_value_changes(
     assert await page.locator("#vehicle-status").get_attribute("data-status") == "online"
     await screenshot(page, "vehicle-live")
     # Going offline is visible: a socket refused for an account that was blocked meanwhile.
+
+
+async def test_pull_vehicle_values_change_live(
+    page: Any, web_server: WebServer, db: Database, web_settings: Settings, tmp_path: Path
+) -> None:
+    """A vehicle whose logger answers the Outbound API: its values reach the page through the live poller."""
+    require_paths(web_settings, VEHICLE_WS)
+    owner = await make_user(db)
+    key = "web-test-agent-key-0123456789abcdef"
+    # No simulated data: the test writes the logger's values itself, so it knows what the page must show.
+    config = AgentConfig(api_key=key, db_path=tmp_path / "agent.db", channels=4, simulate=False)
+    async with running_agent_handle(config) as agent:
+        port = int(agent.base_url.rsplit(":", 1)[1])
+        async with db.system() as conn:
+            vehicle_id = await conn.fetchval(
+                """INSERT INTO vehicles (name, vpn_ip, api_port, api_key)
+                   VALUES ($1, '127.0.0.1', $2, $3) RETURNING id""",
+                f"Logger {uuid.uuid4().hex[:6]}",
+                port,
+                key,
+            )
+            await grant_vehicle(conn, user_id=owner.id, vehicle_id=vehicle_id, granted_by=None)
+        await agent.store.upsert_channels(simulated_channels(4))
+        await agent.store.append_rows([(ENGINE_RPM, int(time.time() * 1000) - 1000, 1234.0)])
+        await sign_in(page, web_server, owner, f"/ui/vehicles/{vehicle_id}")
+        rpm = page.locator("#channel-values td[data-channel='engine_rpm']")
+        await rpm.filter(has_text="1,234 rpm").wait_for(timeout=15_000)
+        await agent.store.append_rows([(ENGINE_RPM, int(time.time() * 1000), 2345.5)])
+        await rpm.filter(has_text="2,345.5 rpm").wait_for(timeout=15_000)  # the next poll, 2 s later
+        assert await page.locator("#vehicle-status").get_attribute("data-status") == "online"
+        await screenshot(page, "vehicle-pull")
