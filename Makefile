@@ -7,8 +7,8 @@ STAMP  := $(VENV)/.installed
 # package (git-ignored) so that a wheel carries them; nothing is fetched from a CDN at run time.
 WEB_VENDOR := fleet/web/static/vendor/.installed
 
-.PHONY: run test lint format bench bench-codec bench-ingest bench-sync bench-fleet-page venv web clean \
-        system-deps help canary-status canary-promote canary-rollback \
+.PHONY: run test lint format bench bench-codec bench-ingest bench-sync bench-login bench-fleet-page venv web \
+        clean system-deps help canary-status canary-promote canary-rollback \
         health-check smoke-test logs monitor emergency-logs daily-ops security-check perf-check maintenance
 
 $(VENV)/bin/python:
@@ -62,6 +62,9 @@ bench-ingest: $(STAMP)
 
 bench-sync: $(STAMP)
 	$(PY) bench/bench_sync.py
+
+bench-login: $(STAMP)
+	$(PY) bench/bench_login_timing.py --output bench/results/login_timing.json
 
 ## make bench-fleet-page: the fleet page with 5,000 vehicles in headless Chromium (first render, main-thread time).
 bench-fleet-page: $(STAMP) $(WEB_VENDOR) system-deps

@@ -1,6 +1,7 @@
 """The `fleet` command line (Typer): thin commands over library code.
 
-User mistakes end with a one-line message and a non-zero exit code, never a traceback. Commands that
+Results go to stdout, logs and messages to stderr. User mistakes end with a one-line message and a non-zero
+exit code, never a traceback. Commands that
 belong to a component (`agent`, `sync`, `simulate`, ...) are registered by that component's own
 `cli.register(app)`, listed once in `_COMPONENT_CLIS`.
 """
@@ -9,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import secrets
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
@@ -43,6 +42,7 @@ _COMPONENT_CLIS: tuple[str, ...] = (
     "fleet.agent.cli",
     "fleet.ingest.cli",
     "fleet.sync.cli",
+    "fleet.manage.cli",
     "fleet.ops.cli",
     "fleet.ops.wireguard.cli",
     "fleet.observability.cli",
@@ -83,8 +83,13 @@ def settings_or_exit(**overrides: Any) -> Settings:
 
 
 async def _with_db(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
+    """Run `action(db)` on the database the server uses (refused, with a hint, when it would be another)."""
     from fleet.db import Database
+    from fleet.db.server_record import check_cli_database
 
+    note = check_cli_database(settings)
+    if note:
+        err_console.print(f"[dim]{note}[/]", highlight=False, soft_wrap=True)
     db = Database(settings)
     await db.start()
     try:
@@ -151,102 +156,6 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="target revision")] 
 
     run_async(main)
     console.print(f"database at revision {revision}")
-
-
-# --- user ----------------------------------------------------------------------------------------------
-@user_app.command("create")
-def user_create(
-    email: Annotated[str, typer.Option(help="login e-mail")],
-    password: Annotated[
-        str | None, typer.Option(help="password (prompted when omitted; generated with --generate)")
-    ] = None,
-    role: Annotated[str, typer.Option(help="superuser or owner")] = "owner",
-    generate: Annotated[bool, typer.Option("--generate", help="generate a password and print it")] = False,
-) -> None:
-    """Create an active user."""
-    from fleet.db.queries.users import create_user
-    from fleet.passwords import hash_password, validate_password
-
-    if role not in ("superuser", "owner"):
-        raise fail(f"unknown role {role!r}: use superuser or owner", 2)
-    if password is None:
-        if generate:
-            password = secrets.token_urlsafe(12)
-        elif sys.stdin.isatty():
-            password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-        else:
-            raise fail("give --password, or --generate", 2)
-    try:
-        validate_password(password)
-    except FleetError as err:
-        raise fail(str(err), 2) from None
-    settings = settings_or_exit()
-
-    async def action(db: Any) -> Any:
-        hashed = await hash_password(password)
-        async with db.system() as conn:
-            return await create_user(conn, email=email, password_hash=hashed, role=role, status="active")
-
-    row = run_async(lambda: _with_db(settings, action))
-    console.print(f"created {row['role']} {row['email']} (id {row['id']})", highlight=False)
-    if generate:
-        console.print(f"password: {password}", highlight=False)
-
-
-# --- vehicle -----------------------------------------------------------------------------------------------
-@vehicle_app.command("add")
-def vehicle_add(
-    name: Annotated[str, typer.Option(help="display name")],
-    imei: Annotated[str | None, typer.Option(help="IMEI of the tracker installed in the vehicle")] = None,
-    vpn_ip: Annotated[str | None, typer.Option(help="address of the vehicle's Outbound API")] = None,
-    api_port: Annotated[int, typer.Option(help="port of the vehicle's Outbound API")] = 8001,
-    api_key: Annotated[str | None, typer.Option(help="X-API-Key of the vehicle (else the default)")] = None,
-) -> None:
-    """Register a vehicle and print its id."""
-    from fleet.db.queries.vehicles import attach_device, create_vehicle, validate_imei
-
-    try:
-        if imei is not None:
-            validate_imei(imei)
-    except FleetError as err:
-        raise fail(str(err), 2) from None
-    settings = settings_or_exit()
-
-    async def action(db: Any) -> Any:
-        async with db.system() as conn:
-            row = await create_vehicle(conn, name=name, vpn_ip=vpn_ip, api_port=api_port, api_key=api_key)
-            if imei is not None:
-                await attach_device(conn, imei=imei, vehicle_id=row["id"])
-            return row
-
-    row = run_async(lambda: _with_db(settings, action))
-    console.print(row["id"])
-
-
-@vehicle_app.command("assign")
-def vehicle_assign(
-    vehicle: Annotated[int, typer.Option(help="vehicle id")],
-    user: Annotated[str, typer.Option(help="owner's e-mail")],
-) -> None:
-    """Grant an owner access to a vehicle."""
-    from fleet.db.queries.users import get_user_by_email, grant_vehicle
-    from fleet.db.queries.vehicles import require_vehicle
-    from fleet.errors import NotFound
-
-    settings = settings_or_exit()
-
-    async def action(db: Any) -> bool:
-        async with db.system() as conn:
-            await require_vehicle(conn, vehicle)
-            row = await get_user_by_email(conn, user)
-            if row is None:
-                raise NotFound(f"no user with e-mail {user}")
-            return await grant_vehicle(conn, user_id=row["id"], vehicle_id=vehicle)
-
-    created = run_async(lambda: _with_db(settings, action))
-    console.print(
-        f"{user} {'now has' if created else 'already had'} access to vehicle {vehicle}", highlight=False
-    )
 
 
 # --- check ----------------------------------------------------------------------------------------------------

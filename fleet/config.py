@@ -1,7 +1,7 @@
 """Validated settings: `config.yaml` (seed-000 layout) overridden by environment variables.
 
 Every key is documented once, here. The YAML file is nested by section (`server`, `database`, `api`, ...);
-the environment uses the flat names of DESIGN.md §5 (`SERVER_PORT`, `DB_HOST`, `API_KEY`, ...), and the
+the environment uses the flat names listed in the README (`SERVER_PORT`, `DB_HOST`, `API_KEY`, ...), and the
 environment always wins. `load_settings()` is the single entry point; tests build `Settings(...)` directly.
 """
 
@@ -188,7 +188,8 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = None  # static superuser-level key for seed integrations
     secret_key: SecretStr | None = None  # signs JWTs
     public_url: str | None = None
-    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    # Empty: X-Forwarded-For/-Proto are never honoured. Behind nginx on the same host: 127.0.0.1,::1.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # --- optional services -------------------------------------------------------------------------
     redis_url: str | None = None
@@ -270,14 +271,23 @@ class Settings(BaseSettings):
     smtp_url: str | None = None
     mail_from: str = "fleet@localhost"
 
-    # --- web UI (`/ui/`) -------------------------------------------------------------------------------------
-    # Background map tiles ({z}/{x}/{y}, optional {s}); only the background needs them, the UI works without.
-    # The CSP's img-src/connect-src admit this URL's origin.
-    map_tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+    # --- web UI (`/ui/`; MAP_TILE_URL is in the API hardening block below, GRAFANA_URL in observability's) ----
     map_tile_attribution: str = "© OpenStreetMap contributors"  # shown on every map, as the tile licence asks
     map_tile_max_zoom: int = Field(19, ge=1, le=24)
-    # Path (under GRAFANA_URL, set below) of the dashboard the vehicle page embeds; {vehicle_id} is replaced.
+    # Path (under GRAFANA_URL) of the dashboard the vehicle page embeds; {vehicle_id} is replaced.
     grafana_vehicle_dashboard: str = "/d/fleet-vehicle/vehicle-telemetry?var-vehicle_id={vehicle_id}&kiosk"
+
+    # --- API hardening: web page policy, slow clients, failed authentication (docs/SECURITY.md) ----------------
+    # Raster map tiles the web UI loads; their origin is allowed by the pages' Content-Security-Policy.
+    map_tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+    # GRAFANA_URL (in the observability block below) becomes the pages' frame-src.
+    api_keepalive_timeout_sec: float = Field(5, gt=0)  # an idle keep-alive connection is closed after this
+    api_request_head_timeout_sec: float = Field(10, gt=0)  # request line + headers must arrive within this
+    api_request_body_timeout_sec: float = Field(30, gt=0)  # the body (at most 64 KiB) must arrive within this
+    # A rotated refresh token still works this long (two tabs refreshing at once).
+    refresh_reuse_grace_sec: float = Field(30, ge=0)
+    # Bad bearer tokens / API keys allowed per client address and minute.
+    rate_limit_auth_failures_per_minute: int = Field(30, ge=1)
 
     # --- observability: Grafana behind the auth proxy, host gauges (issue 10) ---------------------------
     # Where nginx publishes Grafana (the web UI's iframe; the Grafana session cookie is scoped to its path).
@@ -358,11 +368,41 @@ def with_user(dsn: str, user: str, password: str | None) -> str:
     return urlunsplit((parts.scheme, f"{auth}@{host}", parts.path, parts.query, parts.fragment))
 
 
+# A production secret must be worth at least this many guesses by zxcvbn's estimate (about 50 bits). zxcvbn
+# credits a random string of n characters with ~10**n guesses and far less for words, keyboard walks, repeats
+# and sequences, so any generated secret of 16+ characters passes and `passwordpassword12` does not.
+MIN_SECRET_GUESSES_LOG10 = 15
+SECRET_HINT = "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
 def _weak(value: SecretStr | None) -> bool:
     if value is None:
         return True
     raw = value.get_secret_value()
-    return raw.strip().lower() in PLACEHOLDER_SECRETS or len(raw) < MIN_SECRET_LENGTH
+    if raw.strip().lower() in PLACEHOLDER_SECRETS or len(raw) < MIN_SECRET_LENGTH:
+        return True
+    from zxcvbn import zxcvbn
+
+    # zxcvbn refuses inputs over 72 characters; a longer secret is judged by its first 72.
+    return float(zxcvbn(raw[:72])["guesses_log10"]) < MIN_SECRET_GUESSES_LOG10
+
+
+def _secret_problems(settings: Settings) -> list[str]:
+    """What makes the production secrets unacceptable: missing, placeholder, low entropy, or shared."""
+    problems = [name.upper() for name in ("secret_key", "api_key") if _weak(getattr(settings, name))]
+    if settings.metrics_api_key is not None and _weak(settings.metrics_api_key):
+        problems.append("METRICS_API_KEY")
+    values: dict[str, str] = {}
+    for name in ("secret_key", "api_key", "metrics_api_key"):
+        secret = getattr(settings, name)
+        if secret is None:
+            continue
+        raw = secret.get_secret_value()
+        for other, other_raw in values.items():
+            if raw == other_raw:
+                problems.append(f"{name.upper()} equals {other.upper()}")
+        values[name] = raw
+    return problems
 
 
 GENERATED_SECRETS = ("secret_key", "api_key", "db_app_password", "db_grafana_password")
@@ -371,7 +411,7 @@ GENERATED_SECRETS = ("secret_key", "api_key", "db_app_password", "db_grafana_pas
 def finalize_secrets(settings: Settings) -> Settings:
     """Refuse weak secrets in production; in development, generate missing ones and keep them on disk."""
     if settings.production:
-        problems = [name.upper() for name in ("secret_key", "api_key") if _weak(getattr(settings, name))]
+        problems = _secret_problems(settings)
         if (
             not settings.uses_embedded_db
             and not settings.database_app_url
@@ -380,9 +420,9 @@ def finalize_secrets(settings: Settings) -> Settings:
             problems.append("DB_APP_PASSWORD (or DATABASE_APP_URL)")
         if problems:
             raise ConfigError(
-                "ENV=production refuses missing or placeholder secrets: "
+                "ENV=production refuses missing, placeholder, low-entropy or shared secrets: "
                 + ", ".join(problems)
-                + f" (each must be set, not a placeholder, and at least {MIN_SECRET_LENGTH} characters)"
+                + f" (each must be set, its own, at least {MIN_SECRET_LENGTH} random characters; {SECRET_HINT})"
             )
         return settings
     missing = [name for name in GENERATED_SECRETS if getattr(settings, name) is None]

@@ -1,4 +1,7 @@
-"""Structured logging: JSON lines to stdout and to a rotating file, readable console output on a terminal.
+"""Structured logging: JSON lines to stderr and to a rotating file, readable console output on a terminal.
+
+Logs go to stderr so that stdout carries a command's result only: `ID=$(fleet vehicle add --name T)`
+captures the id and nothing else. (Service managers and containers collect both streams.)
 
 Context (request id, device IMEI, peer) is bound with `structlog.contextvars`; secrets are masked by a
 processor so that a careless `log.info(..., password=...)` never reaches a file.
@@ -43,7 +46,7 @@ def _mask_secrets(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
 
 
 def configure_logging(level: str = "INFO", fmt: str = "auto", log_dir: Path | None = None) -> None:
-    """Route structlog and stdlib logging to stdout (JSON or console) and to `log_dir/server.log`."""
+    """Route structlog and stdlib logging to stderr (JSON or console) and to `log_dir/server.log`."""
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -52,9 +55,9 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", log_dir: Path | No
         _mask_secrets,
         structlog.processors.StackInfoRenderer(),
     ]
-    console = fmt == "console" or (fmt == "auto" and sys.stdout.isatty())
+    console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     json_renderer = structlog.processors.JSONRenderer()
-    stdout_renderer: Any = structlog.dev.ConsoleRenderer() if console else json_renderer
+    stream_renderer: Any = structlog.dev.ConsoleRenderer() if console else json_renderer
 
     def formatter(renderer: Any) -> logging.Formatter:
         return structlog.stdlib.ProcessorFormatter(
@@ -70,8 +73,8 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", log_dir: Path | No
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()
-    stream = logging.StreamHandler(sys.stdout)
-    stream.setFormatter(formatter(stdout_renderer))
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(formatter(stream_renderer))
     root.addHandler(stream)
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ import structlog
 
 from fleet.config import Settings
 from fleet.db import Database
+from fleet.db.server_record import remove_record, write_record
 from fleet.errors import ConfigError
 from fleet.ops.jobs import JobRegistry, PeriodicJob
 
@@ -170,6 +171,8 @@ async def serve(
     async with AsyncExitStack() as stack:
         await db.start()
         stack.push_async_callback(db.close)
+        # Tells CLI commands in this DATA_DIR which database the server uses (fleet.db.server_record).
+        stack.callback(remove_record, write_record(settings))
         stack.push_async_callback(runtime.cancel_tasks)
         for name, factory in zip(names, factories, strict=True):
             await stack.enter_async_context(factory(runtime))

@@ -102,7 +102,7 @@ class IngestBody(_Strict):
 async def read_capped_body(request: Request, max_bytes: int) -> bytes:
     """Read the request body, refusing (413) as soon as it exceeds ``max_bytes``."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
     chunks: list[bytes] = []
     size = 0

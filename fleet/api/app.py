@@ -15,11 +15,14 @@ import structlog
 from fastapi import FastAPI
 
 import fleet
+from fleet.api.docs import install_docs
 from fleet.api.errors import install_error_handlers
 from fleet.api.middleware import BodySizeLimit, DeprecationHeaders, RequestContext
 from fleet.api.routes import (
     admin,
+    admin_devices,
     admin_settings,
+    admin_vehicles,
     api_keys,
     audit,
     auth,
@@ -30,6 +33,7 @@ from fleet.api.routes import (
     metrics,
     vehicles,
 )
+from fleet.api.security_headers import SecurityHeaders
 from fleet.api.state import ApiState, parse_networks
 from fleet.config import Settings, load_settings
 from fleet.db import Database
@@ -64,7 +68,10 @@ OPENAPI_TAGS = [
     {"name": "auth", "description": "Registration, sign-in (password or Google), sessions"},
     {"name": "api keys", "description": "Personal API keys"},
     {"name": "vehicles", "description": "The fleet, status, alarms and history"},
-    {"name": "admin", "description": "Approvals, blocking, vehicle assignment (superusers)"},
+    {
+        "name": "admin",
+        "description": "Users (approve, block, passwords), vehicles, trackers, keys and access (superusers)",
+    },
     {"name": "audit", "description": "Admin audit log (superusers)"},
     {"name": "device api v2", "description": "Seed-000 device API"},
     {"name": "device api v1", "description": "Deprecated: use v2"},
@@ -118,6 +125,7 @@ async def api_resources(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
     """Build the API application."""
+    settings = settings or (runtime.settings if runtime is not None else load_settings())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -126,10 +134,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             async with api_resources(app, runtime):
                 yield
             return
-        own_settings = settings or load_settings()
-        db = Database(own_settings)
+        db = Database(settings)
         await db.start()
-        app.state.runtime = Runtime(settings=own_settings, db=db, roles=["api"])
+        app.state.runtime = Runtime(settings=settings, db=db, roles=["api"])
         try:
             async with api_resources(app, app.state.runtime):
                 yield
@@ -143,12 +150,16 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         description=DESCRIPTION,
         openapi_tags=OPENAPI_TAGS,
         lifespan=lifespan,
+        docs_url=None,  # served by fleet.api.docs from local assets, not from a CDN
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit)
     app.add_middleware(DeprecationHeaders, prefix="/api/v1/", headers=devices.V1_HEADERS)
     app.add_middleware(HttpMetricsMiddleware)
+    app.add_middleware(SecurityHeaders, settings=settings)
     app.add_middleware(RequestContext)  # outermost: the request id covers everything below
+    install_docs(app)
     for router in (
         health.router,
         metrics.router,
@@ -158,6 +169,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         api_keys.router,
         vehicles.router,
         admin.router,
+        admin_vehicles.router,
+        admin_devices.router,
         admin_settings.router,
         audit.router,
         devices.build_router("v2"),

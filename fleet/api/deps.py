@@ -23,6 +23,8 @@ from fleet.api.state import ApiState
 from fleet.auth import tokens
 from fleet.db import Tenant
 from fleet.db.queries import auth as auth_q
+from fleet.manage.actor import Actor
+from fleet.ops.metrics_http import AUTH_FAILURES
 
 bearer_scheme = HTTPBearer(
     auto_error=False,
@@ -76,6 +78,18 @@ def _trusted(address: str, state: ApiState) -> bool:
 async def client_address(request: Request) -> str | None:
     peer = request.client.host if request.client else None
     return resolve_client_address(peer, request.headers.get("x-forwarded-for"), request.app.state.api)
+
+
+def reached_over_https(request: Request, state: ApiState) -> bool:
+    """True when the client reached us over HTTPS: directly, or per `X-Forwarded-Proto` of a trusted proxy."""
+    if request.url.scheme == "https":
+        return True
+    peer = request.client.host if request.client else None
+    if peer is None or not _trusted(peer, state):
+        return False
+    proto = request.headers.get("x-forwarded-proto", "")
+    # A chain of proxies appends; the nearest (trusted) one speaks last.
+    return proto.rsplit(",", 1)[-1].strip().lower() == "https"
 
 
 ClientAddr = Annotated[str | None, Depends(client_address)]
@@ -135,6 +149,12 @@ class Principal:
         return f"user:{self.user_id}"
 
 
+def actor_for(principal: Principal, address: str | None) -> Actor:
+    """The caller as the actor of a management use case (for its checks and its audit entry)."""
+    email = principal.email or ("static API_KEY" if principal.kind == "static_key" else None)
+    return Actor(user_id=principal.user_id, email=email, role=principal.role, client_addr=address)
+
+
 def _unauthorized(code: str, message: str) -> ApiError:
     return ApiError(401, code, message, headers=UNAUTHORIZED_HEADERS)
 
@@ -142,18 +162,70 @@ def _unauthorized(code: str, message: str) -> ApiError:
 async def authenticate(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    address: ClientAddr,
 ) -> Principal:
     """Identify the caller from `Authorization: Bearer …` and count the request against their API limit."""
     state: ApiState = request.app.state.api
     if credentials is None or not credentials.credentials:
         raise _unauthorized("unauthorized", "sign in: send 'Authorization: Bearer <token or API key>'")
-    principal = await principal_for(state, credentials.credentials)
+    principal = await principal_for(state, credentials.credentials, address=address)
     await enforce(state, "api", principal.rate_key)
+    request.state.client_address = address  # open_session counts revoked tokens against the same address
     return principal
 
 
-async def principal_for(state: ApiState, token: str) -> Principal:
-    """Resolve a bearer credential (access JWT, personal API key or the static API key)."""
+# Failures that say nothing about guessing: an expired token was genuine when it was issued.
+_NOT_COUNTED = frozenset({"token_expired"})
+
+
+async def auth_failed(state: ApiState, address: str | None, error: ApiError, kind: str) -> ApiError:
+    """Count a failed authentication against the client's address; the error to raise (429 once over).
+
+    Bad bearer tokens and API keys are limited per address (`RATE_LIMIT_AUTH_FAILURES_PER_MINUTE`), so a
+    client cannot try credentials at the speed of the API; an address over the limit is refused at once,
+    before any lookup, until its window has room again.
+    """
+    if error.code in _NOT_COUNTED:
+        return error
+    AUTH_FAILURES.labels(kind).inc()
+    key = address or "unknown"
+    decision = await state.limiter.hit("auth_failure", key)
+    if decision.allowed:
+        return error
+    state.auth_blocked.block(key, decision.retry_after)
+    return _too_many_failures(decision.retry_after)
+
+
+def _too_many_failures(retry_after: int) -> ApiError:
+    return ApiError(
+        429,
+        "rate_limited",
+        f"too many failed authentications from this address; retry in {retry_after} s",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+async def principal_for(state: ApiState, token: str, *, address: str | None = None) -> Principal:
+    """Resolve a bearer credential (access JWT, personal API key or the static API key).
+
+    With the client's `address`, failures are counted and limited per address (see `auth_failed`); callers
+    that authenticate outside HTTP dependencies (WebSockets) should pass it too.
+    """
+    if address is not None:
+        retry = state.auth_blocked.retry_after(address)
+        if retry:
+            raise _too_many_failures(retry)
+    try:
+        return await _resolve(state, token)
+    except ApiError as err:
+        raise await auth_failed(state, address, err, _failure_kind(token)) from None
+
+
+def _failure_kind(token: str) -> str:
+    return "api_key" if tokens.api_key_prefix(token) is not None else "token"
+
+
+async def _resolve(state: ApiState, token: str) -> Principal:
     settings = state.settings
     static = settings.api_key.get_secret_value() if settings.api_key else None
     if static and tokens.same_secret(token, static):
@@ -207,11 +279,14 @@ async def open_session(
             row = await auth_q.session_state(conn, principal.user_id, principal.session_id)
             if (
                 row is None
+                or not row["session_known"]  # the `sid` must be a session of this very user
                 or row["session_revoked"]
                 or row["token_version"] != principal.token_version
                 or row["role"] != principal.role
             ):
-                raise _unauthorized("token_revoked", "this session has ended; sign in again")
+                error = _unauthorized("token_revoked", "this session has ended; sign in again")
+                address = getattr(request.state, "client_address", None)
+                raise await auth_failed(state, address, error, "revoked")
             principal = replace(principal, status=row["status"], email=row["email"])
         if principal.status == "blocked":
             raise ApiError(403, "account_blocked", "this account is blocked")

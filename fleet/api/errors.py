@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from fleet.errors import Conflict, DatabaseUnavailable, FleetError, InvalidInput, NotFound
+from fleet.errors import Conflict, DatabaseUnavailable, FleetError, Forbidden, InvalidInput, NotFound
 
 log = structlog.get_logger(__name__)
 
@@ -24,6 +24,15 @@ _STATUS_CODES = {
     429: "rate_limited",
     503: "unavailable",
 }
+
+
+# Domain errors and their HTTP status; the body's code is the error's own (`device_linked_elsewhere`, ...).
+_DOMAIN_STATUS: tuple[tuple[type[FleetError], int], ...] = (
+    (NotFound, 404),
+    (Conflict, 409),
+    (InvalidInput, 400),
+    (Forbidden, 403),
+)
 
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
@@ -67,12 +76,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(FleetError)
     async def domain_error(request: Request, exc: FleetError) -> JSONResponse:
-        if isinstance(exc, NotFound):
-            return JSONResponse(error_body("not_found", str(exc)), status_code=404)
-        if isinstance(exc, Conflict):
-            return JSONResponse(error_body("conflict", str(exc)), status_code=409)
-        if isinstance(exc, InvalidInput):
-            return JSONResponse(error_body("invalid_input", str(exc)), status_code=400)
+        for kind, status in _DOMAIN_STATUS:
+            if isinstance(exc, kind):
+                return JSONResponse(error_body(exc.code or "error", str(exc)), status_code=status)
         if isinstance(exc, DatabaseUnavailable):
             log.error("database_unavailable", path=request.url.path, error=str(exc))
             return JSONResponse(error_body("unavailable", "database unavailable"), status_code=503)

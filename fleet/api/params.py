@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import Depends, Path, Query
+from pydantic import BeforeValidator
 
 from fleet.api.errors import ApiError
 
@@ -115,8 +116,18 @@ async def bucket_param(
 
 Bucket = Annotated[timedelta | None, Depends(bucket_param)]
 
-VehicleId = Annotated[int, Path(ge=1, le=BIGINT_MAX, description="vehicle id")]
-UserId = Annotated[int, Path(ge=1, le=BIGINT_MAX, description="user id")]
+
+def ascii_digits(value: object) -> object:
+    """Ids in paths are ASCII digits only: no sign, spaces, underscores, decimals or other scripts' digits."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("must be a number written with the digits 0-9")
+    return value
+
+
+StrictId = Annotated[int, BeforeValidator(ascii_digits)]
+VehicleId = Annotated[StrictId, Path(ge=1, le=BIGINT_MAX, description="vehicle id")]
+UserId = Annotated[StrictId, Path(ge=1, le=BIGINT_MAX, description="user id")]
+DeviceId = Annotated[StrictId, Path(ge=1, le=BIGINT_MAX, description="device (tracker) id")]
 DeviceRefParam = Annotated[
     str, Path(min_length=1, max_length=32, description="numeric device id or the tracker's IMEI")
 ]

@@ -47,7 +47,7 @@ class RegisterRequest(BaseModel):
         json_schema_extra={"examples": [{"email": "owner@example.com", "password": "correct horse battery"}]}
     )
     email: EmailStr
-    password: str = Field(min_length=8, max_length=72)
+    password: str = Field(min_length=1, max_length=1024, description="see the password policy")
     name: str | None = Field(None, max_length=200)
 
 
@@ -79,8 +79,7 @@ class TokenResponse(BaseModel):
 
 
 class RegisterResponse(BaseModel):
-    user: UserOut
-    message: str
+    message: str = Field(description="the same whether or not the address already had an account")
 
 
 class MeResponse(BaseModel):
@@ -329,5 +328,5 @@ class Stats(BaseModel):
     raw_frames_24h: int
     raw_frame_errors_24h: int
     ingest: dict[str, Any] | None = Field(
-        None, description="live counters of the ingest role, when it runs here"
+        None, description="server-wide live counters of the ingest role, when it runs here (superusers only)"
     )

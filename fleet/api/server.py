@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Generator
 from contextlib import asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import uvicorn
 
+from fleet.api.http_protocol import guarded_protocol
+from fleet.config import Settings
 from fleet.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -26,20 +28,30 @@ class _RoleServer(uvicorn.Server):
         yield
 
 
-@asynccontextmanager
-async def api_role(runtime: Runtime) -> AsyncIterator[None]:
-    from fleet.api.app import create_app
-
-    settings = runtime.settings
-    config = uvicorn.Config(
-        create_app(settings, runtime=runtime),
-        host=settings.api_host,
-        port=settings.api_port,
+def server_config(app: Any, settings: Settings, *, host: str, port: int, **extra: Any) -> uvicorn.Config:
+    """uvicorn's configuration for the API: its deadlines for slow and idle clients, no header of its own."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=guarded_protocol(settings.api_request_head_timeout_sec, settings.api_request_body_timeout_sec),
+        timeout_keep_alive=settings.api_keepalive_timeout_sec,  # type: ignore[arg-type]
         log_config=None,
         access_log=False,
         proxy_headers=False,  # client addresses come from fleet's own trusted-proxy logic
         server_header=False,
         timeout_graceful_shutdown=10,
+        **extra,
+    )
+
+
+@asynccontextmanager
+async def api_role(runtime: Runtime) -> AsyncIterator[None]:
+    from fleet.api.app import create_app
+
+    settings = runtime.settings
+    config = server_config(
+        create_app(settings, runtime=runtime), settings, host=settings.api_host, port=settings.api_port
     )
     # Bind here so that a busy port is a clear configuration error rather than uvicorn's sys.exit().
     try:

@@ -1,7 +1,8 @@
 """Sign-in sessions: a refresh-token family per sign-in, access tokens minted from it, the refresh cookie.
 
 The refresh token lives only in an HttpOnly cookie scoped to `/auth` (SameSite=Strict, Secure when the
-server is reached over HTTPS), so page scripts never see it and it is sent only to the auth endpoints.
+server is reached over HTTPS, directly or through a trusted TLS proxy), so page scripts never see it and it
+is sent only to the auth endpoints.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import asyncpg
 from fastapi import Request, Response
 
+from fleet.api.deps import reached_over_https
 from fleet.api.state import ApiState
 from fleet.auth import tokens
 from fleet.db.queries import audit
@@ -81,9 +83,13 @@ async def sign_in(
 
 
 def secure_cookies(state: ApiState, request: Request) -> bool:
-    """Mark cookies Secure when the server is published over HTTPS (PUBLIC_URL) or reached over it."""
+    """Mark cookies Secure when the server is published over HTTPS (PUBLIC_URL) or reached over it.
+
+    Behind a TLS-terminating proxy the request arrives over plain HTTP; the proxy's `X-Forwarded-Proto:
+    https` says otherwise, and is believed only from a peer in TRUSTED_PROXIES.
+    """
     public = state.settings.public_url or ""
-    return public.lower().startswith("https://") or request.url.scheme == "https"
+    return public.lower().startswith("https://") or reached_over_https(request, state)
 
 
 def set_refresh_cookie(response: Response, state: ApiState, request: Request, value: str) -> None:

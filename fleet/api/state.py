@@ -9,7 +9,7 @@ from typing import Any
 from fleet.config import Settings
 from fleet.db import Database
 from fleet.mail.sender import MailSender
-from fleet.ops.ratelimit import RateLimiter
+from fleet.ops.ratelimit import LocalBlocks, RateLimiter
 from fleet.runtime import Runtime
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -34,6 +34,7 @@ class ApiState:
     limiter: RateLimiter
     trusted_proxies: tuple[IPNetwork, ...]
     mail_sender: MailSender | None = None
+    auth_blocked: LocalBlocks = field(default_factory=LocalBlocks)  # addresses over the auth-failure limit
     oauth: Any = None  # the Authlib OAuth registry, built on first use of Google sign-in
     extras: dict[str, Any] = field(default_factory=dict)
 

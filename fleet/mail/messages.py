@@ -55,3 +55,60 @@ async def notify_rejected(conn: asyncpg.Connection, settings: Settings, *, email
         "Your registration on Fleet Server was not approved. Contact the fleet administrator for details.\n"
     )
     return await _queue(conn, settings, [email], "Fleet Server: registration not approved", body)
+
+
+# Mail that anyone can make the server send (by registering an address) goes out at most this often.
+UNSOLICITED_MAIL_INTERVAL_SEC = 3600
+
+
+async def _queue_unsolicited(
+    conn: asyncpg.Connection, settings: Settings, email: str, subject: str, body: str
+) -> list[int]:
+    if await mail.queued_recently(
+        conn, recipient=email, subject=subject, within_sec=UNSOLICITED_MAIL_INTERVAL_SEC
+    ):
+        return []
+    return await _queue(conn, settings, [email], subject, body)
+
+
+async def notify_registration_received(
+    conn: asyncpg.Connection, settings: Settings, *, email: str
+) -> list[int]:
+    """Tell a new registrant that the account awaits approval."""
+    body = (
+        "Your Fleet Server account was created and is waiting for an administrator's approval.\n"
+        "You will get another e-mail when it is activated.\n\n"
+        "If you did not register, you can ignore this message.\n"
+    )
+    return await _queue_unsolicited(conn, settings, email, "Fleet Server: registration received", body)
+
+
+async def notify_already_registered(conn: asyncpg.Connection, settings: Settings, *, email: str) -> list[int]:
+    """Tell the owner of an address that someone tried to register it again (the API answers as for a new one)."""
+    body = (
+        "Someone asked to register a Fleet Server account with this e-mail address, which already has one,\n"
+        "so nothing was changed.\n\n"
+        f"If it was you, sign in at {_link(settings, '/ui/')} (with your password or Google).\n"
+        "If you forgot your password, ask the fleet administrator to reset it.\n"
+        "If it was not you, you can ignore this message.\n"
+    )
+    return await _queue_unsolicited(conn, settings, email, "Fleet Server: registration attempt", body)
+
+
+async def notify_password_reset(conn: asyncpg.Connection, settings: Settings, *, email: str) -> list[int]:
+    """Tell a user an administrator set a new password for them (their sessions were ended)."""
+    body = (
+        "An administrator set a new password for your Fleet Server account. You have been signed out\n"
+        "everywhere; sign in with the new password, which the administrator gives you.\n\n"
+        "If you did not ask for this, contact the fleet administrator.\n"
+    )
+    return await _queue(conn, settings, [email], "Fleet Server: password reset", body)
+
+
+async def notify_password_changed(conn: asyncpg.Connection, settings: Settings, *, email: str) -> list[int]:
+    """Tell a user their password was changed (from a signed-in session)."""
+    body = (
+        "The password of your Fleet Server account was changed. Other devices were signed out.\n\n"
+        "If you did not do this, contact the fleet administrator at once.\n"
+    )
+    return await _queue(conn, settings, [email], "Fleet Server: password changed", body)

@@ -44,6 +44,11 @@ IN_FLIGHT = Gauge("http_requests_in_flight", "HTTP requests being answered")
 AUTH_ATTEMPTS = Counter(
     "fleet_auth_attempts_total", "Sign-in attempts by method and result", ["method", "result"]
 )
+AUTH_FAILURES = Counter(
+    "fleet_auth_failures_total",
+    "Failed authentications: password sign-ins, bad bearer tokens, bad API keys, revoked sessions",
+    ["kind"],
+)
 UNMATCHED_ROUTE = "unmatched"
 
 

@@ -1,6 +1,6 @@
 """Rate limits (the `limits` library): Redis-backed when REDIS_URL is set, in-process otherwise.
 
-Each limit is a named scope (`login`, `register`, `refresh`, `api`) with its own rate; callers hit it
+Each limit is a named scope (`login`, `register`, `refresh`, `api`, `auth_failure`) with its own rate; callers hit it
 with a key (a client address, a user, an API key). A moving window is used so that "5 per minute"
 means at most five in any sixty seconds, not ten across a window boundary.
 
@@ -44,6 +44,7 @@ def limits_from_settings(settings: Settings) -> dict[str, str]:
         "register": f"{settings.rate_limit_register_per_hour}/hour",
         "refresh": f"{settings.rate_limit_refresh_per_minute}/minute",
         "api": f"{settings.rate_limit_api_per_minute}/minute",
+        "auth_failure": f"{settings.rate_limit_auth_failures_per_minute}/minute",
     }
 
 
@@ -128,3 +129,33 @@ class RateLimiter:
         client = getattr(bridge, "storage", None)
         if client is not None and hasattr(client, "aclose"):
             await client.aclose()
+
+
+class LocalBlocks:
+    """Keys refused until a moment, remembered in this process (bounded; the oldest entries go first).
+
+    When a limit refuses a key, the caller may note it here so that the key's next requests are refused
+    without a storage round trip or any work until the window has room again.
+    """
+
+    MAX_KEYS = 10_000
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}
+
+    def block(self, key: str, seconds: int) -> None:
+        self._until.pop(key, None)
+        self._until[key] = time.monotonic() + seconds
+        while len(self._until) > self.MAX_KEYS:
+            del self._until[next(iter(self._until))]
+
+    def retry_after(self, key: str) -> int:
+        """Seconds until `key` may try again (0: not blocked)."""
+        until = self._until.get(key)
+        if until is None:
+            return 0
+        left = until - time.monotonic()
+        if left <= 0:
+            del self._until[key]
+            return 0
+        return max(1, math.ceil(left))

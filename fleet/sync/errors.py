@@ -65,7 +65,11 @@ class NoApiKey(PullError):
     retryable = False
 
     def __init__(self) -> None:
-        super().__init__("status", "no API key: set vehicles.api_key or VEHICLE_DEFAULT_API_KEY")
+        super().__init__(
+            "status",
+            "no API key: set the vehicle's with `fleet vehicle set-key` (POST /admin/vehicles/{id}/api-key) "
+            "or VEHICLE_DEFAULT_API_KEY",
+        )
 
 
 class LeaseLost(FleetError):

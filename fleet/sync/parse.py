@@ -146,7 +146,7 @@ def contract_major(version: str | None) -> int | None:
     if version is None:
         return None
     major, dot, minor = version.partition(".")
-    if not (dot and major.isdigit() and minor.isdigit()):
+    if not (dot and major.isascii() and major.isdigit() and minor.isascii() and minor.isdigit()):
         return None
     return int(major)
 
@@ -212,11 +212,15 @@ def parse_data(
     vehicle_id: int,
     start: datetime,
     end: datetime,
-    channels: Collection[int],
+    channels: Collection[int] | None,
     now: datetime,
     max_rows: int,
 ) -> DataPage:
-    """Read a `/data` answer for the window [start, end): rows to store, the answered end, paging."""
+    """Read a `/data` answer for the window [start, end): rows to store, the answered end, paging.
+
+    `channels` are the ids rows are checked against; None when no channel list is known yet (a new vehicle
+    whose `/channels` failed): then any id of the contract's range is taken, so the rows are not lost.
+    """
     body = _object("data", doc)
     rows = body.get("rows")
     if type(rows) is not list:
@@ -273,7 +277,11 @@ def parse_data(
         if type(when) is str:
             rejected[when] += 1
             continue
-        if channel_id not in channels:
+        if channels is None:
+            if not 0 <= channel_id <= CHANNEL_ID_MAX:
+                rejected[WRONG_TYPE] += 1
+                continue
+        elif channel_id not in channels:
             rejected[UNKNOWN_CHANNEL] += 1
             continue
         append((vehicle_id, channel_id, when, value))  # type: ignore[arg-type]

@@ -128,9 +128,9 @@ class VehiclePuller:
             self._max_rows = min(self._max_rows, agent_limit)
 
     async def data(
-        self, start: datetime, end: datetime, *, channels: Collection[int], now: datetime
+        self, start: datetime, end: datetime, *, channels: Collection[int] | None, now: datetime
     ) -> DataPage:
-        """GET /data for [start, end) with the row cap as `limit`; rows validated against `channels`."""
+        """GET /data for [start, end) with the row cap as `limit`; rows validated against `channels` (if any)."""
         params = {"from": format_time(start), "to": format_time(end), "limit": str(self._max_rows)}
         # One timestamp may exceed the limit (contract §5); it cannot hold more rows than channels.
         cap = max(DATA_MIN_BYTES, max(self._max_rows, MAX_CHANNELS) * DATA_BYTES_PER_ROW)
@@ -175,7 +175,12 @@ class VehiclePuller:
                     if response.status_code != 200:
                         raise await _status_error(endpoint, response)
                     declared = response.headers.get("content-length")
-                    if declared is not None and declared.isdigit() and int(declared) > cap:
+                    if (
+                        declared is not None
+                        and declared.isascii()
+                        and declared.isdigit()
+                        and int(declared) > cap
+                    ):
                         raise PullProtocolError(
                             endpoint, f"the body ({declared} bytes) is over the {cap}-byte cap"
                         )

@@ -187,10 +187,12 @@ class VehiclePull:
             run.backoff = False
             run.notes.append("the vehicle reports its local database failing (db_ok false): data not pulled")
             return "error", ERROR, None
+        if known is None:
+            # Not fatal (seed 003 step 2, contract §8): store the rows now, learn the channels when /channels
+            # answers. Channel ids are then only range-checked.
+            run.notes.append("no channel list yet: rows stored without checking their channel ids")
         error: PullError | None = None
         try:
-            if known is None:
-                raise PullProtocolError("data", "no channel list: /channels failed and none is stored")
             await self._pull_data(puller, run, known)
         except PullError as err:
             error = err
@@ -199,7 +201,7 @@ class VehiclePull:
         return (error.journal_status if error is not None else "ok"), ONLINE, error
 
     async def _channels(self, puller: VehiclePuller, run: _Run) -> set[int] | None:
-        """Step 2; returns the channel ids rows are checked against (None: no list at all)."""
+        """Step 2; returns the channel ids rows are checked against (None: no list at all, rows unchecked)."""
         try:
             channels, rejected = await puller.channels()
         except PullError as err:
@@ -213,7 +215,7 @@ class VehiclePull:
             _count_rejections(rejected)
         return {c.channel_id for c in channels}
 
-    async def _pull_data(self, puller: VehiclePuller, run: _Run, known: set[int]) -> None:
+    async def _pull_data(self, puller: VehiclePuller, run: _Run, known: set[int] | None) -> None:
         """Steps 3–4: walk the windows in order, moving the cursor only over ranges fully stored."""
         target = run.target
         start = target.last_sync_at or (run.now - timedelta(seconds=self.settings.pull_window_sec))
@@ -324,7 +326,9 @@ class VehiclePull:
                     break
         except PullError as err:
             run.notes.append(str(err))
-        if cursor > start:
+        if cursor > start or target.alarms_synced_at is None:
+            # A first pull that failed still pins where alarms begin: falling back to the data cursor next
+            # time would skip this range, which the data pull has already moved past.
             run.alarm_cursor = cursor
 
     async def _finish(

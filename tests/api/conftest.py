@@ -4,6 +4,7 @@ and users with tokens minted directly (bcrypt runs only where a test is about pa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +19,7 @@ from aiosmtpd.controller import Controller
 from pydantic import SecretStr
 
 from fleet.api.app import create_app
+from fleet.api.server import server_config
 from fleet.auth import tokens
 from fleet.config import Settings
 from fleet.db import Database
@@ -50,14 +52,27 @@ def unique_imei() -> str:
 
 
 class LiveServer:
-    """uvicorn serving an app on 127.0.0.1:<free port> inside the test session's event loop."""
+    """uvicorn serving an app on 127.0.0.1:<free port> inside the test session's event loop.
 
-    def __init__(self, app: Any) -> None:
+    With `settings`, the server is configured exactly as `fleet serve` configures the API (deadlines for slow
+    clients included); without, it is a plain uvicorn (the OpenID provider double).
+    """
+
+    def __init__(self, app: Any, settings: Settings | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_config=None, access_log=False, ws="none", lifespan="on"
-        )
+        if settings is not None:
+            config = server_config(app, settings, host="127.0.0.1", port=self.port, ws="none", lifespan="on")
+        else:
+            config = uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_config=None,
+                access_log=False,
+                ws="none",
+                lifespan="on",
+            )
         self.server = uvicorn.Server(config)
         self.task: asyncio.Task[None] | None = None
 
@@ -140,16 +155,23 @@ def api_settings(
     )
 
 
-@pytest.fixture(scope="session")
-async def live_api(api_settings: Settings, db: Database) -> AsyncIterator[LiveServer]:
-    """The API on a real socket, sharing the session database."""
-    runtime = Runtime(settings=api_settings, db=db, roles=["api"])
-    server = await LiveServer(create_app(api_settings, runtime=runtime)).start()
+@contextlib.asynccontextmanager
+async def serve_api(settings: Settings, db: Database) -> AsyncIterator[LiveServer]:
+    """An API of its own (with these settings) on a real socket, sharing the session database."""
+    runtime = Runtime(settings=settings, db=db, roles=["api"])
+    server = await LiveServer(create_app(settings, runtime=runtime), settings).start()
     try:
         yield server
     finally:
         await server.stop()
         await runtime.cancel_tasks()
+
+
+@pytest.fixture(scope="session")
+async def live_api(api_settings: Settings, db: Database) -> AsyncIterator[LiveServer]:
+    """The API on a real socket, sharing the session database."""
+    async with serve_api(api_settings, db) as server:
+        yield server
 
 
 @pytest.fixture

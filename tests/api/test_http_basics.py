@@ -106,9 +106,19 @@ async def test_metrics_access(live_api: LiveServer, db: Database, api_settings: 
             'route="/vehicles/{vehicle_id}"' in local.text
             or "fleet_http_request_duration_seconds" in local.text
         )
-        # Through the (trusted) local proxy for a remote client: refused.
-        remote = await client.get("/metrics", headers={"X-Forwarded-For": "203.0.113.5"})
-        assert remote.status_code == 403
+        # TRUSTED_PROXIES is empty by default: a header from the local peer changes nothing.
+        spoofed = await client.get("/metrics", headers={"X-Forwarded-For": "203.0.113.5"})
+        assert spoofed.status_code == 200
+
+    behind_nginx = api_settings.model_copy(update={"trusted_proxies": ["127.0.0.1"]})
+    app = create_app(behind_nginx, runtime=Runtime(settings=behind_nginx, db=db, roles=["api"]))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://fleet") as client:
+            # Through the trusted local proxy for a remote client: refused; for a local one: served.
+            remote = await client.get("/metrics", headers={"X-Forwarded-For": "203.0.113.5"})
+            assert remote.status_code == 403
+            assert (await client.get("/metrics", headers={"X-Forwarded-For": "127.0.0.1"})).status_code == 200
 
     settings = api_settings.model_copy(update={"metrics_api_key": None})
     from pydantic import SecretStr

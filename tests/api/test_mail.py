@@ -26,6 +26,12 @@ async def outbox_for(db: Database, recipient: str) -> list[dict[str, object]]:
     return [dict(r) for r in rows]
 
 
+async def user_id_of(db: Database, email: str) -> int:
+    async with db.system() as conn:
+        user_id: int = await conn.fetchval("SELECT id FROM users WHERE lower(email) = lower($1)", email)
+    return user_id
+
+
 async def test_without_smtp_mail_stays_in_the_outbox_and_is_logged(
     db: Database, api_settings: Settings, admin: Account
 ) -> None:
@@ -39,12 +45,15 @@ async def test_without_smtp_mail_stays_in_the_outbox_and_is_logged(
                 transport=httpx.ASGITransport(app=app), base_url="http://fleet"
             ) as client:
                 created = await client.post("/auth/register", json={"email": email, "password": PASSWORD})
-                assert created.status_code == 201
-                user_id = created.json()["user"]["id"]
+                assert created.status_code == 202
+                user_id = await user_id_of(db, email)
                 await client.post(f"/admin/users/{user_id}/approve", headers=admin.headers)
     activation = await outbox_for(db, email)
-    assert [m["subject"] for m in activation] == ["Fleet Server: account activated"]
-    assert activation[0]["sent_at"] is None and activation[0]["attempts"] == 0
+    assert [m["subject"] for m in activation] == [
+        "Fleet Server: registration received",
+        "Fleet Server: account activated",
+    ]
+    assert activation[-1]["sent_at"] is None and activation[-1]["attempts"] == 0
     assert any(entry["event"] == "mail_kept_in_outbox" for entry in logs)
 
 
@@ -97,13 +106,17 @@ async def test_rejection_and_superuser_notifications(
     inactive_admin = await make_account(db, api_settings, role="superuser", status="blocked")
     email = unique_email("reject")
     created = await http.post("/auth/register", json={"email": email, "password": PASSWORD})
-    user_id = created.json()["user"]["id"]
+    assert created.status_code == 202
+    user_id = await user_id_of(db, email)
     for boss in (admin, other_admin):
         assert [m["subject"] for m in await outbox_for(db, boss.email)][-1].endswith("awaiting approval")
     assert await outbox_for(db, inactive_admin.email) == []
     rejected = await http.post(f"/admin/users/{user_id}/reject", headers=admin.headers)
     assert rejected.status_code == 200 and rejected.json()["status"] == "blocked"
     assert (await http.post(f"/admin/users/{user_id}/reject", headers=admin.headers)).status_code == 409
-    assert [m["subject"] for m in await outbox_for(db, email)] == ["Fleet Server: registration not approved"]
+    assert [m["subject"] for m in await outbox_for(db, email)] == [
+        "Fleet Server: registration received",
+        "Fleet Server: registration not approved",
+    ]
     login = await http.post("/auth/login", json={"email": email, "password": PASSWORD})
     assert login.status_code == 403

@@ -10,16 +10,14 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from fleet.api.app import create_app
 from fleet.api.deps import resolve_client_address
 from fleet.api.state import ApiState, parse_networks
 from fleet.config import Settings
 from fleet.db import Database
 from fleet.ops.ratelimit import RateLimiter
 from fleet.passwords import hash_password
-from fleet.runtime import Runtime
 
-from .conftest import PASSWORD, LiveServer, make_account, unique_email
+from .conftest import PASSWORD, LiveServer, make_account, serve_api, unique_email
 
 
 def limited_settings(api_settings: Settings, redis_url: str | None) -> Settings:
@@ -46,13 +44,8 @@ async def limited_api(
         if not redis_url:
             pytest.skip("REDIS_URL is not set")
     settings = limited_settings(api_settings, redis_url)
-    runtime = Runtime(settings=settings, db=db, roles=["api"])
-    server = await LiveServer(create_app(settings, runtime=runtime)).start()
-    try:
+    async with serve_api(settings, db) as server:
         yield server, settings
-    finally:
-        await server.stop()
-        await runtime.cancel_tasks()
 
 
 async def test_sixth_login_in_a_minute_is_refused(
@@ -98,7 +91,7 @@ async def test_register_and_api_limits(limited_api: tuple[LiveServer, Settings],
             ).status_code
             for _ in range(3)
         ]
-        assert statuses == [201, 201, 429]
+        assert statuses == [202, 202, 429]
         api = [(await client.get("/vehicles", headers=account.headers)).status_code for _ in range(9)]
         assert api == [200] * 8 + [429]
 

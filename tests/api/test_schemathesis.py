@@ -62,7 +62,7 @@ class ThreadedServer:
         try:
             await db.start(migrate_schema=True)
             runtime = Runtime(settings=self.settings, db=db, roles=["api"])
-            self._server = await LiveServer(create_app(self.settings, runtime=runtime)).start()
+            self._server = await LiveServer(create_app(self.settings, runtime=runtime), self.settings).start()
             self.url = self._server.url
         except BaseException as err:
             self.error = err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
@@ -112,7 +113,9 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(
         assert second_refresh != first_refresh and second_access != first_access
         assert (await client.get("/vehicles", headers=bearer(second_access))).status_code == 200
 
-        # An attacker replays the first (already used) refresh token.
+        # An attacker replays the first (already used) refresh token, after the grace period for concurrent
+        # use (two tabs refreshing at once) is over.
+        await age_used_refresh_tokens(db, account.id, seconds=api_settings.refresh_reuse_grace_sec + 1)
         client.cookies.clear()
         replay = await client.post("/auth/refresh", headers={"Cookie": f"{REFRESH_COOKIE}={first_refresh}"})
         assert replay.status_code == 401 and replay.json()["error"]["code"] == "refresh_token_reused"
@@ -134,6 +137,55 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(
             account.id,
         )
     assert reuse == 1
+
+
+async def age_used_refresh_tokens(db: Database, user_id: int, *, seconds: float) -> None:
+    """Make the user's used refresh tokens look used `seconds` ago (instead of waiting that long)."""
+    async with db.system() as conn:
+        await conn.execute(
+            """UPDATE refresh_tokens SET used_at = used_at - make_interval(secs => $2)
+               WHERE user_id = $1 AND used_at IS NOT NULL""",
+            user_id,
+            float(seconds),
+        )
+
+
+async def test_two_tabs_refreshing_at_once_keep_the_session(
+    live_api: LiveServer, db: Database, api_settings: Settings
+) -> None:
+    account = await password_account(db, api_settings)
+    async with httpx.AsyncClient(base_url=live_api.url) as first_tab:
+        await sign_in(first_tab, account.email)
+        cookie = first_tab.cookies[REFRESH_COOKIE]
+        first_tab.cookies.clear()
+        async with httpx.AsyncClient(base_url=live_api.url) as second_tab:
+            both = await asyncio.gather(
+                *(
+                    tab.post("/auth/refresh", headers={"Cookie": f"{REFRESH_COOKIE}={cookie}"})
+                    for tab in (first_tab, second_tab)
+                )
+            )
+            assert [r.status_code for r in both] == [200, 200], [r.text for r in both]
+            for response in both:  # every tab goes on with its own tokens of the same session
+                access = response.json()["access_token"]
+                assert (await first_tab.get("/vehicles", headers=bearer(access))).status_code == 200
+                cookie_header = response.headers["set-cookie"]
+                assert cookie_header.startswith(f"{REFRESH_COOKIE}=")
+                again = await second_tab.post(
+                    "/auth/refresh", headers={"Cookie": cookie_header.split(";", 1)[0]}
+                )
+                assert again.status_code == 200, again.text
+    async with db.system() as conn:
+        concurrent = await conn.fetchval(
+            """SELECT count(*) FROM admin_audit_log WHERE action = 'token.refresh' AND actor_id = $1
+               AND details->>'concurrent' = 'true'""",
+            account.id,
+        )
+        reused = await conn.fetchval(
+            "SELECT count(*) FROM admin_audit_log WHERE action = 'token.reuse_detected' AND actor_id = $1",
+            account.id,
+        )
+    assert (concurrent, reused) == (1, 0)
 
 
 async def test_refresh_without_or_with_bad_cookie(http: httpx.AsyncClient) -> None:
@@ -185,7 +237,7 @@ async def test_blocking_revokes_every_token_at_once(
         for token in (phone_token, laptop_token):
             assert (await phone.get("/vehicles", headers=bearer(token))).status_code == 401
         by_key = await phone.get("/vehicles", headers=bearer(api_key))
-        assert by_key.status_code == 403 and by_key.json()["error"]["code"] == "account_blocked"
+        assert by_key.status_code == 401 and by_key.json()["error"]["code"] == "invalid_api_key"
         refused = await phone.post("/auth/refresh")
         assert refused.status_code == 401
         login = await laptop.post("/auth/login", json={"email": account.email, "password": PASSWORD})

@@ -2,41 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 
 import asyncpg
-import pytest
 
-from fleet.config import Settings
-
-
-@pytest.fixture
-def cli_env(test_settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "API_", "SERVER_"))}
-    assert test_settings.database_url is not None and test_settings.db_app_password is not None
-    env.update(
-        DATABASE_URL=test_settings.database_url,
-        DB_APP_PASSWORD=test_settings.db_app_password.get_secret_value(),
-        DATA_DIR=str(test_settings.data_dir),
-        ENV="development",
-        LOG_LEVEL="WARNING",
-    )
-    env.pop("CONFIG_FILE", None)
-    return env
-
-
-def fleet(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fleet", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from .conftest import fleet
 
 
 async def test_user_vehicle_round_trip(cli_env: dict[str, str], owner_conn: asyncpg.Connection) -> None:
@@ -83,7 +53,7 @@ def test_bad_input_gives_clear_messages(cli_env: dict[str, str]) -> None:
     assert "already exists" in duplicate.stderr and "Traceback" not in duplicate.stderr
 
     short = fleet(cli_env, "user", "create", "--email", "x@example.com", "--password", "short")
-    assert short.returncode == 2 and "at least 8" in short.stderr
+    assert short.returncode == 2 and "at least 10" in short.stderr
 
     bad_role = fleet(
         cli_env, "user", "create", "--email", "y@example.com", "--password", "long-enough-1", "--role", "king"

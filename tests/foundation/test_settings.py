@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
 
 import pytest
@@ -114,8 +115,8 @@ def test_production_refuses_placeholder_secrets(clean_env: Path, monkeypatch: py
         load_settings()
     assert "SECRET_KEY" in str(info.value) and "API_KEY" in str(info.value)
     assert "change-me" not in str(info.value)  # the message names the variable, never the value
-    monkeypatch.setenv("SECRET_KEY", "k" * 40)
-    monkeypatch.setenv("API_KEY", "a" * 40)
+    monkeypatch.setenv("SECRET_KEY", secrets.token_urlsafe(32))
+    monkeypatch.setenv("API_KEY", secrets.token_urlsafe(32))
     settings = load_settings()
     assert settings.production
     assert not (clean_env / "var" / "secrets.json").exists()  # production never writes generated secrets
@@ -125,12 +126,15 @@ def test_production_with_external_db_needs_app_password(
     clean_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ENV", "production")
-    monkeypatch.setenv("SECRET_KEY", "k" * 40)
-    monkeypatch.setenv("API_KEY", "a" * 40)
+    monkeypatch.setenv("SECRET_KEY", secrets.token_urlsafe(32))
+    monkeypatch.setenv("API_KEY", secrets.token_urlsafe(32))
     monkeypatch.setenv("DATABASE_URL", "postgresql://owner:pw@db:5432/fleet")
     with pytest.raises(ConfigError, match="DB_APP_PASSWORD"):
         load_settings()
-    monkeypatch.setenv("DB_APP_PASSWORD", "p" * 24)
+    monkeypatch.setenv("DB_APP_PASSWORD", "p" * 24)  # a repeated character is no password
+    with pytest.raises(ConfigError, match="DB_APP_PASSWORD"):
+        load_settings()
+    monkeypatch.setenv("DB_APP_PASSWORD", secrets.token_urlsafe(18))
     assert load_settings().db_app_password is not None
 
 
@@ -172,3 +176,46 @@ def test_example_config_loads(clean_env: Path, monkeypatch: pytest.MonkeyPatch) 
     settings = load_settings(data_dir=clean_env / "var")
     assert settings.server_port == 5221 and settings.api_host == "127.0.0.1"
     assert settings.sync_concurrency == 50 and settings.raw_frame_retention_days == 30
+
+
+@pytest.mark.parametrize(
+    ("secret_key", "api_key", "named"),
+    [
+        ("same-" + "Zq8vR2mKx7LpW4tN9bYc", "same-" + "Zq8vR2mKx7LpW4tN9bYc", "API_KEY equals SECRET_KEY"),
+        ("passwordpassword12", "Zq8vR2mKx7LpW4tN9bYcXj3", "SECRET_KEY"),  # long enough, guessable
+        ("Zq8vR2mKx7LpW4tN9bYcXj3", "abcabcabcabcabcabcabc", "API_KEY"),  # a repeated pattern
+        ("Zq8vR2mKx7LpW4tN9bYcXj3", "1234567890123456789", "API_KEY"),  # a sequence
+    ],
+)
+def test_production_refuses_equal_or_low_entropy_secrets(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, secret_key: str, api_key: str, named: str
+) -> None:
+    monkeypatch.setenv("ENV", "production")
+    monkeypatch.setenv("SECRET_KEY", secret_key)
+    monkeypatch.setenv("API_KEY", api_key)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert named in str(info.value)
+    assert secret_key not in str(info.value) and api_key not in str(info.value)
+    assert "secrets.token_urlsafe" in str(info.value)  # says how to make a good one
+
+
+def test_production_accepts_generated_secrets_of_every_usual_form(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ENV", "production")
+    for make in (
+        lambda: secrets.token_urlsafe(32),
+        lambda: secrets.token_hex(16),
+        lambda: secrets.token_hex(32),
+    ):
+        monkeypatch.setenv("SECRET_KEY", make())
+        monkeypatch.setenv("API_KEY", make())
+        assert load_settings().production
+
+
+def test_api_hardening_defaults(clean_env: Path) -> None:
+    settings = Settings()
+    assert settings.trusted_proxies == []  # no X-Forwarded-* is honoured until an operator names the proxy
+    assert settings.map_tile_url == "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+    assert settings.grafana_url is None

@@ -57,6 +57,8 @@ def work_dir() -> Iterator[Path]:
 
 def test_embedded_backup_verify_and_restore_into_a_fresh_data_dir(work_dir: Path) -> None:
     source = base_env(DATA_DIR=str(work_dir / "source"))
+    # Data commands never create a database by accident (fleet.db.server_record): `db upgrade` does.
+    assert fleet(source, "db", "upgrade").returncode == 0
     created = fleet(
         source, "user", "create", "--email", "boss@example.com", "--password", "a long password 1"
     )

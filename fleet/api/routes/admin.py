@@ -1,7 +1,8 @@
-"""`/admin`: registrations awaiting approval, approve/reject/block, assigning vehicles. Superusers only.
+"""`/admin/users`: registrations awaiting approval, approve/reject/block/unblock, password resets. Superusers only.
 
 Each action runs in the superuser's own tenant context (the `users_guard` trigger accepts status changes
-only there), is written to the audit log, and queues its e-mail in the same transaction.
+only there) through the use cases of `fleet.manage.users`, which write the audit entry and queue the e-mail
+in the same transaction.
 """
 
 from __future__ import annotations
@@ -10,21 +11,18 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Query
 
-from fleet.api.deps import AdminSession, ClientAddr, Session, State
-from fleet.api.errors import ApiError
-from fleet.api.params import Pagination, UserId, VehicleId
-from fleet.api.schemas import AssignRequest, AssignResponse, Page, UserOut, errors
-from fleet.db.queries import accounts, audit
-from fleet.db.queries import auth as auth_q
-from fleet.db.queries.users import get_user, get_user_by_email, grant_vehicle
-from fleet.db.queries.vehicles import require_vehicle
-from fleet.mail import messages
+from fleet.api.deps import AdminSession, ClientAddr, State, actor_for
+from fleet.api.manage_schemas import PasswordReset
+from fleet.api.params import Pagination, UserId
+from fleet.api.schemas import Page, UserOut, errors
+from fleet.db.queries import accounts
+from fleet.manage import users
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 ADMIN_ERRORS = errors(401, 403, 404, 409, 429)
 
 
-def _page(rows: list[Any], total: int, limit: int, offset: int) -> dict[str, Any]:
+def page_body(rows: list[Any], total: int, limit: int, offset: int) -> dict[str, Any]:
     return {
         "items": [dict(r) for r in rows],
         "total": total,
@@ -44,7 +42,7 @@ async def pending_users(session: AdminSession, page: Pagination) -> dict[str, An
     rows, total = await accounts.list_users(
         session.conn, status="pending", limit=page.limit, offset=page.offset
     )
-    return _page(rows, total, page.limit, page.offset)
+    return page_body(rows, total, page.limit, page.offset)
 
 
 @router.get("/users", response_model=Page[UserOut], responses=ADMIN_ERRORS, summary="All users")
@@ -54,26 +52,7 @@ async def list_users(
     status: Literal["pending", "active", "blocked"] | None = Query(None),
 ) -> dict[str, Any]:
     rows, total = await accounts.list_users(session.conn, status=status, limit=page.limit, offset=page.offset)
-    return _page(rows, total, page.limit, page.offset)
-
-
-async def _audit(session: Session, action: str, target: str, address: str | None, **details: Any) -> None:
-    await audit.record(
-        session.conn,
-        action=action,
-        actor_id=session.principal.user_id,
-        actor_email=session.principal.email or ("api_key" if session.principal.kind != "jwt" else None),
-        target=target,
-        details=details,
-        client_addr=address,
-    )
-
-
-async def _user(session: Session, user_id: int) -> Any:
-    user = await get_user(session.conn, user_id)
-    if user is None:
-        raise ApiError(404, "not_found", f"no user {user_id}")
-    return user
+    return page_body(rows, total, page.limit, page.offset)
 
 
 @router.post(
@@ -85,18 +64,10 @@ async def _user(session: Session, user_id: int) -> Any:
 async def approve(
     user_id: UserId, session: AdminSession, state: State, address: ClientAddr, background: BackgroundTasks
 ) -> dict[str, Any]:
-    user = await _user(session, user_id)
-    if user["status"] == "active":
-        raise ApiError(409, "conflict", f"user {user_id} is already active")
-    updated = await accounts.set_status(
-        session.conn, user_id, "active", actor_id=session.principal.user_id, bump_version=False
-    )
-    await messages.notify_activated(session.conn, state.settings, email=user["email"])
-    await _audit(
-        session, "user.approve", f"user:{user_id}", address, email=user["email"], previous=user["status"]
+    updated = await users.approve(
+        session.conn, actor_for(session.principal, address), state.settings, user_id
     )
     background.add_task(state.wake_mail)  # after the commit: the sender must see the message
-    assert updated is not None  # the row was read in this transaction
     return dict(updated)
 
 
@@ -109,17 +80,8 @@ async def approve(
 async def reject(
     user_id: UserId, session: AdminSession, state: State, address: ClientAddr, background: BackgroundTasks
 ) -> dict[str, Any]:
-    user = await _user(session, user_id)
-    if user["status"] != "pending":
-        raise ApiError(409, "conflict", f"user {user_id} is not pending (status {user['status']})")
-    updated = await accounts.set_status(
-        session.conn, user_id, "blocked", actor_id=session.principal.user_id, bump_version=True
-    )
-    await auth_q.revoke_user_sessions(session.conn, user_id)
-    await messages.notify_rejected(session.conn, state.settings, email=user["email"])
-    await _audit(session, "user.reject", f"user:{user_id}", address, email=user["email"])
-    background.add_task(state.wake_mail)  # after the commit: the sender must see the message
-    assert updated is not None  # the row was read in this transaction
+    updated = await users.reject(session.conn, actor_for(session.principal, address), state.settings, user_id)
+    background.add_task(state.wake_mail)
     return dict(updated)
 
 
@@ -127,56 +89,42 @@ async def reject(
     "/users/{user_id}/block",
     response_model=UserOut,
     responses=ADMIN_ERRORS,
-    summary="Block an account: every access and refresh token it holds stops working at once",
+    summary="Block an account: its access tokens, refresh tokens and API keys stop working at once, for good",
+    description=(
+        "Every session and every API key of the user is revoked. Unblocking (or approving) the account later "
+        "does not bring them back: the user signs in again and creates new keys."
+    ),
 )
 async def block(user_id: UserId, session: AdminSession, address: ClientAddr) -> dict[str, Any]:
-    if user_id == session.principal.user_id:
-        raise ApiError(409, "conflict", "you cannot block your own account")
-    user = await _user(session, user_id)
-    updated = await accounts.set_status(
-        session.conn, user_id, "blocked", actor_id=session.principal.user_id, bump_version=True
-    )
-    revoked = await auth_q.revoke_user_sessions(session.conn, user_id)
-    await _audit(
-        session,
-        "user.block",
-        f"user:{user_id}",
-        address,
-        email=user["email"],
-        previous=user["status"],
-        sessions_revoked=revoked,
-    )
-    assert updated is not None  # the row was read in this transaction
-    return dict(updated)
+    return dict(await users.block(session.conn, actor_for(session.principal, address), user_id))
 
 
 @router.post(
-    "/vehicles/{vehicle_id}/assign",
-    response_model=AssignResponse,
-    responses={**ADMIN_ERRORS, **errors(422)},
-    summary="Give a user access to a vehicle (by user id or e-mail)",
+    "/users/{user_id}/unblock",
+    response_model=UserOut,
+    responses=ADMIN_ERRORS,
+    summary="Give a blocked account back (status active); its revoked sessions and API keys stay revoked",
 )
-async def assign(
-    vehicle_id: VehicleId, body: AssignRequest, session: AdminSession, address: ClientAddr
+async def unblock(user_id: UserId, session: AdminSession, address: ClientAddr) -> dict[str, Any]:
+    return dict(await users.unblock(session.conn, actor_for(session.principal, address), user_id))
+
+
+@router.post(
+    "/users/{user_id}/password",
+    response_model=UserOut,
+    responses={**ADMIN_ERRORS, **errors(400, 422)},
+    summary="Set another user's password (the password policy applies); their sessions end, they get an e-mail",
+)
+async def reset_password(
+    user_id: UserId,
+    body: PasswordReset,
+    session: AdminSession,
+    state: State,
+    address: ClientAddr,
+    background: BackgroundTasks,
 ) -> dict[str, Any]:
-    await require_vehicle(session.conn, vehicle_id)
-    if body.user_id is not None:
-        user = await _user(session, body.user_id)
-    else:
-        assert body.email is not None
-        user = await get_user_by_email(session.conn, body.email)
-        if user is None:
-            raise ApiError(404, "not_found", f"no user with e-mail {body.email}")
-    granted = await grant_vehicle(
-        session.conn, user_id=user["id"], vehicle_id=vehicle_id, granted_by=session.principal.user_id
+    user = await users.reset_password(
+        session.conn, actor_for(session.principal, address), state.settings, user_id, body.password
     )
-    await _audit(
-        session,
-        "vehicle.assign",
-        f"vehicle:{vehicle_id}",
-        address,
-        user_id=user["id"],
-        email=user["email"],
-        granted=granted,
-    )
-    return {"vehicle_id": vehicle_id, "user_id": user["id"], "email": user["email"], "granted": granted}
+    background.add_task(state.wake_mail)
+    return dict(user)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Response
 
 from fleet.api.deps import ActiveSession, ClientAddr
 from fleet.api.errors import ApiError
-from fleet.api.params import BIGINT_MAX, Pagination
+from fleet.api.params import BIGINT_MAX, Pagination, StrictId
 from fleet.api.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, Page, errors
 from fleet.auth import tokens
 from fleet.db.queries import audit
@@ -78,7 +78,7 @@ async def list_keys(session: ActiveSession, page: Pagination) -> dict[str, Any]:
     summary="Revoke one of your API keys",
 )
 async def revoke_key(
-    key_id: Annotated[int, Path(ge=1, le=BIGINT_MAX)], session: ActiveSession, address: ClientAddr
+    key_id: Annotated[StrictId, Path(ge=1, le=BIGINT_MAX)], session: ActiveSession, address: ClientAddr
 ) -> Response:
     user_id = _owner_id(session)
     row = await auth_q.revoke_api_key(session.conn, key_id=key_id, user_id=user_id)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 
 import fleet
-from fleet.api.deps import DbConn, State
+from fleet.api.deps import CurrentUser, DbConn, State
 from fleet.api.errors import ApiError
 from fleet.api.params import DeviceRange, DeviceRefParam, Pagination
 from fleet.api.schemas import CanPage, DeviceLast, Page, RawFrame, Stats, TelemetryPage, errors
@@ -133,12 +133,16 @@ def build_router(version: Literal["v1", "v2"]) -> APIRouter:
         return router
 
     @router.get(
-        "/stats", response_model=Stats, responses=READ_ERRORS, summary="Counts and live ingest figures"
+        "/stats",
+        response_model=Stats,
+        responses=READ_ERRORS,
+        summary="Counts of what the caller sees; superusers also get the live ingest figures",
     )
-    async def stats(conn: DbConn, state: State) -> dict[str, Any]:
+    async def stats(conn: DbConn, state: State, user: CurrentUser) -> dict[str, Any]:
         body: dict[str, Any] = await devices_q.stats(conn, window_sec=_window(state))
         live = state.runtime.extras.get("ingest_stats")
-        if callable(live):
+        # The ingest counters are server-wide (every tracker of every owner): superusers only.
+        if user.is_superuser and callable(live):
             try:
                 body["ingest"] = dict(live())
             except Exception as err:  # a broken provider must not break the stats page

@@ -23,8 +23,8 @@ from fleet.api.state import ApiState
 from fleet.auth import oidc
 from fleet.db.queries import audit
 from fleet.db.queries import auth as auth_q
-from fleet.db.queries.users import create_user, get_user_by_email
-from fleet.mail.messages import notify_new_registration
+from fleet.db.queries.users import get_user_by_email
+from fleet.manage import users
 from fleet.ops.metrics_http import AUTH_ATTEMPTS
 
 log = structlog.get_logger(__name__)
@@ -94,17 +94,13 @@ async def _resolve_user(conn: Any, state: ApiState, claims: dict[str, Any], addr
     user = await get_user_by_email(conn, email)
     if user is None:
         ensure_registration_open(state)
-        user = await create_user(
-            conn, email=email, password_hash=None, role="owner", status="pending", name=claims.get("name")
-        )
-        await notify_new_registration(conn, state.settings, email=user["email"], method="google")
-        await audit.record(
+        user = await users.register_owner(
             conn,
-            action="auth.register",
-            actor_id=user["id"],
-            actor_email=user["email"],
-            target=f"user:{user['id']}",
-            details={"method": "google"},
+            state.settings,
+            email=email,
+            password_hash=None,
+            name=claims.get("name"),
+            method="google",
             client_addr=address,
         )
     await auth_q.link_oauth(conn, user_id=user["id"], provider=oidc.PROVIDER, subject=subject, email=email)

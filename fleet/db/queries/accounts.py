@@ -43,6 +43,18 @@ async def set_status(
     return row
 
 
+async def set_password_hash(conn: asyncpg.Connection, user_id: int, password_hash: str) -> None:
+    await conn.execute("UPDATE users SET password_hash = $2 WHERE id = $1", user_id, password_hash)
+
+
+async def user_with_hash(conn: asyncpg.Connection, user_id: int) -> asyncpg.Record | None:
+    """A user with their password hash (None when the account has no password: Google sign-in only)."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT {USER_COLUMNS}, password_hash FROM users WHERE id = $1", user_id
+    )
+    return row
+
+
 async def active_superuser_emails(conn: asyncpg.Connection) -> list[str]:
     rows = await conn.fetch(
         "SELECT email FROM users WHERE role = 'superuser' AND status = 'active' ORDER BY id"

@@ -39,7 +39,9 @@ async def list_entries(
     actor: str | None = None,
 ) -> tuple[list[asyncpg.Record], int]:
     """Newest first. `action` matches exactly or as a prefix ending in '.' (`auth.`); `actor` is an id or e-mail."""
-    actor_id = int(actor) if actor is not None and actor.isdigit() and len(actor) < 19 else None
+    actor_id = (
+        int(actor) if actor is not None and actor.isascii() and actor.isdigit() and len(actor) < 19 else None
+    )
     where = """($1::text IS NULL OR action = $1 OR (right($1, 1) = '.' AND starts_with(action, $1)))
                AND ($2::text IS NULL OR actor_id = $3 OR lower(actor_email) = lower($2))"""
     rows = await conn.fetch(

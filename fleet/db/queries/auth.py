@@ -15,9 +15,15 @@ from fleet.db.queries.users import USER_COLUMNS
 
 
 async def session_state(conn: asyncpg.Connection, user_id: int, session_id: str) -> asyncpg.Record | None:
-    """The user's current role/status/token version, and whether the session has been revoked."""
+    """The user's current role/status/token version, whether the session is theirs, and whether it was revoked.
+
+    `session_known` is false for a `sid` that is no sign-in session of this user: a token minted with a made-up
+    or another user's session id (a leaked SECRET_KEY, or a bug) is refused, not trusted for its signature alone.
+    """
     row: asyncpg.Record | None = await conn.fetchrow(
         """SELECT u.role, u.status, u.token_version, u.email,
+                  EXISTS (SELECT 1 FROM refresh_tokens r
+                          WHERE r.family_id = $2 AND r.user_id = u.id) AS session_known,
                   EXISTS (SELECT 1 FROM refresh_tokens r
                           WHERE r.family_id = $2 AND r.revoked_at IS NOT NULL) AS session_revoked
            FROM users u WHERE u.id = $1""",
@@ -74,8 +80,17 @@ async def revoke_family(conn: asyncpg.Connection, family_id: str) -> int:
 
 
 async def revoke_user_sessions(conn: asyncpg.Connection, user_id: int) -> int:
+    """Revoke every session of the user."""
+    return await revoke_other_sessions(conn, user_id, None)
+
+
+async def revoke_other_sessions(conn: asyncpg.Connection, user_id: int, keep_family: str | None) -> int:
+    """Revoke every session of the user but `keep_family` (after a password change, other devices sign in again)."""
     status = await conn.execute(
-        "UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL", user_id
+        """UPDATE refresh_tokens SET revoked_at = now()
+           WHERE user_id = $1 AND revoked_at IS NULL AND family_id IS DISTINCT FROM $2""",
+        user_id,
+        keep_family,
     )
     return int(status.rsplit(" ", 1)[-1])
 
@@ -134,6 +149,14 @@ async def revoke_api_key(conn: asyncpg.Connection, *, key_id: int, user_id: int)
         user_id,
     )
     return row
+
+
+async def revoke_user_api_keys(conn: asyncpg.Connection, user_id: int) -> int:
+    """Revoke every API key of a user for good (blocking): unblocking later does not bring them back."""
+    status = await conn.execute(
+        "UPDATE api_keys SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL", user_id
+    )
+    return int(status.rsplit(" ", 1)[-1])
 
 
 async def lookup_api_key(conn: asyncpg.Connection, prefix: str) -> asyncpg.Record | None:

@@ -24,7 +24,9 @@ _DEVICE_COLUMNS = f"""id, imei, name, protocol, vehicle_id, firmware,
 async def resolve_device(conn: asyncpg.Connection, ref: str) -> asyncpg.Record | None:
     """A device by IMEI or numeric id (an IMEI match wins: IMEIs are digits too)."""
     ref = ref.strip()
-    numeric = int(ref) if ref.isdigit() and len(ref) <= 19 and int(ref) <= BIGINT_MAX else None
+    numeric = (
+        int(ref) if ref.isascii() and ref.isdigit() and len(ref) <= 19 and int(ref) <= BIGINT_MAX else None
+    )
     row: asyncpg.Record | None = await conn.fetchrow(
         """SELECT id, imei, vehicle_id FROM devices WHERE imei = $1 OR id = $2
            ORDER BY (imei = $1) DESC LIMIT 1""",

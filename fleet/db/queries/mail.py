@@ -22,6 +22,20 @@ async def enqueue(conn: asyncpg.Connection, *, recipients: list[str], subject: s
     return [row["id"] for row in rows]
 
 
+async def queued_recently(
+    conn: asyncpg.Connection, *, recipient: str, subject: str, within_sec: float
+) -> bool:
+    """Whether the same message went to the same address recently (a cap on mail anyone can trigger)."""
+    found: bool = await conn.fetchval(
+        """SELECT EXISTS (SELECT 1 FROM mail_outbox WHERE lower(recipient) = lower($1) AND subject = $2
+                          AND created_at > now() - make_interval(secs => $3))""",
+        recipient,
+        subject,
+        float(within_sec),
+    )
+    return found
+
+
 async def claim_next(conn: asyncpg.Connection) -> asyncpg.Record | None:
     """The oldest message due for (re)delivery, locked so that no other sender takes it."""
     row: asyncpg.Record | None = await conn.fetchrow(

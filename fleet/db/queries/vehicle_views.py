@@ -85,3 +85,27 @@ async def alarms_page(
         offset=offset,
         extra={"vehicle_id": vehicle_id, "active_only": not include_resolved},
     )
+
+
+async def sync_columns(conn: asyncpg.Connection, vehicle_id: int) -> asyncpg.Record | None:
+    """The sync bookkeeping of a vehicle (without its key: only whether it has one)."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"""SELECT vpn_ip IS NOT NULL AS pulled, api_key IS NOT NULL AS has_key, sync_status, sync_failures,
+                   {iso("sync_next_at")} AS next_attempt_at
+            FROM vehicles WHERE id = $1""",
+        vehicle_id,
+    )
+    return row
+
+
+async def journal_entries(conn: asyncpg.Connection, vehicle_id: int, limit: int) -> list[asyncpg.Record]:
+    """The latest sync journal rows of a vehicle, newest first."""
+    rows = await conn.fetch(
+        f"""SELECT {iso("started_at")} AS started_at, {iso("finished_at")} AS finished_at, status,
+                   rows_written, duration_ms, {iso("window_from")} AS window_from,
+                   {iso("window_to")} AS window_to, error
+            FROM sync_journal WHERE vehicle_id = $1 ORDER BY started_at DESC, id DESC LIMIT $2""",
+        vehicle_id,
+        limit,
+    )
+    return list(rows)
