@@ -15,6 +15,9 @@ from .conftest import PASSWORD, WebServer, make_user, require_paths, screenshot,
 
 async def test_login_reload_and_logout(page: Any, web_server: WebServer, db: Database) -> None:
     user = await make_user(db)
+    response = await page.goto(f"{web_server.url}/ui/login")
+    # The pages run under the strict policy (INTERFACES §3); any violation fails the test (the `context` fixture).
+    assert response is not None and "script-src 'self';" in response.headers["content-security-policy"]
     await page.goto(f"{web_server.url}/")
     await page.wait_for_url(f"{web_server.url}/ui/login*")  # no session: sent to sign in
     await screenshot(page, "login")
