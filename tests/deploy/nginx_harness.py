@@ -139,7 +139,14 @@ def echo_app(label: str = "app") -> Starlette:
     async def echo(request: Request) -> JSONResponse:
         body = await request.body()
         return JSONResponse(
-            {"app": label, "path": request.url.path, "headers": dict(request.headers), "body_len": len(body)}
+            {"app": label, "path": request.url.path, "headers": dict(request.headers), "body_len": len(body)},
+            # The real app sends these on every answer (fleet/api/security_headers.py); nginx must not
+            # answer with two values of each.
+            headers={
+                "X-Frame-Options": "DENY",
+                "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer",
+            },
         )
 
     async def ws_echo(ws: WebSocket) -> None:

@@ -91,8 +91,11 @@ async def test_nginx_in_front_of_the_app(tmp_path: Path) -> None:
             assert seen["x-forwarded-proto"] == "https" and seen["host"] == "fleet.example.com"
             assert seen["x-forwarded-host"] == "fleet.example.com" and len(seen["x-request-id"]) == 32
             assert response.headers["strict-transport-security"].startswith("max-age=31536000")
-            assert response.headers["x-content-type-options"] == "nosniff"
-            assert response.headers["x-frame-options"] == "SAMEORIGIN"
+            assert response.headers.get_list("x-content-type-options") == ["nosniff"]
+            assert response.headers.get_list("x-frame-options") == [
+                "SAMEORIGIN"
+            ]  # one value, not the app's too
+            assert response.headers.get_list("referrer-policy") == ["strict-origin-when-cross-origin"]
             assert "server" not in response.headers or "nginx/" not in response.headers["server"]
 
             assert (await client.get("/metrics", headers=headers)).status_code == 404
