@@ -419,6 +419,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     moving = browser["moving"]["task_ms_per_s"]
     idle = browser["idle"]["task_ms_per_s"]
     positions = browser["moving"]["messages_per_s"].get("position", 0.0)
+    per_1000 = round(1000 * (moving - idle) / positions, 1) if positions else None
+    all_moved = positions >= 0.95 * args.vehicles
     return {
         "benchmark": "fleet_page",
         "time": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -440,15 +442,19 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             "moving_main_thread_ms_per_s": moving,
             "moving_renderer_cpu_ms_per_s": browser["moving"]["renderer_cpu_ms_per_s"],
             "moving_position_messages_per_s": positions,
-            "main_thread_ms_per_1000_positions": round(1000 * (moving - idle) / positions, 1)
-            if positions
-            else None,
-            "all_vehicles_moved_each_second": positions >= 0.95 * args.vehicles,
+            "main_thread_ms_per_1000_positions": per_1000,
+            "all_vehicles_moved_each_second": all_moved,
+            # When the server delivered fewer than all vehicles' positions, the cost at the full rate is an
+            # extrapolation (linear in messages, from this run's idle baseline), labelled as such.
+            "main_thread_ms_per_s_extrapolated_to_all": None
+            if per_1000 is None
+            else round(idle + per_1000 * args.vehicles / 1000, 1),
             "targets": {
                 "first_render_ms": TARGET_FIRST_RENDER_MS,
                 "main_thread_ms_per_s": TARGET_MAIN_THREAD_MS_PER_S,
                 "first_render_met": max(renders) <= TARGET_FIRST_RENDER_MS,
-                "main_thread_met": moving <= TARGET_MAIN_THREAD_MS_PER_S,
+                # Met only when measured with every vehicle moving each second.
+                "main_thread_met": all_moved and moving <= TARGET_MAIN_THREAD_MS_PER_S,
             },
         },
     }
