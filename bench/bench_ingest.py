@@ -3,14 +3,16 @@
 
     make bench-ingest          # or: .venv/bin/python bench/bench_ingest.py [--duration 20] [--output FILE]
 
-A real `fleet serve --role ingest` process (uvloop) is loaded by the simulator (`fleet.ingest.simulator`) in a
+A real `fleet serve --role ingest` process (uvloop) is loaded by the simulator (`fleet.simulate`) in a
 separate process, so that server and client each get a core; PostgreSQL is a fresh embedded server (or
-DATABASE_URL). Scenarios, all FLEX 2.0 with 10 records per ``~A``:
+DATABASE_URL). Scenarios, FLEX 2.0 with 10 records per ``~A`` unless named otherwise:
 
 * ``max_1000`` / ``max_10000`` - 1,000 / 10,000 connections, every device sends its next frame as soon as
   the previous one is acknowledged: the maximum rate, with ACK latency.
 * ``half_rate_1000`` - 1,000 connections paced at half the best maximum: the ACK latency at that load.
 * ``max_1000_can`` - as ``max_1000`` with CAN values in every record (one more `can_data` row each).
+* ``teltonika_max_1000`` - 1,000 Teltonika connections (port TELTONIKA_PORT), Codec 8E, 10 records per
+  AVL packet with a typical FMB IO set (12 elements), at the maximum rate.
 * ``idle_rss`` - a fresh server, 10,000 connections that log in and stay idle: RSS per idle connection.
 * ``raw_copy`` - the baseline: binary COPY of the same position rows straight into ``positions`` (as the
   owner, in 5,000-row transactions like the writer's batches), no network, no decoding.
@@ -44,7 +46,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fleet.ingest.simulator import SimulationConfig, run_simulation_blocking  # noqa: E402
+from fleet.simulate.engine import SimulationConfig, run_simulation_blocking  # noqa: E402
 
 CONNECTIONS_SMALL = 1_000
 CONNECTIONS_LARGE = 10_000
@@ -191,8 +193,13 @@ class Server:
 
     def __init__(self, owner_dsn: str, app_password: str, workdir: Path) -> None:
         self.port = free_port()
+        self.teltonika_port = free_port()
         self.workdir = workdir
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "INGEST_", "SERVER_"))}
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("DB_", "INGEST_", "SERVER_", "TELTONIKA_"))
+        }
         self.env.update(
             DATABASE_URL=owner_dsn,
             DB_APP_PASSWORD=app_password,
@@ -205,6 +212,7 @@ class Server:
             LOG_FORMAT="json",
             SERVER_HOST="127.0.0.1",
             SERVER_PORT=str(self.port),
+            TELTONIKA_PORT=str(self.teltonika_port),
         )
         self.env.pop("REDIS_URL", None)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -225,9 +233,16 @@ class Server:
                 raise RuntimeError((self.workdir / "server.log").read_text()[-3000:])
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
+                    pass
             except OSError:
                 time.sleep(0.2)
+                continue
+            # Another process may have taken the free port meanwhile (parallel test runs on a shared
+            # machine): then ours fails to bind and exits, and what answered was not our server.
+            time.sleep(1.0)
+            if self.proc.poll() is not None:
+                raise RuntimeError("server exited: " + (self.workdir / "server.log").read_text()[-3000:])
+            return
         raise RuntimeError("server did not start listening")
 
     @property
@@ -271,9 +286,9 @@ def simulate(config: SimulationConfig, meter: CpuMeter | None = None) -> dict[st
 def _idle_child(port: int, count: int, first_imei: int, pipe: Any) -> None:
     import uvloop
 
-    from fleet.ingest.simulator import FLEX_PROFILES
     from fleet.protocol.navtelecom import flex_negotiation, handshake
     from fleet.protocol.navtelecom.layout import FULL_MASK_BITS
+    from fleet.protocol.navtelecom.simulation import FLEX_PROFILES
 
     version, fields = FLEX_PROFILES["2.0"]
     negotiation = flex_negotiation(fields, version=version, bit_count=FULL_MASK_BITS[version])
@@ -291,7 +306,11 @@ def _idle_child(port: int, count: int, first_imei: int, pipe: Any) -> None:
 
     async def main() -> None:
         gate = asyncio.Semaphore(200)
-        writers = await asyncio.gather(*(login(n, gate) for n in range(count)))
+        try:
+            writers = await asyncio.gather(*(login(n, gate) for n in range(count)))
+        except (OSError, asyncio.IncompleteReadError) as err:
+            pipe.send(f"idle logins failed: {err!r}")  # the parent must not wait forever
+            raise
         pipe.send(len(writers))
         await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
         for writer in writers:
@@ -311,15 +330,15 @@ async def raw_copy_baseline(owner_dsn: str, rows: int) -> dict[str, Any]:
     import asyncpg
 
     from fleet.db.queries.ingest import POSITION_COLUMNS
-    from fleet.ingest.rows import RowBuilder
-    from fleet.ingest.simulator import EPOCH_BASE, _Profile
-    from fleet.protocol.navtelecom import NavtelecomSession, Telemetry, archive, handshake
+    from fleet.protocol.navtelecom import NavtelecomSession, RowBuilder, Telemetry, archive, handshake
+    from fleet.protocol.navtelecom.simulation import profile as flex_profile
 
-    profile = _Profile("2.0")
-    template, _, _ = profile.template(random.Random(1))
+    epoch_base = 1_735_689_600  # record times of the baseline rows (2025-01-01)
+    profile = flex_profile("2.0")
+    template, _, _ = profile.template(random.Random(1), False)
     session = NavtelecomSession()
     session.feed(handshake("100000000000001"))
-    session.feed(profile.negotiation())
+    session.feed(profile.negotiation)
     builder = RowBuilder()
     conn = await asyncpg.connect(owner_dsn)
     try:
@@ -342,7 +361,8 @@ async def raw_copy_baseline(owner_dsn: str, rows: int) -> dict[str, Any]:
                 record = bytearray(template)
                 index = number * RECORDS_PER_FRAME + i + 1
                 struct.pack_into("<I", record, profile.offsets[1], index)
-                struct.pack_into("<I", record, profile.offsets[3], EPOCH_BASE + index)
+                struct.pack_into("<I", record, profile.offsets[3], epoch_base + index)
+                struct.pack_into("<I", record, profile.offsets[9], epoch_base)  # a fix time, as before
                 records.append(bytes(record))
             (telemetry,) = session.feed(archive(records))
             assert isinstance(telemetry, Telemetry)
@@ -368,26 +388,37 @@ async def raw_copy_baseline(owner_dsn: str, rows: int) -> dict[str, Any]:
 
 
 def load_scenario(
-    server: Server, name: str, devices: int, rate: float, duration: float, first_imei: int, can: bool = False
+    server: Server,
+    name: str,
+    devices: int,
+    rate: float,
+    duration: float,
+    first_imei: int,
+    can: bool = False,
+    protocol: str = "navtelecom",
 ) -> dict[str, Any]:
     meter = CpuMeter(server.pid)
+    options: dict[str, Any] = (
+        {"flex": "2.0", "can": can} if protocol == "navtelecom" else {"codec": "8E", "can": can}
+    )
     config = SimulationConfig(
-        port=server.port,
+        port=server.port if protocol == "navtelecom" else server.teltonika_port,
+        protocol=protocol,
+        options=options,
         devices=devices,
         rate=rate,
         duration=duration,
-        flex="2.0",
         records_per_frame=RECORDS_PER_FRAME,
         ack_timeout=30.0,
         drain_timeout=30.0,
         first_imei=first_imei,
-        can=can,
         duration_from_login=True,
     )
     summary = simulate(config, meter)
     cpu = meter.stop(summary["records_acked"])
     result = {
         "scenario": name,
+        "protocol": protocol,
         "connections": devices,
         "target_rate": rate,
         "can": can,
@@ -415,6 +446,8 @@ def idle_scenario(server: Server, count: int, first_imei: int) -> dict[str, Any]
     process = context.Process(target=_idle_child, args=(server.port, count, first_imei, child), daemon=True)
     process.start()
     opened = parent.recv()
+    if isinstance(opened, str):
+        raise RuntimeError(opened)
     time.sleep(3.0)  # let the connections' first batch commit and the allocator settle
     after = rss_bytes(server.pid)
     parent.send("release")
@@ -478,6 +511,7 @@ def main() -> int:
         "machine": machine,
         "parameters": {
             "flex": "2.0",
+            "teltonika_codec": "8E",
             "records_per_frame": RECORDS_PER_FRAME,
             "duration_s": args.duration,
             "database": "embedded" if embedded else "DATABASE_URL",
@@ -525,6 +559,17 @@ def main() -> int:
                 server, "max_1000_can", CONNECTIONS_SMALL, 0.0, args.duration, base + 300_000, can=True
             )
         )
+        scenarios.append(
+            load_scenario(
+                server,
+                "teltonika_max_1000",
+                CONNECTIONS_SMALL,
+                0.0,
+                args.duration,
+                base + 500_000,
+                protocol="teltonika",
+            )
+        )
         stored = asyncio.run(count_positions(owner_dsn, base, CONNECTIONS_SMALL))
         results["durability_check"] = {
             "scenario": "max_1000",
@@ -546,6 +591,9 @@ def main() -> int:
             "max_records_per_s": best,
             "max_records_per_s_1000": scenarios[0]["records_per_s"],
             "max_records_per_s_10000": scenarios[1]["records_per_s"],
+            "teltonika_max_records_per_s_1000": next(
+                s["records_per_s"] for s in scenarios if s["scenario"] == "teltonika_max_1000"
+            ),
             "raw_copy_rows_per_s": baseline["rows_per_s"],
             "ratio_to_raw_copy": round(best / baseline["rows_per_s"], 3) if best else None,
             "half_rate_records_per_s": half["records_per_s"],

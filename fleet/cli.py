@@ -46,6 +46,7 @@ _COMPONENT_CLIS: tuple[str, ...] = (
     "fleet.ops.cli",
     "fleet.ops.wireguard.cli",
     "fleet.observability.cli",
+    "fleet.simulate.cli",
 )
 
 
@@ -126,10 +127,12 @@ async def _print_banner(runtime: Any) -> None:
     lines = ["[bold green]Fleet Server is running[/]"]
     if "api" in roles:
         lines.append(f"  API and web UI:  http://{settings.api_host}:{settings.api_port}/  (docs: /docs)")
-    if "ingest" in roles:
-        lines.append(
-            f"  Device port:     {settings.server_host}:{settings.server_port} (Navtelecom NTCB/FLEX)"
-        )
+    ingest = runtime.extras.get("ingest")
+    if "ingest" in roles and ingest is not None:
+        from fleet.protocol.registry import protocols
+
+        for name, port in ingest.ports.items():
+            lines.append(f"  Device port:     {settings.server_host}:{port} ({protocols()[name].title})")
     lines.append(
         f"  Database:        {'embedded, under ' + str(settings.data_dir / 'pg') if settings.uses_embedded_db else 'configured server'}"
     )

@@ -153,7 +153,17 @@ class Settings(BaseSettings):
 
     # --- device TCP port (seed 000 `server:`) ---------------------------------------------------
     server_host: str = "0.0.0.0"  # the one service that faces devices on the network
-    server_port: int = Field(5221, ge=0, le=65535)
+    server_port: int = Field(5221, ge=0, le=65535)  # Navtelecom NTCB/FLEX; 0 disables its listener
+
+    # --- device protocols and commands (fleet/protocol registry, docs/PROTOCOLS.md) -------------------
+    teltonika_port: int = Field(5027, ge=0, le=65535)  # Teltonika Codec 8/8E/16; 0 disables its listener
+    ingest_ports: dict[str, Annotated[int, Field(ge=0, le=65535)]] = Field(
+        default_factory=dict
+    )  # ports of protocol packages without a setting of their own, by name (JSON); 0 disables
+    ingest_bind_ephemeral: bool = False  # tests and tools: every enabled listener binds a free port
+    device_commands_owners_allowed: bool = False  # owners may command their own vehicles' trackers
+    device_command_ttl_sec: float = Field(86400, gt=0)  # a command not delivered by then expires
+    device_command_answer_timeout_sec: float | None = Field(None, gt=0)  # None: the protocol's (60 s)
 
     # --- ingestion (the `ingest` role) ----------------------------------------------------------------
     unknown_device_policy: Literal["register", "reject"] = "register"  # IMEIs not in `devices`

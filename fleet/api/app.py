@@ -26,6 +26,7 @@ from fleet.api.routes import (
     api_keys,
     audit,
     auth,
+    commands,
     devices,
     google,
     grafana,
@@ -174,6 +175,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         admin_settings.router,
         audit.router,
         devices.build_router("v2"),
+        commands.router,
         devices.build_router("v1"),
         devices.aliases,
     ):

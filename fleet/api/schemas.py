@@ -249,8 +249,11 @@ class Device(BaseModel):
     created_at: str
     last_connected_at: str | None
     last_seen_at: str | None
-    flex_protocol_version: int | None
-    flex_struct_version: int | None
+    protocol_state: dict[str, Any] | None = Field(
+        None, description="what the protocol keeps per device, e.g. the negotiated FLEX versions and mask"
+    )
+    flex_protocol_version: int | None = Field(None, description="deprecated: protocol_state.protocol_version")
+    flex_struct_version: int | None = Field(None, description="deprecated: protocol_state.struct_version")
 
 
 class Telemetry(BaseModel):

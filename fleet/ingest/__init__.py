@@ -1,8 +1,9 @@
-"""Device ingestion: the TCP listener for trackers, the group-commit writer, the device registry.
+"""Device ingestion: one TCP listener per protocol, the group-commit writer, the device registry, commands.
 
-Data path: socket bytes → :class:`fleet.protocol.navtelecom.DeviceSession` (pure codec) → rows
-(:mod:`fleet.ingest.rows`) → :class:`fleet.ingest.writer.BatchWriter` (COPY + INSERT … ON CONFLICT, one
-transaction for many connections) → COMMIT → ACKs, in order, per connection. See docs/INGEST.md.
+Data path: socket bytes → the protocol's :class:`fleet.protocol.base.CodecSession` (pure codec) → its row
+source (neutral rows of :mod:`fleet.protocol.rows`) → :class:`fleet.ingest.writer.BatchWriter` (COPY +
+INSERT … ON CONFLICT, one transaction for many connections) → COMMIT → ACKs, in order, per connection.
+Nothing here is protocol-specific (docs/PROTOCOLS.md, docs/INGEST.md).
 """
 
 from fleet.ingest.service import IngestService

@@ -1,18 +1,20 @@
-"""One device connection: an asyncio Protocol feeding the pure codec and queuing its work for the writer.
+"""One device connection: an asyncio Protocol feeding its protocol's codec session and queuing work.
 
 Everything runs in transport callbacks - no task and no await per connection or per frame. Bytes go to
-the codec session as they arrive; each output is handled in order:
+the :class:`fleet.protocol.base.CodecSession` as they arrive; each neutral output is handled in order:
 
-* handshake - identify the device through the registry (a cache hit answers at once; a miss suspends the
-  connection until the batched lookup returns, keeping later outputs in order), apply the unknown-device
-  policy, claim the device (an older connection of the same device is closed), send ``*<S``;
-* negotiation - answer now, persist versions and mask with the next batch;
-* telemetry - build rows, queue them with the ACK; the ACK leaves only after the commit;
-* rejected frame (bad checksum...) - keep the raw bytes, no answer, keep the connection;
-* fatal (unframable, oversized) - log peer, IMEI and a hex excerpt, keep the excerpt, close.
+* Identify - the one identification point: the listener's :class:`fleet.ingest.admission.Admission`
+  resolves the identity (a cache hit answers at once; a miss suspends the connection until the batched
+  lookup returns, keeping later outputs in order), applies the unknown-device policy and the
+  one-connection-per-device rule, then ``accept`` or ``refuse`` is sent;
+* Reply - answer now (after the ACKs queued before it); persist the session state when it changed;
+* Telemetry - queue it with its ACK for the writer; the ACK leaves only after the commit;
+* CommandAnswer - settles the command waiting for it (see :mod:`fleet.ingest.commands`);
+* KeepAlive, Ignored, Rejected (no answer, the connection stays) and Fatal (farewell, close).
 
-Outgoing bytes go through an ordered outbox: a handshake or negotiation answer queued behind ACKs still
-waiting for their commit is sent after them, so a device never sees answers out of order.
+Outgoing bytes go through an ordered outbox: an answer queued behind ACKs still waiting for their commit
+is sent after them, so a device never sees answers out of order. A protocol whose commands replace an
+ACK (``CommandRules.hold_acks``) gets its command written at once while the ACKs wait for the answer.
 
 Reading pauses for four independent reasons (flags): the global writer backpressure, too many frames of
 this connection waiting for a commit, the peer not reading our answers (transport write buffer full), and
@@ -32,20 +34,21 @@ import structlog
 from fleet.db.queries.ingest import DeviceStateUpdate
 from fleet.ingest.registry import REFUSED, DeviceInfo
 from fleet.ingest.writer import COMMITTED, WAITING, Pending
-from fleet.protocol.navtelecom import (
+from fleet.protocol.base import (
     CommandAnswer,
-    DeviceSession,
-    Dialect,
     Fatal,
+    Identify,
+    Ignored,
     KeepAlive,
     Output,
     Rejected,
     Reply,
-    ReplyKind,
     Telemetry,
 )
+from fleet.protocol.rows import RawFrameRow
 
 if TYPE_CHECKING:
+    from fleet.ingest.listener import Listener
     from fleet.ingest.service import IngestService
 
 log = structlog.get_logger(__name__)
@@ -53,7 +56,7 @@ log = structlog.get_logger(__name__)
 PAUSE_GLOBAL = 1  # writer queue over its high-water mark
 PAUSE_INFLIGHT = 2  # this connection has too many frames waiting for a commit
 PAUSE_WRITE = 4  # the peer does not read what we send
-PAUSE_IDENTIFY = 8  # waiting for the device lookup of a handshake
+PAUSE_IDENTIFY = 8  # waiting for the device lookup of an identification
 
 # A device sends one frame and waits for its ACK; a few in flight cover pipelining clients. A connection
 # that pushes more without waiting is paused, so it cannot take more than its share of the writer.
@@ -65,35 +68,25 @@ MAX_CONSECUTIVE_REJECTS = 64
 REJECT_LOG_EVERY = 100
 EXCERPT_BYTES = 32
 SEEN_UPDATE_INTERVAL_SEC = 60.0
-PROTOCOL_NTCB = "navtelecom"
-PROTOCOL_TEXT = "navtelecom_text"
-
-
-def frame_type_of(raw: bytes) -> str:
-    """Return a short label of a raw frame for `raw_frames.frame_type` (from its first bytes only)."""
-    if raw[:1] == b"@":
-        return "ntcb"
-    if raw[:1] == b"~" and len(raw) > 1 and 0x41 <= raw[1] <= 0x5A:
-        return chr(raw[1])
-    if raw[:1] == b"\x7f":
-        return "ping"
-    return "unknown"
 
 
 class DeviceConnection(asyncio.Protocol):
-    """Protocol instance for one TCP connection (created by the listener per accepted socket)."""
+    """Protocol instance for one TCP connection (created by a protocol's listener per accepted socket)."""
 
     __slots__ = (
         "_backlog",
         "_pending_chunks",
+        "ack_gate",
         "close_reason",
         "closing",
+        "command_id",
         "connected_at",
         "device",
         "eof",
         "inflight",
         "last_rx",
         "last_seen_sent",
+        "listener",
         "outbox",
         "partial_since",
         "pause_flags",
@@ -104,12 +97,10 @@ class DeviceConnection(asyncio.Protocol):
         "transport",
     )
 
-    def __init__(self, service: IngestService) -> None:
+    def __init__(self, service: IngestService, listener: Listener) -> None:
         self.service = service
-        settings = service.settings
-        self.session = DeviceSession(
-            allow_text=settings.text_dialect_enabled, field100_size=settings.flex_field100_size
-        )
+        self.listener = listener
+        self.session = listener.spec.new_session(service.settings)
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.device: DeviceInfo | None = None
@@ -127,6 +118,8 @@ class DeviceConnection(asyncio.Protocol):
         self.rejects = 0
         self.inflight = 0
         self.last_seen_sent = 0.0
+        self.command_id: int | None = None  # the command waiting for its answer on this connection
+        self.ack_gate = False  # ACKs held back until that answer (CommandRules.hold_acks)
 
     # --- asyncio callbacks ------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -135,24 +128,24 @@ class DeviceConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.peer = f"{peer[0]}:{peer[1]}"
-        self.service.admit(self)
+        self.service.admission.admit(self)
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
         now = self.service.loop.time()
         self.last_rx = now
+        session = self.session
         try:
-            outputs = self.session.feed(data)
+            outputs = session.feed(data)
             if outputs:
                 self._process(outputs, now)
         except Exception as err:  # a codec or row bug must cost this connection only, never the listener
             log.exception("ingest_connection_error", peer=self.peer, imei=self.imei, error=str(err))
-            self.service.stats.decode_error("internal_error")
+            self.service.stats.decode_error("internal_error", self.protocol)
             self.close("internal_error")
             return
-        inner = self.session.session
-        if inner is not None and inner.buffered:
+        if session.buffered:
             if self.partial_since is None:
                 self.partial_since = now
         else:
@@ -182,26 +175,22 @@ class DeviceConnection(asyncio.Protocol):
 
     # --- state ------------------------------------------------------------------------------------------------
     @property
+    def protocol(self) -> str:
+        """The registry name of this connection's protocol."""
+        return self.listener.spec.name
+
+    @property
     def imei(self) -> str | None:
-        return self.device.imei if self.device else self.session.imei
+        return self.device.imei if self.device else self.session.identity
 
     @property
     def may_send_telemetry(self) -> bool:
-        """True once the connection can send data (FLEX negotiated, or a text device identified).
+        """True once an accepted device may send data (e.g. FLEX negotiated).
 
-        Until then it only exchanges a handshake and a negotiation - a few dozen bytes, under the
-        handshake timeout - so backpressure leaves it alone: a reconnect storm under load still logs in.
+        Until then it only exchanges a login and a negotiation - a few dozen bytes, under the handshake
+        timeout - so backpressure leaves it alone: a reconnect storm under load still logs in.
         """
-        inner = self.session.session
-        if inner is None:
-            return False
-        if self.session.dialect is Dialect.TEXT:
-            return self.device is not None
-        return getattr(inner, "layout", None) is not None
-
-    @property
-    def protocol_name(self) -> str:
-        return PROTOCOL_TEXT if self.session.dialect is Dialect.TEXT else PROTOCOL_NTCB
+        return self.device is not None and self.session.ready
 
     def pause(self, flag: int) -> None:
         if not self.pause_flags and self.transport is not None and not self.transport.is_closing():
@@ -236,7 +225,7 @@ class DeviceConnection(asyncio.Protocol):
                 transport.close()
 
     def check_timeouts(self, now: float) -> None:
-        """Close the connection if it overstayed a limit (called by the listener's periodic sweep)."""
+        """Close the connection if it overstayed a limit (called by the service's periodic sweep)."""
         if self.closing or self.pause_flags & (PAUSE_GLOBAL | PAUSE_IDENTIFY):
             return
         settings = self.service.settings
@@ -253,12 +242,11 @@ class DeviceConnection(asyncio.Protocol):
             and now - self.partial_since > settings.ingest_handshake_timeout_sec
         ):
             # A frame trickling in for this long is a slow-loris, not a tracker on a slow link.
-            inner = self.session.session
             log.warning(
                 "ingest_partial_frame_timeout",
                 peer=self.peer,
                 imei=self.imei,
-                buffered=inner.buffered if inner is not None else 0,
+                buffered=self.session.buffered,
             )
             self.close("partial_frame_timeout", abort=True)
 
@@ -274,173 +262,139 @@ class DeviceConnection(asyncio.Protocol):
             kind = type(output)
             if kind is Telemetry:
                 assert isinstance(output, Telemetry)
-                if self.device is None and not self._identify_for_text(output, outputs, position, now):
+                if self.device is None:
+                    self._no_identity(output)
                     return
                 self._telemetry(output, now)
+            elif kind is Identify:
+                assert isinstance(output, Identify)
+                if not self._identify(output, outputs, position, now):
+                    return
             elif kind is Reply:
                 assert isinstance(output, Reply)
-                if output.kind is ReplyKind.HANDSHAKE:
-                    if not self._handshake(output, outputs, position, now):
-                        return
-                else:
-                    self._negotiation(output)
+                self._reply(output)
             elif kind is KeepAlive:
-                self.service.stats.frame("ping")
+                self.service.stats.frame("ping", protocol=self.protocol)
             elif kind is Rejected:
                 assert isinstance(output, Rejected)
                 self._rejected(output)
             elif kind is CommandAnswer:
                 assert isinstance(output, CommandAnswer)
                 self._answer(output)
+            elif kind is Ignored:
+                assert isinstance(output, Ignored)
+                self.service.stats.frame(output.kind, protocol=self.protocol)
+                self._store_raw(output.raw, "ignored", output.reason, output.kind)
             elif kind is Fatal:
                 assert isinstance(output, Fatal)
                 self._fatal(output)
 
-    def _suspend(self, future: asyncio.Future[Any], resume: Any) -> None:
-        self._backlog = []
-        self.pause(PAUSE_IDENTIFY)
-        future.add_done_callback(resume)
-
-    def _handshake(self, reply: Reply, outputs: list[Output], position: int, now: float) -> bool:
-        """Answer a handshake; False when suspended on a device lookup (the rest waits in the backlog)."""
-        imei = self.session.imei
-        assert imei is not None
-        decision = self.service.registry.cached(imei)
+    def _identify(self, identify: Identify, outputs: list[Output], position: int, now: float) -> bool:
+        """Identify the device; False when suspended on a lookup (the rest waits in the backlog)."""
+        registry = self.service.registry
+        decision = registry.cached(identify.identity)
         if decision is None:
-            future = self.service.registry.resolve(imei)
-            self._suspend(future, partial(self._handshake_resolved, reply, outputs, position, now))
+            future = registry.resolve(identify.identity, self.protocol)
+            self._backlog = []
+            self.pause(PAUSE_IDENTIFY)
+            future.add_done_callback(partial(self._identity_resolved, identify, outputs, position, now))
             return False
-        self._accept(reply, imei, None if decision == REFUSED else decision)
-        return True
-
-    def _handshake_resolved(
-        self, reply: Reply, outputs: list[Output], position: int, now: float, future: asyncio.Future[Any]
-    ) -> None:
-        if not self._resume_backlog(future):
-            return
-        imei = self.session.imei
-        assert imei is not None
-        self._accept(reply, imei, future.result())
-        self._replay(outputs, position + 1, now)
-
-    def _identify_for_text(
-        self, telemetry: Telemetry, outputs: list[Output], position: int, now: float
-    ) -> bool:
-        """Text frames carry the IMEI in every frame: the first one identifies the connection."""
-        imei = self.session.imei
-        if self.session.dialect is not Dialect.TEXT or imei is None:
-            self._store_raw(telemetry.raw, "rejected", "telemetry before handshake", None)
-            log.warning(
-                "ingest_telemetry_before_handshake",
-                peer=self.peer,
-                excerpt=telemetry.raw[:EXCERPT_BYTES].hex(),
-            )
-            self.service.stats.decode_error("no_handshake")
-            self.close("no_handshake")
-            return False
-        decision = self.service.registry.cached(imei)
-        if decision is None:
-            future = self.service.registry.resolve(imei)
-            self._suspend(future, partial(self._text_resolved, outputs, position, now))
-            return False
-        self._accept(None, imei, None if decision == REFUSED else decision)
+        self._accept(identify, None if decision == REFUSED else decision)
         return not self.closing
 
-    def _text_resolved(
-        self, outputs: list[Output], position: int, now: float, future: asyncio.Future[Any]
+    def _identity_resolved(
+        self,
+        identify: Identify,
+        outputs: list[Output],
+        position: int,
+        now: float,
+        future: asyncio.Future[Any],
     ) -> None:
-        if not self._resume_backlog(future):
-            return
-        imei = self.session.imei
-        assert imei is not None
-        self._accept(None, imei, future.result())
-        self._replay(outputs, position, now)
-
-    def _resume_backlog(self, future: asyncio.Future[Any]) -> bool:
         backlog = self._backlog or []
         self._backlog = None
-        self._pending_chunks = backlog
         if self.closing or future.cancelled():
-            return False
+            return
         if future.exception() is not None:
-            log.error("ingest_device_lookup_unavailable", peer=self.peer, imei=self.session.imei)
+            log.error("ingest_device_lookup_unavailable", peer=self.peer, imei=identify.identity)
             self.close("registry_unavailable")
-            return False
+            return
         self.resume(PAUSE_IDENTIFY)
-        return True
-
-    def _replay(self, outputs: list[Output], start: int, now: float) -> None:
-        chunks = self._pending_chunks
-        self._pending_chunks = []
-        self._process(outputs, now, start)
-        for index, (chunk, chunk_now) in enumerate(chunks):
+        self._accept(identify, future.result())
+        # Replay what arrived meanwhile, in order; a second suspension keeps the rest behind it.
+        self._process(outputs, now, position + 1)
+        for index, (chunk, chunk_now) in enumerate(backlog):
             if self.closing:
                 return
-            if self._backlog is not None:  # suspended again: the rest keeps its order behind
-                self._backlog.extend(chunks[index:])
+            if self._backlog is not None:
+                self._backlog.extend(backlog[index:])
                 return
             self._process(chunk, chunk_now)
 
-    def _accept(self, reply: Reply | None, imei: str, info: DeviceInfo | None) -> None:
+    def _accept(self, identify: Identify, info: DeviceInfo | None) -> None:
         service = self.service
-        if info is None:
-            service.stats.refused("unknown_device")
-            log.warning("ingest_device_refused", peer=self.peer, imei=imei, policy=service.registry.policy)
-            if reply is not None:
-                self._store_raw(reply.raw, "rejected", "unknown device refused by policy", "handshake")
+        if not service.admission.identified(self, identify, info):
+            if identify.refuse and self.transport is not None:
+                self.transport.write(identify.refuse)
+            if identify.raw:
+                self._store_raw(identify.raw, "rejected", "device refused", "handshake")
             self.close("unknown_device")
             return
-        if self.device is not None and self.device.id != info.id:
-            service.registry.release(self.device.id, self)
-        self.device = info
-        previous = service.registry.claim(info.id, self)
-        if previous is not None:
-            log.info("ingest_device_reconnected", imei=imei, peer=self.peer, closing_previous=True)
-            previous.close("replaced")
-        negotiation = getattr(self.session.session, "negotiation", None)
+        assert info is not None
         update = DeviceStateUpdate(
             info.id,
             connected_at=datetime.now(UTC),
             peer=self.peer,
-            flex_protocol_version=negotiation.protocol_version if negotiation else None,
-            flex_struct_version=negotiation.struct_version if negotiation else None,
-            flex_mask=negotiation.mask if negotiation else None,
+            protocol=self.protocol,
+            protocol_state=self.session.state,
         )
-        if reply is not None:
-            self.send(reply.data)
-            service.stats.frame("handshake")
-            self._store_raw(reply.raw, "ok", None, "handshake", update)
+        if identify.accept:
+            self.send(identify.accept)
+        if identify.raw:
+            service.stats.frame("handshake", protocol=self.protocol)
+            self._store_raw(identify.raw, "ok", None, "handshake", update)
         else:
             service.writer.submit(Pending(None, None, service.loop.time(), device_update=update))
-        if service.writer.paused and self.may_send_telemetry:
-            self.pause(PAUSE_GLOBAL)
+        if self.may_send_telemetry:
+            self._became_ready()
 
-    def _negotiation(self, reply: Reply) -> None:
-        self.send(reply.data)
-        self.service.stats.frame("negotiation")
-        if self.service.writer.paused and self.may_send_telemetry:
+    def _became_ready(self) -> None:
+        if self.service.writer.paused:
             self.pause(PAUSE_GLOBAL)  # data may flow from now on: it waits like everyone else's
-        negotiation = getattr(self.session.session, "negotiation", None)
+        self.service.commands.connection_ready(self)
+
+    def _reply(self, reply: Reply) -> None:
+        self.send(reply.data)
+        self.service.stats.frame(reply.kind, protocol=self.protocol)
         update = None
-        if self.device is not None and negotiation is not None:
-            update = DeviceStateUpdate(
-                self.device.id,
-                flex_protocol_version=negotiation.protocol_version,
-                flex_struct_version=negotiation.struct_version,
-                flex_mask=negotiation.mask,
-            )
-        self._store_raw(reply.raw, "ok", None, "negotiation", update)
+        if reply.state_changed and self.device is not None:
+            update = DeviceStateUpdate(self.device.id, protocol_state=self.session.state)
+        self._store_raw(reply.raw, "ok", None, reply.kind, update)
+        if self.may_send_telemetry:
+            self._became_ready()
+
+    def _no_identity(self, telemetry: Telemetry) -> None:
+        self._store_raw(telemetry.raw, "rejected", "telemetry before handshake", None)
+        log.warning(
+            "ingest_telemetry_before_handshake",
+            peer=self.peer,
+            protocol=self.protocol,
+            excerpt=telemetry.raw[:EXCERPT_BYTES].hex(),
+        )
+        self.service.stats.decode_error("no_handshake", self.protocol)
+        self.close("no_handshake")
 
     def _telemetry(self, telemetry: Telemetry, now: float) -> None:
         device = self.device
         assert device is not None
         service = self.service
         received = datetime.now(UTC)
-        kind = telemetry.kind.value
+        kind = telemetry.kind
         raw = telemetry.raw
         raw_row = None
         if service.settings.ingest_store_raw_frames:
-            raw_row = (device.id, received, self.protocol_name, kind, self.peer, raw, "ok", None)
+            raw_row = RawFrameRow(
+                device.id, received, self.session.archive_protocol, kind, self.peer, raw, "ok", None
+            )
         update = None
         if now - self.last_seen_sent >= SEEN_UPDATE_INTERVAL_SEC:
             self.last_seen_sent = now
@@ -458,26 +412,28 @@ class DeviceConnection(asyncio.Protocol):
             telemetry=telemetry,
             device_id=device.id,
             received_at=received,
+            rows=self.listener.rows,
         )
         self.outbox.append(item)
         self.inflight += 1
         if self.inflight >= MAX_INFLIGHT_FRAMES:
             self.pause(PAUSE_INFLIGHT)
         self.rejects = 0
-        service.stats.frame(kind, records)
+        service.stats.frame(kind, records, self.protocol)
         service.writer.submit(item)
 
     def _rejected(self, rejected: Rejected) -> None:
         stats = self.service.stats
-        stats.decode_error(rejected.code.value)
-        stats.frame("rejected")
+        stats.decode_error(rejected.code, self.protocol)
+        stats.frame("rejected", protocol=self.protocol)
         self.rejects += 1
         if self.rejects == 1 or self.rejects % REJECT_LOG_EVERY == 0:
             log.warning(
                 "ingest_frame_rejected",
                 peer=self.peer,
                 imei=self.imei,
-                code=rejected.code.value,
+                protocol=self.protocol,
+                code=str(rejected.code),
                 reason=rejected.reason,
                 consecutive=self.rejects,
                 excerpt=rejected.raw[:EXCERPT_BYTES].hex(),
@@ -488,25 +444,28 @@ class DeviceConnection(asyncio.Protocol):
             self.close("too_many_invalid_frames")
 
     def _answer(self, answer: CommandAnswer) -> None:
-        self.service.stats.frame("answer")
+        self.service.stats.frame("answer", protocol=self.protocol)
         update = None
-        if answer.version is not None and self.device is not None:
-            version = answer.version
-            update = DeviceStateUpdate(self.device.id, firmware=f"{version.model} {version.firmware}".strip())
+        if answer.firmware is not None and self.device is not None:
+            update = DeviceStateUpdate(self.device.id, firmware=answer.firmware)
         self._store_raw(answer.raw, "ok", None, "answer", update)
+        self.service.commands.answered(self, answer)
 
     def _fatal(self, fatal: Fatal) -> None:
-        self.service.stats.decode_error(fatal.code.value)
+        self.service.stats.decode_error(fatal.code, self.protocol)
         log.warning(
             "ingest_connection_protocol_error",
             peer=self.peer,
             imei=self.imei,
-            code=fatal.code.value,
+            protocol=self.protocol,
+            code=str(fatal.code),
             reason=fatal.reason,
             excerpt=fatal.excerpt.hex(),
         )
-        self._store_raw(fatal.excerpt, "error", f"{fatal.code.value}: {fatal.reason}", "unframable")
-        self.close(f"protocol_{fatal.code.value}")
+        self._store_raw(fatal.excerpt, "error", f"{fatal.code}: {fatal.reason}", "unframable")
+        if fatal.farewell and self.transport is not None and not self.closing:
+            self.transport.write(fatal.farewell)
+        self.close(f"protocol_{fatal.code}")
 
     def _store_raw(
         self,
@@ -518,12 +477,11 @@ class DeviceConnection(asyncio.Protocol):
     ) -> None:
         """Queue a frame for `raw_frames` (no ACK waits for it)."""
         service = self.service
-        device_id = self.device.id if self.device else None
-        row = (
-            device_id,
+        row = RawFrameRow(
+            self.device.id if self.device else None,
             datetime.now(UTC),
-            self.protocol_name,
-            frame_type or frame_type_of(data),
+            self.session.archive_protocol,
+            frame_type or self.session.frame_type(data),
             self.peer,
             bytes(data),
             outcome,
@@ -543,6 +501,26 @@ class DeviceConnection(asyncio.Protocol):
         else:
             self.transport.write(data)
 
+    def send_command(self, command_id: int, data: bytes, *, hold_acks: bool) -> bool:
+        """Write a command under its protocol's rules; False when the connection cannot take it."""
+        if self.closing or self.transport is None or self.transport.is_closing():
+            return False
+        self.command_id = command_id
+        if hold_acks:
+            # Instead of the ACK owed (if any): the ACKs follow once the answer arrived.
+            self.ack_gate = True
+            self.transport.write(data)
+        else:
+            self.send(data)  # between frames: after the ACKs queued before it
+        return True
+
+    def command_settled(self) -> None:
+        """The command on this connection was answered or gave up waiting: release held ACKs."""
+        self.command_id = None
+        if self.ack_gate:
+            self.ack_gate = False
+            self.flush_outbox()
+
     def flush_outbox(self) -> None:
         """Send what became sendable at the head of the outbox (called by the writer after a commit)."""
         outbox = self.outbox
@@ -552,13 +530,14 @@ class DeviceConnection(asyncio.Protocol):
         transport = self.transport
         stats = self.service.stats
         now = self.service.loop.time()
+        gate = self.ack_gate
         while outbox:
             head = outbox[0]
             if type(head) is bytes:
                 transport.write(head)
             else:
                 assert isinstance(head, Pending)
-                if head.state == WAITING:
+                if head.state == WAITING or gate:
                     break
                 if head.state == COMMITTED and head.ack is not None:
                     transport.write(head.ack)

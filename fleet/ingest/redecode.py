@@ -1,15 +1,18 @@
 """Re-run the decoder over a device's stored raw frames (after a parser fix) - idempotently.
 
-Frames are read in reception order. FLEX frames carry no layout, so decoding starts from the mask stored
-for the device (``devices.flex_mask``) and switches to the mask of every ``*>FLEX`` negotiation found in
-the stored stream, exactly as the live session did. The rows are written with ``ON CONFLICT DO UPDATE``:
-values from the fixed decoder replace the stored ones, missing rows are added, and a second run changes
-nothing. Frames stored as rejected or failed that now decode are marked ``ok``. Nothing is acknowledged
-(no device is involved) and raw frames are never modified except for that outcome.
+Frames are read in reception order; each is decoded by the protocol that wrote it (``raw_frames.protocol``,
+see :func:`fleet.protocol.registry.protocol_for_archive`) through that protocol's
+:class:`fleet.protocol.base.Redecoder`, which starts from the state stored for the device
+(``devices.protocol_state``, e.g. a FLEX mask) and follows state changes found in the stored stream, exactly
+as the live session did. The rows are written with ``ON CONFLICT DO UPDATE``: values from the fixed decoder
+replace the stored ones, missing rows are added, and a second run changes nothing. Frames stored as
+rejected or failed that now decode are marked ``ok``. Nothing is acknowledged (no device is involved) and
+raw frames are never modified except for that outcome.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,18 +22,9 @@ import structlog
 
 from fleet.db.queries.ingest import get_device, mark_frames_decoded, raw_frames_page, store_batch
 from fleet.errors import NotFound
-from fleet.ingest.connection import PROTOCOL_TEXT
-from fleet.ingest.rows import RowBuilder
-from fleet.protocol.navtelecom import (
-    NavtelecomSession,
-    Negotiation,
-    Reply,
-    ReplyKind,
-    Telemetry,
-    TextSession,
-    decode_frame,
-)
-from fleet.protocol.navtelecom.layout import FULL_MASK_BITS
+from fleet.protocol.base import ProtocolSpec, Redecoder, RowSource, Telemetry
+from fleet.protocol.registry import protocol_for_archive
+from fleet.protocol.rows import CanRow, EventRow, PositionRow
 
 if TYPE_CHECKING:
     from fleet.config import Settings
@@ -39,7 +33,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 PAGE_FRAMES = 2000
-_SKIPPED_TYPES = frozenset({"handshake", "answer", "unframable", "ping"})
 
 
 @dataclass
@@ -70,22 +63,6 @@ class RedecodeReport:
         }
 
 
-def stored_negotiation(row: Any, field100_size: int) -> Negotiation | None:
-    """Return the negotiation stored for a device row (None when it never negotiated)."""
-    mask = row["flex_mask"]
-    if not mask:
-        return None
-    struct_version = row["flex_struct_version"] or 30
-    bits = FULL_MASK_BITS.get(struct_version)
-    # The table keeps the mask bytes, not the bit count: the version's full size fits whenever the byte
-    # count matches it; otherwise every bit of the mask counts (up to the 255 fields that exist).
-    if bits is None or (bits + 7) // 8 != len(mask):
-        bits = min(len(mask) * 8, 255)
-    return Negotiation(
-        row["flex_protocol_version"] or struct_version, struct_version, bits, bytes(mask), field100_size
-    )
-
-
 async def redecode(
     db: Database,
     settings: Settings,
@@ -100,8 +77,18 @@ async def redecode(
     if device is None:
         raise NotFound(f"no device with IMEI {imei}")
     report = RedecodeReport(imei, device["id"])
-    negotiation = stored_negotiation(device, settings.flex_field100_size)
-    builder = RowBuilder()
+    state = device["protocol_state"]
+    if isinstance(state, str):
+        state = json.loads(state)
+    decoders: dict[str, tuple[Redecoder, RowSource]] = {}
+
+    def decoder_for(spec: ProtocolSpec) -> tuple[Redecoder, RowSource]:
+        known = decoders.get(spec.name)
+        if known is None:
+            own_state = state if spec.name == device["protocol"] else None
+            known = decoders[spec.name] = (spec.new_redecoder(own_state, settings), spec.new_rows())
+        return known
+
     after: tuple[datetime, int] | None = None
     while True:
         async with db.system() as conn:
@@ -109,30 +96,26 @@ async def redecode(
         if not frames:
             break
         after = (frames[-1]["received_at"], frames[-1]["id"])
-        positions: list[tuple[Any, ...]] = []
-        can: list[tuple[Any, ...]] = []
-        events: list[tuple[Any, ...]] = []
+        positions: list[PositionRow] = []
+        can: list[CanRow] = []
+        events: list[EventRow] = []
         now_ok: list[tuple[int, datetime]] = []
         for frame in frames:
             report.frames += 1
-            data = bytes(frame["data"])
-            if frame["frame_type"] in _SKIPPED_TYPES or not data:
+            spec = protocol_for_archive(frame["protocol"])
+            if spec is None:
+                report.failed["unknown_protocol"] += 1
+                continue
+            decoder, rows_source = decoder_for(spec)
+            output = decoder.decode(frame["frame_type"], bytes(frame["data"]))
+            if output is None:
                 report.skipped += 1
                 continue
-            if frame["frame_type"] == "negotiation":
-                negotiation = _renegotiate(data, negotiation, imei) or negotiation
-                report.skipped += 1
-                continue
-            if frame["protocol"] == PROTOCOL_TEXT:
-                outputs = TextSession().feed(data)
-                output = outputs[0] if len(outputs) == 1 else None
-            else:
-                output = decode_frame(data, negotiation, imei=imei)
             if not isinstance(output, Telemetry):
-                reason = getattr(getattr(output, "code", None), "value", "not_telemetry")
+                reason = str(getattr(output, "code", "not_telemetry"))
                 report.failed[reason] += 1
                 continue
-            rows = builder.telemetry(device["id"], output, frame["received_at"])
+            rows = rows_source.telemetry(device["id"], output, frame["received_at"])
             positions.extend(rows.positions)
             can.extend(rows.can)
             events.extend(rows.events)
@@ -150,13 +133,3 @@ async def redecode(
             break
     log.info("redecode_done", **report.as_dict())
     return report
-
-
-def _renegotiate(data: bytes, current: Negotiation | None, imei: str) -> Negotiation | None:
-    """Return the negotiation a stored ``*>FLEX`` frame established (None if it established none)."""
-    session = NavtelecomSession.restore(current, imei=imei)
-    session.negotiation = None
-    outputs = session.feed(data)
-    if len(outputs) == 1 and isinstance(outputs[0], Reply) and outputs[0].kind is ReplyKind.NEGOTIATION:
-        return session.negotiation
-    return None

@@ -63,6 +63,7 @@ class DeviceRegistry:
         self._by_id: dict[int, DeviceInfo] = {}
         self._refused: dict[str, float] = {}
         self._waiting: dict[str, asyncio.Future[DeviceInfo | None]] = {}
+        self._protocol_of: dict[str, str] = {}  # protocol a waiting IMEI spoke (for registration)
         self._flush_handle: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._owners: dict[int, Closable] = {}
@@ -81,14 +82,18 @@ class DeviceRegistry:
             del self._refused[imei]
         return None
 
-    def resolve(self, imei: str) -> asyncio.Future[DeviceInfo | None]:
-        """Return a future of the device (None: refused by policy); raises DatabaseUnavailable on failure."""
+    def resolve(self, imei: str, protocol: str) -> asyncio.Future[DeviceInfo | None]:
+        """Return a future of the device (None: refused by policy); raises DatabaseUnavailable on failure.
+
+        ``protocol`` is what the device speaks: a device registered by the ``register`` policy gets it.
+        """
         future = self._waiting.get(imei)
         if future is not None:
             return future
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._waiting[imei] = future
+        self._protocol_of[imei] = protocol
         if self._flush_handle is None:
             delay = 0 if len(self._waiting) >= LOOKUP_BATCH else LOOKUP_DELAY_SEC
             self._flush_handle = loop.call_later(delay, self._start_flush)
@@ -104,8 +109,9 @@ class DeviceRegistry:
         while self._waiting:
             imeis = list(self._waiting)[:LOOKUP_BATCH]
             futures = [self._waiting.pop(imei) for imei in imeis]
+            protocols = {imei: self._protocol_of.pop(imei) for imei in imeis}
             try:
-                rows, created = await self._query(imeis)
+                rows, created = await self._query(imeis, protocols)
             except (
                 asyncpg.PostgresError,
                 OSError,
@@ -142,11 +148,19 @@ class DeviceRegistry:
                     device_id=found[imei]["id"] if imei in found else None,
                 )
 
-    async def _query(self, imeis: list[str]) -> tuple[list[asyncpg.Record], list[str]]:
+    async def _query(
+        self, imeis: list[str], protocols: dict[str, str]
+    ) -> tuple[list[asyncpg.Record], list[str]]:
         async with self._db.system() as conn:
             if self.policy == "register":
                 before = {row["imei"] for row in await find_devices(conn, imeis)}
-                rows = await register_devices(conn, [imei for imei in imeis if imei not in before])
+                rows: list[asyncpg.Record] = []
+                by_protocol: dict[str, list[str]] = {}
+                for imei in imeis:
+                    if imei not in before:
+                        by_protocol.setdefault(protocols[imei], []).append(imei)
+                for protocol, new in by_protocol.items():
+                    rows.extend(await register_devices(conn, new, protocol))
                 if before:
                     rows = [*rows, *await find_devices(conn, sorted(before))]
                 return rows, [row["imei"] for row in rows if row["imei"] not in before]
@@ -184,6 +198,10 @@ class DeviceRegistry:
         if self._owners.get(device_id) is connection:
             del self._owners[device_id]
 
+    def connection_of(self, device_id: int) -> Closable | None:
+        """Return the device's current connection in this process (None: not connected here)."""
+        return self._owners.get(device_id)
+
     @property
     def connected_devices(self) -> int:
         return len(self._owners)
@@ -195,6 +213,7 @@ class DeviceRegistry:
         for future in self._waiting.values():
             future.cancel()
         self._waiting.clear()
+        self._protocol_of.clear()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

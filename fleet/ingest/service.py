@@ -1,15 +1,16 @@
-"""The ingest service: TCP listener, connection bookkeeping, the shared writer, the live-bus hook.
+"""The ingest service: one listener per protocol, connection bookkeeping, the shared writer, the bus hooks.
 
 One instance per process (the `ingest` role). It owns every resource of the role and releases them in
 reverse order on :meth:`stop`: stop accepting, stop reading, commit what was received (sending the ACKs
-of what committed), close the connections.
+of what committed), close the connections. Every protocol of :func:`fleet.protocol.registry.protocols`
+whose port is not 0 gets a :class:`Listener`; all of them share the writer, the device registry, the
+admission rules, the metrics, the raw-frame archive, device commands and backpressure.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -17,17 +18,19 @@ import structlog
 from fleet.db.queries.ingest import DeviceSummary
 from fleet.errors import ConfigError
 from fleet.ingest import writer as writer_module
+from fleet.ingest.admission import Admission
+from fleet.ingest.commands import CommandDispatcher
 from fleet.ingest.connection import PAUSE_GLOBAL, DeviceConnection
+from fleet.ingest.listener import Listener
 from fleet.ingest.registry import DeviceRegistry
-from fleet.ingest.rows import RowBuilder
 from fleet.ingest.stats import (
     BACKPRESSURE_EPISODES,
     BACKPRESSURE_SECONDS,
     CONNECTIONS_ACTIVE,
-    CONNECTIONS_OPENED,
     IngestStats,
 )
 from fleet.ingest.writer import BatchWriter
+from fleet.protocol.registry import listen_port, protocols
 
 if TYPE_CHECKING:
     from fleet.config import Settings
@@ -37,8 +40,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 LIVE_TOPIC = "positions"
-LISTEN_BACKLOG = 4096
-REFUSED_LOG_INTERVAL_SEC = 10.0
 MAX_SWEEP_INTERVAL_SEC = 1.0
 # A backpressure episode ends once the queue stayed below its low-water mark this long.
 BACKPRESSURE_QUIET_SEC = 1.0
@@ -108,26 +109,33 @@ class IngestService:
         self.db = db
         self.bus = bus
         self.stats = IngestStats()
-        self.rows = RowBuilder()
         self.registry = DeviceRegistry(db, settings.unknown_device_policy, self.stats)
+        self.admission = Admission(self)
+        self.commands = CommandDispatcher(self)
         self.connections: set[DeviceConnection] = set()
         self.loop = asyncio.get_running_loop()  # construct inside the loop that will serve
         self.writer: BatchWriter
-        self.port: int | None = None
+        self.listeners: list[Listener] = []
         self.stopping = False
-        self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._publisher: LivePublisher | None = None
         self._pressure_since: float | None = None  # start of the current backpressure episode
         self._pressure_pauses = 0
         self._resume_rotation = 0
         self._episode_end: asyncio.TimerHandle | None = None
-        self._refused_unlogged = 0
-        self._refused_logged_at = float("-inf")
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """Bound port per listening protocol."""
+        return {listener.spec.name: listener.port for listener in self.listeners}
 
     # --- lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Start the writer and listen on SERVER_HOST:SERVER_PORT (port 0: any free port, see ``port``)."""
+        """Start the writer and one listener per enabled protocol (SERVER_PORT, TELTONIKA_PORT, ...).
+
+        A port of 0 disables that protocol; ``ingest_bind_ephemeral`` binds every enabled one to a free
+        port instead (tests and tools; see ``ports``).
+        """
         settings = self.settings
         self.loop = asyncio.get_running_loop()
         self.writer = BatchWriter(
@@ -144,26 +152,30 @@ class IngestService:
         self.writer.start()
         if self.bus is not None:
             self._publisher = LivePublisher(self.bus)
-        factory: Callable[[], DeviceConnection] = lambda: DeviceConnection(self)  # noqa: E731
-        try:
-            self._server = await self.loop.create_server(
-                factory,
-                settings.server_host,
-                settings.server_port,
-                backlog=LISTEN_BACKLOG,
-                reuse_address=True,
+        for spec in protocols().values():
+            port = listen_port(spec, settings)
+            if port == 0:
+                continue
+            self.listeners.append(
+                Listener(self, spec, settings.server_host, 0 if settings.ingest_bind_ephemeral else port)
             )
-        except OSError as err:
+        if not self.listeners:
             await self.writer.stop(0)
-            raise ConfigError(
-                f"the device listener cannot bind {settings.server_host}:{settings.server_port}: {err}"
-            ) from err
-        self.port = self._server.sockets[0].getsockname()[1]
+            raise ConfigError("every device protocol is disabled (all their ports are 0)")
+        try:
+            for listener in self.listeners:
+                await listener.start()
+        except ConfigError:
+            for listener in self.listeners:
+                listener.stop_accepting()
+            await self.writer.stop(0)
+            raise
+        self.commands.start()
         self._sweeper = self.loop.create_task(self._sweep(), name="ingest-sweep")
         log.info(
             "ingest_listening",
             host=settings.server_host,
-            port=self.port,
+            ports=self.ports,
             event_loop=type(self.loop).__module__.split(".")[0],
             unknown_device_policy=settings.unknown_device_policy,
             max_connections=settings.ingest_max_connections,
@@ -174,8 +186,8 @@ class IngestService:
         if self.stopping:
             return
         self.stopping = True
-        if self._server is not None:
-            self._server.close()
+        for listener in self.listeners:
+            listener.stop_accepting()
         for conn in list(self.connections):
             conn.pause(PAUSE_GLOBAL)
         await self.writer.stop(grace)
@@ -184,12 +196,12 @@ class IngestService:
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
+        await self.commands.stop()
         await self.registry.close()
         if self._publisher is not None:
             await self._publisher.close()
-        if self._server is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), 5)
+        for listener in self.listeners:
+            await listener.wait_closed()
         if self._episode_end is not None:
             self._episode_end.cancel()
             self._episode_end = None
@@ -201,39 +213,13 @@ class IngestService:
         )
 
     # --- connections -----------------------------------------------------------------------------------------
-    def admit(self, conn: DeviceConnection) -> None:
-        """Register a new connection, or refuse it when over the limit or stopping."""
-        if self.stopping or len(self.connections) >= self.settings.ingest_max_connections:
-            self.stats.refused("limit" if not self.stopping else "stopping")
-            self._log_refusal(conn)
-            conn.close("refused", abort=True)
-            return
-        self.connections.add(conn)
-        self.stats.connections_opened += 1
-        CONNECTIONS_OPENED.inc()
-        CONNECTIONS_ACTIVE.inc()
-        # Backpressure holds telemetry back, not logins: a new connection is read until it may send data.
-
     def forget(self, conn: DeviceConnection) -> None:
         if conn in self.connections:
             self.connections.discard(conn)
-            CONNECTIONS_ACTIVE.dec()
+            CONNECTIONS_ACTIVE.labels(conn.protocol).dec()
         if conn.device is not None:
             self.registry.release(conn.device.id, conn)
-
-    def _log_refusal(self, conn: DeviceConnection) -> None:
-        now = self.loop.time()
-        self._refused_unlogged += 1
-        if now - self._refused_logged_at >= REFUSED_LOG_INTERVAL_SEC:
-            log.warning(
-                "ingest_connection_refused",
-                peer=conn.peer,
-                reason="stopping" if self.stopping else "connection limit reached",
-                limit=self.settings.ingest_max_connections,
-                refused_since_last_log=self._refused_unlogged,
-            )
-            self._refused_logged_at = now
-            self._refused_unlogged = 0
+        self.commands.connection_lost(conn)
 
     async def _sweep(self) -> None:
         settings = self.settings
@@ -319,7 +305,7 @@ class IngestService:
         """Return the ingest statistics as plain data (for `/api/v2/stats`)."""
         writer = self.writer
         data = self.stats.as_dict()
-        data["listening"] = f"{self.settings.server_host}:{self.port}"
+        data["listening"] = {name: f"{self.settings.server_host}:{port}" for name, port in self.ports.items()}
         data["connections"] = {
             "active": len(self.connections),
             "devices": self.registry.connected_devices,

@@ -1,7 +1,7 @@
 """Ingest metrics (Prometheus, process-wide) and per-service statistics (the `/api/v2/stats` view).
 
 Prometheus names follow the base-unit rules: seconds, `_total` counters, and only bounded label values
-(frame types, reason codes) - never a device. :class:`IngestStats` keeps the same numbers per service
+(protocol names, frame types, reason codes) - never a device. :class:`IngestStats` keeps the same numbers per service
 instance, plus an ACK-latency reservoir for percentiles, and renders them as a plain dict.
 """
 
@@ -14,20 +14,24 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-CONNECTIONS_ACTIVE = Gauge("fleet_ingest_connections", "Open device connections")
-CONNECTIONS_OPENED = Counter("fleet_ingest_connections_opened_total", "Device connections accepted")
+CONNECTIONS_ACTIVE = Gauge("fleet_ingest_connections", "Open device connections", ["protocol"])
+CONNECTIONS_OPENED = Counter(
+    "fleet_ingest_connections_opened_total", "Device connections accepted", ["protocol"]
+)
 CONNECTIONS_REFUSED = Counter(
     "fleet_ingest_connections_refused_total",
     "Connections refused (limit, unknown or invalid device)",
-    ["reason"],
+    ["protocol", "reason"],
 )
 CONNECTIONS_CLOSED = Counter(
     "fleet_ingest_connections_closed_total", "Connections closed, by reason", ["reason"]
 )
-FRAMES = Counter("fleet_ingest_frames_total", "Frames received, by type", ["type"])
-RECORDS = Counter("fleet_ingest_records_total", "Records decoded, by frame type", ["type"])
+FRAMES = Counter("fleet_ingest_frames_total", "Frames received, by type", ["protocol", "type"])
+RECORDS = Counter("fleet_ingest_records_total", "Records decoded, by frame type", ["protocol", "type"])
 DECODE_ERRORS = Counter(
-    "fleet_ingest_decode_errors_total", "Frames rejected or streams broken, by reason", ["reason"]
+    "fleet_ingest_decode_errors_total",
+    "Frames rejected or streams broken, by reason",
+    ["protocol", "reason"],
 )
 ROWS_STORED = Counter("fleet_ingest_rows_stored_total", "Rows committed, by table", ["table"])
 DUPLICATES = Counter(
@@ -81,28 +85,35 @@ class IngestStats:
         self.batch_failures: Tally[str] = Tally()
         self.backpressure_episodes = 0
         self.devices_registered = 0
-        self._frame_children: dict[str, tuple[Any, Any]] = {}
+        self._frame_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._latency = array("d", bytes(8 * LATENCY_SAMPLES))
         self._latency_count = 0
 
     # --- recording (each also feeds Prometheus) --------------------------------------------------------
-    def frame(self, kind: str, records: int = 0) -> None:
+    def frame(self, kind: str, records: int = 0, protocol: str = "") -> None:
+        if type(kind) is not str:
+            kind = str(kind)  # a protocol's StrEnum label: its plain value in the stats
         self.frames[kind] += 1
-        children = self._frame_children.get(kind)
+        key = (protocol, kind)
+        children = self._frame_children.get(key)
         if children is None:  # labels() costs a locked lookup: resolve each frame type once
-            children = self._frame_children[kind] = (FRAMES.labels(kind), RECORDS.labels(kind))
+            children = self._frame_children[key] = (
+                FRAMES.labels(protocol, kind),
+                RECORDS.labels(protocol, kind),
+            )
         children[0].inc()
         if records:
             self.records[kind] += records
             children[1].inc(records)
 
-    def decode_error(self, reason: str) -> None:
+    def decode_error(self, reason: str, protocol: str = "") -> None:
+        reason = str(reason)
         self.decode_errors[reason] += 1
-        DECODE_ERRORS.labels(reason).inc()
+        DECODE_ERRORS.labels(protocol, reason).inc()
 
-    def refused(self, reason: str) -> None:
+    def refused(self, reason: str, protocol: str = "") -> None:
         self.connections_refused[reason] += 1
-        CONNECTIONS_REFUSED.labels(reason).inc()
+        CONNECTIONS_REFUSED.labels(protocol, reason).inc()
 
     def closed(self, reason: str) -> None:
         self.connections_closed[reason] += 1

@@ -26,7 +26,7 @@ import itertools
 from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import asyncpg
 import structlog
@@ -40,12 +40,12 @@ from fleet.db.queries.ingest import (
     store_batch,
 )
 from fleet.errors import DatabaseUnavailable
-from fleet.ingest.rows import RowBuilder
 from fleet.ingest.stats import BACKPRESSURE_ACTIVE, QUEUE_BYTES, QUEUE_RECORDS, IngestStats
+from fleet.protocol.rows import CanRow, EventRow, PositionRow, RawFrameRow
 
 if TYPE_CHECKING:
     from fleet.db import Database
-    from fleet.protocol.navtelecom import Telemetry
+    from fleet.protocol.base import RowSource, Telemetry
 
 log = structlog.get_logger(__name__)
 
@@ -93,8 +93,9 @@ class AckSink(Protocol):
 class Pending:
     """One frame on its way to the database (and, for telemetry, an ACK waiting for the commit).
 
-    Telemetry arrives decoded but without rows (``telemetry``, ``device_id``, ``received_at``): the writer
-    builds them when it takes the batch, so that socket callbacks stay short (see ``_materialize``).
+    Telemetry arrives decoded but without rows (``telemetry``, ``device_id``, ``received_at`` and the
+    protocol's row source ``rows``): the writer builds them when it takes the batch, so that socket
+    callbacks stay short (see ``_materialize``).
     """
 
     __slots__ = (
@@ -111,6 +112,7 @@ class Pending:
         "received",
         "received_at",
         "records",
+        "rows",
         "state",
         "telemetry",
     )
@@ -120,19 +122,21 @@ class Pending:
         conn: AckSink | None,
         ack: bytes | None,
         received: float,
-        positions: list[tuple[Any, ...]] | None = None,
-        can: list[tuple[Any, ...]] | None = None,
-        events: list[tuple[Any, ...]] | None = None,
-        raw: tuple[Any, ...] | None = None,
+        positions: list[PositionRow] | None = None,
+        can: list[CanRow] | None = None,
+        events: list[EventRow] | None = None,
+        raw: RawFrameRow | None = None,
         device_update: DeviceStateUpdate | None = None,
         records: int = 0,
         nbytes: int = 0,
         telemetry: Telemetry | None = None,
         device_id: int | None = None,
         received_at: datetime | None = None,
+        rows: RowSource | None = None,
     ) -> None:
         self.conn = conn
         self.telemetry = telemetry
+        self.rows = rows
         self.device_id = device_id
         self.received_at = received_at
         self.ack = ack
@@ -285,11 +289,9 @@ class BatchWriter:
         concurrency: int = WRITER_CONCURRENCY,
         high_water_bytes: int = QUEUE_HIGH_WATER_BYTES,
         low_water_bytes: int = QUEUE_LOW_WATER_BYTES,
-        rows: RowBuilder | None = None,
     ) -> None:
         self._db = db
         self._stats = stats
-        self._rows = rows or RowBuilder()
         # Backends (server PIDs) whose session has the staging tables: saves a statement per batch.
         self._staged_backends: set[int] = set()
         self.window = window_ms / 1000
@@ -508,13 +510,13 @@ class BatchWriter:
             "ingest_frame_unstorable",
             error=str(err) or type(err).__name__,
             error_type=type(err).__name__,
-            excerpt=raw[5][:32].hex() if raw is not None else None,
+            excerpt=raw.data[:32].hex() if raw is not None else None,
         )
         item.state = FAILED
         self._notify(batch)
         if raw is not None:
             # Keep the evidence: the frame itself, with what went wrong.
-            evidence = (*raw[:6], "error", f"store failed: {type(err).__name__}: {err}"[:500])
+            evidence = raw._replace(outcome="error", error=f"store failed: {type(err).__name__}: {err}"[:500])
             try:
                 async with self._db.system() as conn:
                     await store_batch(conn, positions=(), raw_frames=[evidence])
@@ -536,15 +538,15 @@ class BatchWriter:
         if telemetry is None:
             return 0
         item.telemetry = None
-        assert item.device_id is not None and item.received_at is not None
+        assert item.device_id is not None and item.received_at is not None and item.rows is not None
         try:
-            rows = self._rows.telemetry(item.device_id, telemetry, item.received_at)
+            rows = item.rows.telemetry(item.device_id, telemetry, item.received_at)
         except Exception as err:  # a record the row builder cannot handle: keep it, do not ACK it
-            log.exception("ingest_rows_failed", frame_type=telemetry.kind.value, device_id=item.device_id)
+            log.exception("ingest_rows_failed", frame_type=str(telemetry.kind), device_id=item.device_id)
             self._stats.decode_error("rows_failed")
             item.state = FAILED
             if item.raw is not None:
-                item.raw = (*item.raw[:6], "error", f"{type(err).__name__}: {err}"[:500])
+                item.raw = item.raw._replace(outcome="error", error=f"{type(err).__name__}: {err}"[:500])
             return 1
         item.positions, item.can, item.events = rows.positions, rows.can, rows.events
         return rows.records
@@ -555,9 +557,9 @@ class BatchWriter:
         can = list(itertools.chain.from_iterable(item.can for item in batch))
         events = list(itertools.chain.from_iterable(item.events for item in batch))
         raw = [item.raw for item in batch if item.raw is not None]
-        wanted = {("positions", *month) for month in months_of(row[3] for row in positions)}
-        wanted.update(("can_data", *month) for month in months_of(row[2] for row in can))
-        wanted.update(("raw_frames", *month) for month in months_of(row[1] for row in raw))
+        wanted = {("positions", *month) for month in months_of(row.device_time for row in positions)}
+        wanted.update(("can_data", *month) for month in months_of(row.time for row in can))
+        wanted.update(("raw_frames", *month) for month in months_of(row.received_at for row in raw))
         await self._partitions.ensure(wanted)
         backend = -1
         try:

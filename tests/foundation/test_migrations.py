@@ -95,3 +95,32 @@ def test_migration_errors_do_not_leak_passwords(empty_dsn: str) -> None:
     with pytest.raises(Exception) as info:
         migrate.upgrade(empty_dsn, passwords={"no_such_role_xyz": secret})
     assert secret not in str(info.value)
+
+
+def test_protocol_state_migration_keeps_the_flex_negotiation(empty_dsn: str) -> None:
+    """devices.flex_* move into devices.protocol_state and back, nothing lost."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(migrate.alembic_config())
+    revision = next(s for s in scripts.walk_revisions() if "protocols_and_commands" in s.path)
+    before = revision.down_revision
+    assert isinstance(before, str)
+    migrate.upgrade(empty_dsn, before)
+    with psycopg.connect(empty_dsn) as conn:
+        conn.execute(
+            """INSERT INTO devices (imei, flex_protocol_version, flex_struct_version, flex_mask)
+               VALUES ('111111111111111', 20, 20, '\\xfffe300a'::bytea), ('222222222222222', NULL, NULL, NULL)"""
+        )
+    migrate.upgrade(empty_dsn, revision.revision)
+    with psycopg.connect(empty_dsn) as conn:
+        rows = dict(conn.execute("SELECT imei, protocol_state FROM devices ORDER BY imei").fetchall())
+    assert rows == {
+        "111111111111111": {"protocol_version": 20, "struct_version": 20, "mask": "fffe300a"},
+        "222222222222222": None,
+    }
+    migrate.downgrade(empty_dsn, before)
+    with psycopg.connect(empty_dsn) as conn:
+        row = conn.execute(
+            "SELECT flex_protocol_version, flex_struct_version, flex_mask FROM devices WHERE imei = '111111111111111'"
+        ).fetchone()
+    assert row is not None and (row[0], row[1], bytes(row[2])) == (20, 20, bytes.fromhex("fffe300a"))

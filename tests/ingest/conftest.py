@@ -24,15 +24,17 @@ import pytest
 from fleet.config import Settings
 from fleet.db import Database
 from fleet.ingest import IngestService
-from fleet.ingest.simulator import FLEX_PROFILES
 from fleet.ops.bus import InProcessBus
 from fleet.protocol.navtelecom import (
+    ack_archive,
     archive,
     build_record,
     flex_negotiation,
     handshake,
     layout_for_fields,
 )
+from fleet.protocol.navtelecom.simulation import FLEX_PROFILES
+from fleet.protocol.teltonika import CODEC_8E, avl_packet, encode_record, imei_packet
 
 REPO = Path(__file__).resolve().parents[2]
 VECTORS = REPO / "tests" / "protocol" / "data" / "navtelecom_public.json"
@@ -154,7 +156,7 @@ def ingest_settings(test_settings: Settings) -> Settings:
     return test_settings.model_copy(
         update={
             "server_host": "127.0.0.1",
-            "server_port": 0,
+            "ingest_bind_ephemeral": True,
             "ingest_batch_window_ms": 5.0,
             "ingest_handshake_timeout_sec": 30.0,
         }
@@ -281,7 +283,7 @@ def server_process(
     """Factory of `fleet serve --role ingest` subprocesses sharing the test database."""
     started: list[ServerProcess] = []
 
-    def make(port: int | None = None, **env_overrides: str) -> ServerProcess:
+    def make(port: int | None = None, protocol: str = "navtelecom", **env_overrides: str) -> ServerProcess:
         assert db.owner_dsn is not None and test_settings.db_app_password is not None
         data_dir = tmp_path / f"server{len(started)}"
         data_dir.mkdir()
@@ -289,7 +291,7 @@ def server_process(
         env = {
             key: value
             for key, value in os.environ.items()
-            if not key.startswith(("DB_", "INGEST_", "SERVER_"))
+            if not key.startswith(("DB_", "INGEST_", "SERVER_", "TELTONIKA_"))
         }
         env.update(
             {
@@ -305,7 +307,9 @@ def server_process(
                 "ENV": "test",
                 "LOG_FORMAT": "json",
                 "SERVER_HOST": "127.0.0.1",
-                "SERVER_PORT": str(port),
+                # The protocol under test listens on `port`, the others are disabled.
+                "SERVER_PORT": str(port) if protocol == "navtelecom" else "0",
+                "TELTONIKA_PORT": str(port) if protocol == "teltonika" else "0",
                 "INGEST_BATCH_WINDOW_MS": "5",
             }
         )
@@ -318,3 +322,89 @@ def server_process(
     yield make
     for server in started:
         server.stop()
+
+
+# --- protocol drivers: protocol-independent tests run once per protocol ----------------------------------------
+
+
+class _DriverBase:
+    name = ""
+    ack_size = 4
+
+    def port(self, service: IngestService) -> int:
+        return service.ports[self.name]
+
+    def corrupt(self, frame: bytes) -> bytes:
+        """The frame with a wrong checksum (same length)."""
+        data = bytearray(frame)
+        data[-1] ^= 0xFF
+        return bytes(data)
+
+
+class NavtelecomDriver(_DriverBase):
+    """Navtelecom NTCB/FLEX as the protocol-independent tests need it."""
+
+    name = "navtelecom"
+
+    def login_bytes(self, imei: str) -> bytes:
+        return handshake(imei)
+
+    async def login(self, tracker: Tracker, imei: str) -> None:
+        await tracker.login(imei)
+
+    def frame(self, first: int, count: int) -> bytes:
+        return archive_frame(first, count)
+
+    def ack(self, count: int) -> bytes:
+        return ack_archive(count)
+
+
+class TeltonikaDriver(_DriverBase):
+    """Teltonika Codec 8E as the protocol-independent tests need it."""
+
+    name = "teltonika"
+
+    def login_bytes(self, imei: str) -> bytes:
+        return imei_packet(imei)
+
+    async def login(self, tracker: Tracker, imei: str) -> None:
+        await tracker.send(imei_packet(imei))
+        assert await tracker.read(1) == b"\x01"
+
+    def frame(self, first: int, count: int) -> bytes:
+        return teltonika_frame(first, count)
+
+    def ack(self, count: int) -> bytes:
+        return count.to_bytes(4, "big")
+
+
+def teltonika_record(index: int, *, time0: int = 1_767_225_600) -> bytes:
+    """One Codec 8E record whose time and content derive from its index (deterministic on resend)."""
+    return encode_record(
+        CODEC_8E,
+        timestamp_ms=(time0 + index) * 1000,
+        latitude=55.75 + index * 1e-4,
+        longitude=37.61,
+        altitude=150,
+        angle=90,
+        satellites=9,
+        speed=42,
+        io=[(239, 1, 1), (66, 2, 12_500), (16, 4, index * 10)],
+    )
+
+
+def teltonika_frame(first: int, count: int) -> bytes:
+    return avl_packet(CODEC_8E, [teltonika_record(first + i) for i in range(count)])
+
+
+DRIVERS: dict[str, NavtelecomDriver | TeltonikaDriver] = {
+    "navtelecom": NavtelecomDriver(),
+    "teltonika": TeltonikaDriver(),
+}
+Driver = NavtelecomDriver | TeltonikaDriver
+
+
+@pytest.fixture(params=sorted(DRIVERS))
+def proto(request: pytest.FixtureRequest) -> Driver:
+    """Each protocol in turn (for tests of protocol-independent behaviour)."""
+    return DRIVERS[request.param]

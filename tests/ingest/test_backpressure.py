@@ -10,9 +10,7 @@ from collections.abc import Callable
 import asyncpg
 import pytest
 
-from fleet.protocol.navtelecom import ack_archive
-
-from .conftest import ServerProcess, Tracker, archive_frame, unique_imei
+from .conftest import Driver, ServerProcess, Tracker, unique_imei
 
 pytestmark = pytest.mark.slow
 
@@ -24,29 +22,29 @@ MAX_RSS_GROWTH = 80 * 1024 * 1024
 
 
 async def test_flood_with_blocked_database_keeps_rss_bounded(
-    owner_conn: asyncpg.Connection, server_process: Callable[..., ServerProcess]
+    owner_conn: asyncpg.Connection, server_process: Callable[..., ServerProcess], proto: Driver
 ) -> None:
-    server = server_process(INGEST_QUEUE_HIGH_WATER="2000", INGEST_QUEUE_LOW_WATER="500")
+    server = server_process(protocol=proto.name, INGEST_QUEUE_HIGH_WATER="2000", INGEST_QUEUE_LOW_WATER="500")
     server.start()
     # Warm up: partitions and the code paths exist before measuring.
     warm = await Tracker.connect(server.port)
-    await warm.login(unique_imei())
-    await warm.send(archive_frame(1, 10))
-    assert await warm.read(4) == ack_archive(10)
+    await proto.login(warm, unique_imei())
+    await warm.send(proto.frame(1, 10))
+    assert await warm.read(4) == proto.ack(10)
     await warm.close()
     baseline = server.rss_bytes()
 
     floods = [await Tracker.connect(server.port) for _ in range(FLOOD_CONNECTIONS)]
     imeis = [unique_imei() for _ in floods]
     for tracker, imei in zip(floods, imeis, strict=True):
-        await tracker.login(imei)
+        await proto.login(tracker, imei)
     sent = [0] * FLOOD_CONNECTIONS
 
     async def flood(number: int) -> None:
         tracker = floods[number]
         with contextlib.suppress(ConnectionError, OSError):
             for frame in range(FLOOD_FRAMES):
-                await tracker.send(archive_frame(1 + frame * 10, 10))
+                await tracker.send(proto.frame(1 + frame * 10, 10))
                 sent[number] += 1
 
     transaction = owner_conn.transaction()
@@ -77,7 +75,7 @@ async def test_flood_with_blocked_database_keeps_rss_bounded(
     for tracker, count in zip(floods, sent, strict=True):
         for _ in range(count):
             try:
-                assert await tracker.read(4, within=20) == ack_archive(10)
+                assert await tracker.read(4, within=20) == proto.ack(10)
             except (TimeoutError, asyncio.IncompleteReadError):
                 break  # frames still in the socket when the flood stopped are read later or never
             acked += 1
@@ -102,7 +100,7 @@ async def test_flood_with_blocked_database_keeps_rss_bounded(
     assert rows >= acked * 10
     # The server is healthy afterwards.
     after = await Tracker.connect(server.port)
-    await after.login(unique_imei())
-    await after.send(archive_frame(1, 1))
-    assert await after.read(4) == ack_archive(1)
+    await proto.login(after, unique_imei())
+    await after.send(proto.frame(1, 1))
+    assert await after.read(4) == proto.ack(1)
     await after.close()

@@ -15,7 +15,7 @@ from fleet.db import Database
 from fleet.ingest.redecode import redecode
 from fleet.protocol.navtelecom import ack_archive, archive, build_record, flex_negotiation, layout_for_fields
 
-from .conftest import REPO, StartIngest, Tracker, archive_frame, positions_of, unique_imei
+from .conftest import DRIVERS, REPO, StartIngest, Tracker, archive_frame, positions_of, unique_imei
 
 SMALL_FIELDS = (1, 2, 3, 8, 9, 10, 11, 13)
 SMALL = layout_for_fields(SMALL_FIELDS)
@@ -53,7 +53,7 @@ async def test_redecode_restores_and_is_idempotent(
 ) -> None:
     service = await start_ingest()
     imei = unique_imei()
-    await _upload(service.port, imei)
+    await _upload(service.ports["navtelecom"], imei)
     assert await service.writer.wait_idle(5)
     async with db.system() as conn:
         original = {r["record_index"]: dict(r) for r in await positions_of(conn, imei)}
@@ -110,7 +110,7 @@ async def test_redecode_unknown_device(db: Database, test_settings: Settings) ->
 async def test_redecode_command(db: Database, start_ingest: StartIngest, test_settings: Settings) -> None:
     service = await start_ingest()
     imei = unique_imei()
-    await _upload(service.port, imei)
+    await _upload(service.ports["navtelecom"], imei)
     assert await service.writer.wait_idle(5)
     assert db.owner_dsn is not None and test_settings.db_app_password is not None
     env = {k: v for k, v in os.environ.items() if not k.startswith("DB_")}
@@ -136,3 +136,31 @@ async def test_redecode_command(db: Database, start_ingest: StartIngest, test_se
     text = stdout.decode()
     report = json.loads(text[text.index("{") :])
     assert report["imei"] == imei and report["records"] == 5 and report["failed"] == {}
+
+
+async def test_redecode_teltonika_frames(
+    db: Database, start_ingest: StartIngest, test_settings: Settings
+) -> None:
+    """Stored AVL packets are decoded again by the protocol that wrote them."""
+    service = await start_ingest()
+    imei = unique_imei()
+    driver = DRIVERS["teltonika"]
+    tracker = await Tracker.connect(driver.port(service))
+    await driver.login(tracker, imei)
+    for first in (1, 4):
+        await tracker.send(driver.frame(first, 3))
+        assert await tracker.read(4) == driver.ack(3)
+    await tracker.close()
+    assert await service.writer.wait_idle(5)
+    async with db.system() as conn:
+        original = {r["device_time"]: dict(r) for r in await positions_of(conn, imei)}
+        await conn.execute(
+            "UPDATE positions p SET attributes = '{}' FROM devices d WHERE d.id = p.device_id AND d.imei = $1",
+            imei,
+        )
+    report = await redecode(db, test_settings, imei, datetime.now(UTC) - timedelta(hours=1))
+    assert report.decoded == 2 and report.records == 6 and not report.failed
+    assert report.skipped == 1  # the IMEI login
+    async with db.system() as conn:
+        restored = {r["device_time"]: dict(r) for r in await positions_of(conn, imei)}
+    assert restored == original

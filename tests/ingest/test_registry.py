@@ -22,7 +22,7 @@ async def device_row(db: Database, imei: str) -> asyncpg.Record | None:
 async def test_unknown_device_is_registered_unassigned(db: Database, start_ingest: StartIngest) -> None:
     service = await start_ingest()
     imei = unique_imei()
-    tracker = await Tracker.connect(service.port)
+    tracker = await Tracker.connect(service.ports["navtelecom"])
     await tracker.login(imei)
     await tracker.send(archive_frame(1, 2))
     assert await tracker.read(4) == ack_archive(2)
@@ -30,15 +30,16 @@ async def test_unknown_device_is_registered_unassigned(db: Database, start_inges
 
     async def state_written() -> bool:  # device state is written apart from batches, within ~200 ms
         row = await device_row(db, imei)
-        return row is not None and row["last_seen_at"] is not None and row["flex_mask"] is not None
+        return row is not None and row["last_seen_at"] is not None and row["protocol_state"] is not None
 
     await wait_for(state_written)
     row = await device_row(db, imei)
     assert row is not None
     assert row["vehicle_id"] is None
     assert row["protocol"] == "navtelecom"
-    assert row["flex_protocol_version"] == 20 and row["flex_struct_version"] == 20
-    assert bytes(row["flex_mask"]) == negotiation_packet()[16 + 10 :]
+    state = row["protocol_state"]
+    assert state["protocol_version"] == 20 and state["struct_version"] == 20
+    assert bytes.fromhex(state["mask"]) == negotiation_packet()[16 + 10 :]
     assert row["last_connected_at"] is not None and row["last_seen_at"] is not None
     assert row["last_peer"].startswith("127.0.0.1:")
     assert service.stats.devices_registered >= 1
@@ -47,7 +48,7 @@ async def test_unknown_device_is_registered_unassigned(db: Database, start_inges
 async def test_reject_policy_closes_unknown_devices(db: Database, start_ingest: StartIngest) -> None:
     service = await start_ingest(unknown_device_policy="reject")
     imei = unique_imei()
-    tracker = await Tracker.connect(service.port)
+    tracker = await Tracker.connect(service.ports["navtelecom"])
     with capture_logs() as logs:
         await tracker.send(handshake(imei))
         assert await tracker.closed_within(5)
@@ -61,7 +62,7 @@ async def test_reject_policy_closes_unknown_devices(db: Database, start_ingest: 
     known = unique_imei()
     async with db.system() as conn:
         await conn.execute("INSERT INTO devices (imei) VALUES ($1)", known)
-    tracker = await Tracker.connect(service.port)
+    tracker = await Tracker.connect(service.ports["navtelecom"])
     await tracker.login(known)
     await tracker.send(archive_frame(1, 1))
     assert await tracker.read(4) == ack_archive(1)
@@ -71,9 +72,9 @@ async def test_reject_policy_closes_unknown_devices(db: Database, start_ingest: 
 async def test_second_connection_of_a_device_replaces_the_first(start_ingest: StartIngest) -> None:
     service = await start_ingest()
     imei = unique_imei()
-    first = await Tracker.connect(service.port)
+    first = await Tracker.connect(service.ports["navtelecom"])
     await first.login(imei)
-    second = await Tracker.connect(service.port)
+    second = await Tracker.connect(service.ports["navtelecom"])
     await second.login(imei)
     assert await first.closed_within(5)
     await second.send(archive_frame(1, 1))
@@ -90,7 +91,7 @@ async def test_many_devices_handshaking_at_once_share_lookups(
     """Hundreds of simultaneous handshakes are answered (lookups are batched, not one query each)."""
     service = await start_ingest()
     imeis = [unique_imei() for _ in range(300)]
-    trackers = await asyncio.gather(*(Tracker.connect(service.port) for _ in imeis))
+    trackers = await asyncio.gather(*(Tracker.connect(service.ports["navtelecom"]) for _ in imeis))
     for tracker, imei in zip(trackers, imeis, strict=True):
         tracker.writer.write(handshake(imei))
     replies = await asyncio.gather(*(tracker.read_ntcb() for tracker in trackers))
@@ -107,11 +108,11 @@ async def test_handshake_waits_for_an_unavailable_registry(
     """If the device lookup fails, the connection is closed (the device reconnects), never answered."""
     service = await start_ingest(unknown_device_policy=policy)
 
-    async def broken(imeis: list[str]) -> None:
+    async def broken(*args: object) -> None:
         raise OSError("database unreachable")
 
     monkeypatch.setattr(service.registry, "_query", broken)
-    tracker = await Tracker.connect(service.port)
+    tracker = await Tracker.connect(service.ports["navtelecom"])
     await tracker.send(handshake(unique_imei()))
     assert await tracker.closed_within(5)
     await tracker.close()
@@ -123,7 +124,7 @@ async def test_vehicle_assignment_is_picked_up_without_reconnecting(
 ) -> None:
     service = await start_ingest()
     imei = unique_imei()
-    tracker = await Tracker.connect(service.port)
+    tracker = await Tracker.connect(service.ports["navtelecom"])
     await tracker.login(imei)
     await tracker.send(archive_frame(1, 1))
     assert await tracker.read(4) == ack_archive(1)

@@ -11,8 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleet.db.queries.ingest import CAN_COLUMNS, EVENT_COLUMNS, POSITION_COLUMNS
-from fleet.ingest import rows as rows_module
-from fleet.ingest.rows import NO_INDEX, RowBuilder, to_json
+from fleet.protocol import rows as rows_module
 from fleet.protocol.navtelecom import (
     NavtelecomSession,
     Telemetry,
@@ -25,6 +24,8 @@ from fleet.protocol.navtelecom import (
     layout_for_fields,
 )
 from fleet.protocol.navtelecom.fields import field_spec
+from fleet.protocol.navtelecom.rows import RowBuilder
+from fleet.protocol.rows import NO_INDEX, to_json
 
 FIELDS = (1, 2, 3, 8, 9, 10, 11, 13, 69)
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

@@ -21,7 +21,7 @@ async def test_text_dialect_frames(db: Database, start_ingest: StartIngest) -> N
     service = await start_ingest()
     imei = unique_imei()
     now = int(time.time())
-    tracker = await Tracker.connect(service.port)
+    tracker = await Tracker.connect(service.ports["navtelecom"])
     frames = [
         (f"~A{imei},{now},55.751244,37.618423,42.5,180,9,0.9~", f"~AACK,{imei}~"),
         (f"~X{imei},0CF00400,FF,FF,FF,68,13,FF,FF,FF~", f"~XACK,{imei}~"),
@@ -79,7 +79,7 @@ async def test_text_dialect_frames(db: Database, start_ingest: StartIngest) -> N
 
 async def test_text_dialect_can_be_disabled(start_ingest: StartIngest) -> None:
     service = await start_ingest(text_dialect_enabled=False)
-    tracker = await Tracker.connect(service.port)
+    tracker = await Tracker.connect(service.ports["navtelecom"])
     await tracker.send(f"~A{unique_imei()},{int(time.time())},1,1,1,1,1,1~".encode())
     assert await tracker.closed_within(5)
     await tracker.close()
@@ -143,7 +143,7 @@ async def test_commit_publishes_new_positions(db: Database, start_ingest: StartI
         subscription = await bus.subscribe("positions")
         service = await start_ingest(bus=bus)
         imei = unique_imei()
-        tracker = await Tracker.connect(service.port)
+        tracker = await Tracker.connect(service.ports["navtelecom"])
         await tracker.login(imei)
         await tracker.send(archive_frame(1, 4))
         assert await tracker.read(4) == ack_archive(4)
@@ -171,7 +171,7 @@ async def test_commit_publishes_new_positions(db: Database, start_ingest: StartI
 
 async def test_stats_and_metrics(start_ingest: StartIngest, test_settings: Settings) -> None:
     service = await start_ingest()
-    tracker = await Tracker.connect(service.port)
+    tracker = await Tracker.connect(service.ports["navtelecom"])
     await tracker.login(unique_imei())
     for first in (1, 11):
         await tracker.send(archive_frame(first, 10))
@@ -195,20 +195,22 @@ async def test_stats_and_metrics(start_ingest: StartIngest, test_settings: Setti
         "fleet_ingest_rows_stored_total",
     ):
         assert any(sample.name == name for metric in REGISTRY.collect() for sample in metric.samples), name
-    assert REGISTRY.get_sample_value("fleet_ingest_frames_total", {"type": "A"}) >= 2
+    assert (
+        REGISTRY.get_sample_value("fleet_ingest_frames_total", {"protocol": "navtelecom", "type": "A"}) >= 2
+    )
 
 
 async def test_role_exposes_stats_and_bus(db: Database, test_settings: Settings) -> None:
     from fleet.ingest.role import ingest_role
     from fleet.runtime import Runtime
 
-    settings = test_settings.model_copy(update={"server_host": "127.0.0.1", "server_port": 0})
+    settings = test_settings.model_copy(update={"server_host": "127.0.0.1", "ingest_bind_ephemeral": True})
     runtime = Runtime(settings=settings, db=db, roles=["ingest"])
     async with ingest_role(runtime):
         assert isinstance(runtime.extras["bus"], PostgresBus)
         stats = runtime.extras["ingest_stats"]()
         assert stats["connections"]["active"] == 0
-        port = runtime.extras["ingest"].port
+        port = runtime.extras["ingest"].ports["navtelecom"]
         tracker = await Tracker.connect(port)
         await tracker.login(unique_imei())
         await tracker.send(archive_frame(1, 1))
@@ -221,7 +223,7 @@ async def test_graceful_stop_acknowledges_what_it_commits(db: Database, start_in
     """Frames received before the stop are committed and acknowledged before connections close."""
     service = await start_ingest(ingest_batch_window_ms=300.0)
     imei = unique_imei()
-    tracker = await Tracker.connect(service.port)
+    tracker = await Tracker.connect(service.ports["navtelecom"])
     await tracker.login(imei)
     await tracker.send(archive_frame(1, 3))
     await wait_for(lambda: _queued(service))

@@ -97,7 +97,7 @@ async def test_traccar_flex_sessions(db: Database, start_ingest: StartIngest, me
     vectors = [v for v in group(method) if "NavisProtocolDecoderTest" in v["source"]["path"]]
     assert [v["kind"] for v in vectors] == ["handshake", "flex_negotiation", "T", "A"]
     service = await start_ingest()
-    tracker = await Tracker.connect(service.port)
+    tracker = await Tracker.connect(service.ports["navtelecom"])
     await replay(tracker, vectors)
     await tracker.close()
 
@@ -110,8 +110,8 @@ async def test_traccar_flex_sessions(db: Database, start_ingest: StartIngest, me
 
     async def negotiation_stored() -> bool:  # device state is written apart from batches
         async with db.system() as conn:
-            mask = await conn.fetchval("SELECT flex_mask FROM devices WHERE imei = $1", imei)
-        return mask is not None and bytes(mask).hex() == negotiation["bitfield_hex"]
+            state = await conn.fetchval("SELECT protocol_state FROM devices WHERE imei = $1", imei)
+        return state is not None and state.get("mask") == negotiation["bitfield_hex"]
 
     await wait_for(negotiation_stored)
     # ~T is an out-of-turn alarm: it is in `events` too, linked by its record index.
@@ -123,9 +123,11 @@ async def test_traccar_flex_sessions(db: Database, start_ingest: StartIngest, me
         )
         device = await conn.fetchrow("SELECT * FROM devices WHERE imei = $1", imei)
     assert event is not None and event["event_code"] == refs[0]["event"] and event["event_type"] == "alarm"
-    assert device["flex_protocol_version"] == negotiation["protocol_version"]
-    assert device["flex_struct_version"] == negotiation["struct_version"]
-    assert bytes(device["flex_mask"]).hex() == negotiation["bitfield_hex"]
+    state = device["protocol_state"]
+    assert device["protocol"] == "navtelecom"
+    assert state["protocol_version"] == negotiation["protocol_version"]
+    assert state["struct_version"] == negotiation["struct_version"]
+    assert state["mask"] == negotiation["bitfield_hex"]
     assert device["last_connected_at"] is not None
 
 
@@ -133,7 +135,7 @@ async def test_traccar_ntcb_legacy_session(db: Database, start_ingest: StartInge
     """Two handshakes on one connection, then legacy *>T and *>A records: replies and stored fixes."""
     vectors = group("testDecodeNtcb")
     service = await start_ingest()
-    tracker = await Tracker.connect(service.port)
+    tracker = await Tracker.connect(service.ports["navtelecom"])
     await replay(tracker, vectors)
     await tracker.close()
 
@@ -157,7 +159,7 @@ async def test_document_examples_with_extra_record(db: Database, start_ingest: S
     assert [v["kind"] for v in vectors] == ["flex_negotiation", "A", "E"]
     imei = unique_imei()
     service = await start_ingest()
-    tracker = await Tracker.connect(service.port)
+    tracker = await Tracker.connect(service.ports["navtelecom"])
     await tracker.send(handshake(imei, device_id=0, server_id=1))
     assert (await tracker.read_ntcb())[16:] == b"*<S"
     await replay(tracker, vectors)
@@ -202,7 +204,7 @@ async def test_go_server_vectors_with_injected_mask(db: Database, start_ingest: 
     mask = int(bits, 2).to_bytes(len(bits) // 8, "big")
     imei = unique_imei()
     service = await start_ingest()
-    tracker = await Tracker.connect(service.port)
+    tracker = await Tracker.connect(service.ports["navtelecom"])
     # The recorded handshake first (its reply is the vector's), then our own device.
     await replay(tracker, [handshake_vector])
     await tracker.send(handshake(imei))
@@ -246,7 +248,7 @@ async def test_go_server_vectors_with_injected_mask(db: Database, start_ingest: 
 async def test_ping_gets_no_answer(start_ingest: StartIngest) -> None:
     vectors = [v for v in VECTOR_LIST if v["hex"] == "7f"]
     service = await start_ingest()
-    tracker = await Tracker.connect(service.port)
+    tracker = await Tracker.connect(service.ports["navtelecom"])
     await tracker.login(unique_imei())
     await tracker.send(bytes.fromhex(vectors[0]["hex"]))
     assert await tracker.nothing_within(0.3)
@@ -261,7 +263,7 @@ async def test_byte_by_byte_and_all_in_one_read(db: Database, start_ingest: Star
     expected = "".join(v["reference"]["server_reply_hex"] for v in vectors)
     service = await start_ingest()
     for split in ("bytes", "whole"):
-        tracker = await Tracker.connect(service.port)
+        tracker = await Tracker.connect(service.ports["navtelecom"])
         if split == "whole":
             await tracker.send(stream)
         else:

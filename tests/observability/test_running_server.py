@@ -128,6 +128,7 @@ def server(db: Database, test_settings: Settings) -> Iterator[Server]:
         API_PORT=str(api_port),
         SERVER_HOST="127.0.0.1",
         SERVER_PORT=str(device_port),
+        TELTONIKA_PORT="0",  # only the Navtelecom port is used here; 5027 may be another run's
         SYNC_INTERVAL_SEC="1",
         BUSINESS_METRICS_INTERVAL_SEC="1",
         TLS_CERT_FILES=f"{cert},{work / 'missing.pem'}",

@@ -213,6 +213,7 @@ async def test_sighup_changes_log_level_and_rate_limit_while_a_tracker_stays_con
         LOG_FORMAT="json",
         SERVER_HOST="127.0.0.1",
         SERVER_PORT=str(device_port),
+        TELTONIKA_PORT="0",  # only the Navtelecom port is used here; 5027 may be another run's
         API_PORT=str(api_port),
         INGEST_BATCH_WINDOW_MS="5",
         CONFIG_WATCH_INTERVAL_SEC="0",  # this test drives reloads with SIGHUP only

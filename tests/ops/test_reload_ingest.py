@@ -26,7 +26,7 @@ async def test_ingest_follows_reloaded_flags(
     db: Database, test_settings: Settings, owner_conn: asyncpg.Connection
 ) -> None:
     settings = test_settings.model_copy(
-        update={"server_host": "127.0.0.1", "server_port": 0, "ingest_batch_window_ms": 5.0}
+        update={"server_host": "127.0.0.1", "ingest_bind_ephemeral": True, "ingest_batch_window_ms": 5.0}
     )
     service = IngestService(settings, db, InProcessBus())
     await service.start()
@@ -34,7 +34,7 @@ async def test_ingest_follows_reloaded_flags(
     runtime.extras["ingest"] = service
     _follow_in_ingest(runtime)
     try:
-        connected = await Tracker.connect(service.port)
+        connected = await Tracker.connect(service.ports["navtelecom"])
         imei = unique_imei()
         await connected.login(imei)
         await connected.send(archive_frame(1, 1))
@@ -46,7 +46,7 @@ async def test_ingest_follows_reloaded_flags(
             settings.model_copy(update={"unknown_device_policy": "reject", "ingest_store_raw_frames": False})
         )
         # An unknown tracker is now refused ...
-        stranger = await Tracker.connect(service.port)
+        stranger = await Tracker.connect(service.ports["navtelecom"])
         await stranger.send(handshake(unique_imei()))
         assert await stranger.closed_within(5)
         await stranger.close()

@@ -18,7 +18,11 @@ _DEVICE_COLUMNS = f"""id, imei, name, protocol, vehicle_id, firmware,
     CASE WHEN last_seen_at IS NULL THEN 'unknown' WHEN {DEVICE_ONLINE_SQL} THEN 'online' ELSE 'offline' END
         AS status,
     {iso("created_at")} AS created_at, {iso("last_connected_at")} AS last_connected_at,
-    {iso("last_seen_at")} AS last_seen_at, flex_protocol_version, flex_struct_version"""
+    {iso("last_seen_at")} AS last_seen_at, protocol_state,
+    CASE WHEN protocol = 'navtelecom' THEN (protocol_state ->> 'protocol_version')::int END
+        AS flex_protocol_version,
+    CASE WHEN protocol = 'navtelecom' THEN (protocol_state ->> 'struct_version')::int END
+        AS flex_struct_version"""
 
 
 async def resolve_device(conn: asyncpg.Connection, ref: str) -> asyncpg.Record | None:
@@ -28,7 +32,7 @@ async def resolve_device(conn: asyncpg.Connection, ref: str) -> asyncpg.Record |
         int(ref) if ref.isascii() and ref.isdigit() and len(ref) <= 19 and int(ref) <= BIGINT_MAX else None
     )
     row: asyncpg.Record | None = await conn.fetchrow(
-        """SELECT id, imei, vehicle_id FROM devices WHERE imei = $1 OR id = $2
+        """SELECT id, imei, vehicle_id, protocol FROM devices WHERE imei = $1 OR id = $2
            ORDER BY (imei = $1) DESC LIMIT 1""",
         ref,
         numeric,

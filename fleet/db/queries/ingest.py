@@ -19,7 +19,8 @@ the old ones and running it twice changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -27,25 +28,28 @@ from typing import Any
 
 import asyncpg
 
+from fleet.protocol.rows import CanRow, EventRow, PositionRow, RawFrameRow
+
 # --- device registry ------------------------------------------------------------------------------------
 
 DEVICE_COLUMNS = (
-    "id, imei, vehicle_id, protocol, flex_protocol_version, flex_struct_version, flex_mask, firmware, "
-    "last_connected_at, last_seen_at, last_peer"
+    "id, imei, vehicle_id, protocol, protocol_state, firmware, last_connected_at, last_seen_at, last_peer"
 )
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceStateUpdate:
-    """What a connection learned about a device; None leaves a column as it is."""
+    """What a connection learned about a device; None leaves a column as it is.
+
+    ``protocol_state`` replaces the device's protocol state (e.g. a FLEX negotiation) as a whole.
+    """
 
     device_id: int
     connected_at: datetime | None = None
     peer: str | None = None
     seen_at: datetime | None = None
-    flex_protocol_version: int | None = None
-    flex_struct_version: int | None = None
-    flex_mask: bytes | None = None
+    protocol: str | None = None
+    protocol_state: Mapping[str, Any] | None = None
     firmware: str | None = None
 
     def merge(self, newer: DeviceStateUpdate) -> DeviceStateUpdate:
@@ -55,9 +59,8 @@ class DeviceStateUpdate:
             connected_at=newer.connected_at or self.connected_at,
             peer=newer.peer or self.peer,
             seen_at=newer.seen_at or self.seen_at,
-            flex_protocol_version=newer.flex_protocol_version or self.flex_protocol_version,
-            flex_struct_version=newer.flex_struct_version or self.flex_struct_version,
-            flex_mask=newer.flex_mask if newer.flex_mask is not None else self.flex_mask,
+            protocol=newer.protocol or self.protocol,
+            protocol_state=newer.protocol_state if newer.protocol_state is not None else self.protocol_state,
             firmware=newer.firmware or self.firmware,
         )
 
@@ -70,14 +73,18 @@ async def find_devices(conn: asyncpg.Connection, imeis: Sequence[str]) -> list[a
     return rows
 
 
-async def register_devices(conn: asyncpg.Connection, imeis: Sequence[str]) -> list[asyncpg.Record]:
-    """Create unassigned devices for the IMEIs not yet known, then return all of them.
+async def register_devices(
+    conn: asyncpg.Connection, imeis: Sequence[str], protocol: str
+) -> list[asyncpg.Record]:
+    """Create unassigned devices for the IMEIs not yet known (speaking ``protocol``), then return all.
 
     A new device has no vehicle: only superusers see it (and its data) until an admin assigns it.
     """
     await conn.execute(
-        "INSERT INTO devices (imei) SELECT DISTINCT unnest($1::text[]) ON CONFLICT (imei) DO NOTHING",
+        """INSERT INTO devices (imei, protocol) SELECT DISTINCT unnest($1::text[]), $2
+           ON CONFLICT (imei) DO NOTHING""",
         list(imeis),
+        protocol,
     )
     return await find_devices(conn, imeis)
 
@@ -91,7 +98,7 @@ async def get_device(conn: asyncpg.Connection, imei: str) -> asyncpg.Record | No
 
 
 async def apply_device_updates(conn: asyncpg.Connection, updates: Sequence[DeviceStateUpdate]) -> None:
-    """Write connection, last-seen and negotiation state of many devices in one statement."""
+    """Write connection, last-seen and protocol state of many devices in one statement."""
     if not updates:
         return
     await conn.execute(
@@ -99,21 +106,19 @@ async def apply_device_updates(conn: asyncpg.Connection, updates: Sequence[Devic
                last_connected_at = coalesce(u.connected_at, d.last_connected_at),
                last_peer = coalesce(u.peer, d.last_peer),
                last_seen_at = greatest(u.seen_at, d.last_seen_at),
-               flex_protocol_version = coalesce(u.proto, d.flex_protocol_version),
-               flex_struct_version = coalesce(u.struct, d.flex_struct_version),
-               flex_mask = coalesce(u.mask, d.flex_mask),
+               protocol = coalesce(u.protocol, d.protocol),
+               protocol_state = coalesce(u.state::jsonb, d.protocol_state),
                firmware = coalesce(u.firmware, d.firmware)
-           FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::timestamptz[], $5::smallint[],
-                       $6::smallint[], $7::bytea[], $8::text[])
-                AS u(id, connected_at, peer, seen_at, proto, struct, mask, firmware)
+           FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::timestamptz[], $5::text[],
+                       $6::text[], $7::text[])
+                AS u(id, connected_at, peer, seen_at, protocol, state, firmware)
            WHERE d.id = u.id""",
         [u.device_id for u in updates],
         [u.connected_at for u in updates],
         [u.peer for u in updates],
         [u.seen_at for u in updates],
-        [u.flex_protocol_version for u in updates],
-        [u.flex_struct_version for u in updates],
-        [u.flex_mask for u in updates],
+        [u.protocol for u in updates],
+        [None if u.protocol_state is None else json.dumps(u.protocol_state) for u in updates],
         [u.firmware for u in updates],
     )
 
@@ -127,26 +132,11 @@ STAGE_RAW = "ingest_stage_raw_v2"
 STAGE_CAN = "ingest_stage_can_v2"
 STAGE_EVENTS = "ingest_stage_events_v2"
 
-# Column order of the row tuples the ingest code builds (fleet.ingest.rows) - keep the two in step.
-POSITION_COLUMNS = (
-    "device_id",
-    "record_index",
-    "event_code",
-    "device_time",
-    "fix_time",
-    "valid",
-    "latitude",
-    "longitude",
-    "altitude",
-    "speed",
-    "course",
-    "satellites",
-    "hdop",
-    "attributes",
-)
-RAW_COLUMNS = ("device_id", "received_at", "protocol", "frame_type", "peer", "data", "outcome", "error")
-CAN_COLUMNS = ("device_id", "record_index", "time", "name", "value", "value_text", "unit", "source")
-EVENT_COLUMNS = ("device_id", "time", "event_code", "event_type", "description", "record_index", "attributes")
+# Column order of the staged rows: the field order of the row types every protocol builds.
+POSITION_COLUMNS = PositionRow._fields
+RAW_COLUMNS = RawFrameRow._fields
+CAN_COLUMNS = CanRow._fields
+EVENT_COLUMNS = EventRow._fields
 
 # `attributes` is staged as text holding JSON: the rows carry pre-serialised JSON, which the binary COPY
 # passes through untouched, and the cast to jsonb happens once, in the INSERT. Record times are staged as
@@ -326,10 +316,10 @@ class BatchOutcome:
 async def store_batch(
     conn: asyncpg.Connection,
     *,
-    positions: Sequence[tuple[Any, ...]],
-    raw_frames: Sequence[tuple[Any, ...]] = (),
-    can: Sequence[tuple[Any, ...]] = (),
-    events: Sequence[tuple[Any, ...]] = (),
+    positions: Sequence[PositionRow],
+    raw_frames: Sequence[RawFrameRow] = (),
+    can: Sequence[CanRow] = (),
+    events: Sequence[EventRow] = (),
     upsert: bool = False,
     staging_ready: bool = False,
 ) -> BatchOutcome:
@@ -343,14 +333,15 @@ async def store_batch(
     await stage(conn, STAGE_RAW, RAW_COLUMNS, raw_frames)
     await stage(conn, STAGE_CAN, CAN_COLUMNS, can)
     await stage(conn, STAGE_EVENTS, EVENT_COLUMNS, events)
-    linked = bool(positions) and any(row[1] is not None for row in can)
-    free = any(row[1] is None for row in can)
+    linked = bool(positions) and any(row.record_index is not None for row in can)
+    free = any(row.record_index is None for row in can)
     if not (positions or free or events or raw_frames):
         return BatchOutcome(0, 0, [])
     statement = batch_statement(bool(positions), linked, free, bool(events), bool(raw_frames), upsert)
-    device_ids = {row[0] for row in positions}
-    for rows_of_kind in (can, events, raw_frames):
-        device_ids.update(row[0] for row in rows_of_kind)
+    device_ids: set[int | None] = {row.device_id for row in positions}
+    device_ids.update(row.device_id for row in can)
+    device_ids.update(row.device_id for row in events)
+    device_ids.update(row.device_id for row in raw_frames)
     device_ids.discard(None)
     rows = await conn.fetch(statement, list(device_ids))
     summaries = _summaries(rows, positions) if rows else []
@@ -358,14 +349,14 @@ async def store_batch(
     return BatchOutcome(sum(s.stored for s in summaries), can_stored, summaries)
 
 
-def _summaries(rows: Sequence[asyncpg.Record], positions: Sequence[tuple[Any, ...]]) -> list[DeviceSummary]:
+def _summaries(rows: Sequence[asyncpg.Record], positions: Sequence[PositionRow]) -> list[DeviceSummary]:
     """Combine per-device counts from the database with the newest staged fix of each device."""
     wanted = {r["device_id"]: r["last_time"].timestamp() for r in rows}
-    newest: dict[int, tuple[Any, ...]] = {}
+    newest: dict[int, PositionRow] = {}
     for row in positions:
-        last = wanted.get(row[0])
-        if last is not None and abs(row[3] - last) < 1e-3:
-            newest[row[0]] = row
+        last = wanted.get(row.device_id)
+        if last is not None and abs(row.device_time - last) < 1e-3:
+            newest[row.device_id] = row
     out = []
     for r in rows:
         fix = newest.get(r["device_id"])
@@ -375,10 +366,10 @@ def _summaries(rows: Sequence[asyncpg.Record], positions: Sequence[tuple[Any, ..
                 r["vehicle_id"],
                 r["stored"],
                 r["last_time"],
-                fix[6] if fix else None,
-                fix[7] if fix else None,
-                fix[9] if fix else None,
-                fix[10] if fix else None,
+                fix.latitude if fix else None,
+                fix.longitude if fix else None,
+                fix.speed if fix else None,
+                fix.course if fix else None,
             )
         )
     return out

@@ -14,9 +14,21 @@ and calls ``feed(data)``, which returns one output per consumed frame: :class:`R
   :func:`extra_archive`, :func:`extra_event`, :func:`device_answer`, :func:`ping`.
 * Field table: :data:`FIELDS` (published as docs/navtelecom_fields.md); layouts via
   :func:`layout_for_mask` / :func:`layout_for_fields`.
+* For the server: :data:`PROTOCOL` (the registry entry: :class:`NavtelecomCodec` sessions, the row source
+  :class:`RowBuilder`, commands, redecoding; see docs/PROTOCOLS.md).
 """
 
+from fleet.protocol.base import CommandRules, ProtocolSpec
+
 from .checksum import crc8, xor8
+from .codec import (
+    ARCHIVE_PROTOCOL,
+    TEXT_ARCHIVE_PROTOCOL,
+    NavtelecomCodec,
+    NavtelecomRedecoder,
+    check_command,
+    command_bytes,
+)
 from .encoder import (
     archive,
     build_record,
@@ -57,12 +69,32 @@ from .outputs import (
     TelemetryKind,
 )
 from .records import CanFrame, ExtraItem, ExtraRecord, FlexRecord, LegacyRecord
+from .rows import FlexPlan, RowBuilder
 from .session import NavtelecomSession, Negotiation, SessionState, decode_frame
 from .text import DeviceSession, Dialect, TextEvent, TextPosition, TextSession, detect_dialect
+
+PROTOCOL = ProtocolSpec(
+    name=ARCHIVE_PROTOCOL,
+    title="Navtelecom NTCB/FLEX",
+    port_setting="server_port",
+    default_port=5221,
+    new_session=NavtelecomCodec.from_settings,
+    new_rows=RowBuilder,
+    new_redecoder=NavtelecomRedecoder,
+    # DOC p. 13: during an upload a command goes out instead of an ACK; the ACK follows the answer.
+    commands=CommandRules(
+        supported=frozenset({"custom", "output", "request_position", "reboot", "resend_archive"}),
+        hold_acks=True,
+        answer_timeout_sec=60.0,
+    ),
+    check_command=check_command,
+    archive_protocols=(TEXT_ARCHIVE_PROTOCOL,),
+)
 
 __all__ = [
     "FIELDS",
     "MAX_FRAME_BYTES",
+    "PROTOCOL",
     "CanFrame",
     "CommandAnswer",
     "DeviceSession",
@@ -74,6 +106,7 @@ __all__ = [
     "FatalCode",
     "FieldSpec",
     "FlexLayout",
+    "FlexPlan",
     "FlexRecord",
     "Frame",
     "FrameKind",
@@ -82,6 +115,8 @@ __all__ = [
     "KeepAlive",
     "LayoutError",
     "LegacyRecord",
+    "NavtelecomCodec",
+    "NavtelecomRedecoder",
     "NavtelecomSession",
     "Negotiation",
     "Output",
@@ -89,6 +124,7 @@ __all__ = [
     "Rejected",
     "Reply",
     "ReplyKind",
+    "RowBuilder",
     "SessionState",
     "Telemetry",
     "TelemetryKind",
@@ -102,7 +138,9 @@ __all__ = [
     "ack_extra_event",
     "archive",
     "build_record",
+    "check_command",
     "command",
+    "command_bytes",
     "command_set_outputs",
     "command_sync",
     "crc8",

@@ -1,5 +1,9 @@
 """What a session hands to the listener: one output per consumed frame, plus Fatal when the stream breaks.
 
+The output classes are the protocol-neutral ones of :mod:`fleet.protocol.base`; this module adds the
+Navtelecom labels (reply, telemetry, reject and fatal kinds). The listener sees the handshake ``Reply`` as
+an :class:`fleet.protocol.base.Identify` (see ``codec.NavtelecomCodec``).
+
 Every output carries the bytes it was decoded from (``raw``) so the listener can store each frame in
 ``raw_frames`` together with its outcome. The listener's contract:
 
@@ -15,12 +19,10 @@ Every output carries the bytes it was decoded from (``raw``) so the listener can
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
-from .records import CanFrame, ExtraRecord, FlexRecord, LegacyRecord
+from fleet.protocol.base import CommandAnswer, Fatal, KeepAlive, Rejected, Reply, Telemetry
 
 __all__ = [
     "CommandAnswer",
@@ -90,66 +92,6 @@ class DeviceVersion:
     firmware: str
     date: str  # as sent, dd.mm.yy
     locale: str
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """Send ``data`` to the device now."""
-
-    data: bytes
-    raw: bytes = field(repr=False)
-    kind: ReplyKind
-
-
-@dataclass(frozen=True, slots=True)
-class Telemetry:
-    """Records to store; send ``ack`` only after they are committed."""
-
-    kind: TelemetryKind
-    records: Sequence[FlexRecord | ExtraRecord | LegacyRecord | CanFrame | Any]
-    ack: bytes
-    raw: bytes = field(repr=False)
-    event_index: int | None = None  # ~T/~X event index (as echoed in the ack)
-
-
-@dataclass(frozen=True, slots=True)
-class CommandAnswer:
-    """A device's answer to a server command (``*@...``) or query (``*#...``)."""
-
-    text: str  # the body as text (binary payloads are reported via ``record``; non-ASCII bytes escaped)
-    record: FlexRecord | None
-    raw: bytes = field(repr=False)
-    version: DeviceVersion | None = None  # parsed ``*#V`` answer
-
-
-@dataclass(frozen=True, slots=True)
-class KeepAlive:
-    """A FLEX ping (0x7F) or an empty NTCB packet; no answer is expected."""
-
-    raw: bytes = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """A delimited frame that gets no answer; the connection continues."""
-
-    code: RejectCode
-    reason: str
-    raw: bytes = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Fatal:
-    """The stream cannot be framed any further: close the connection."""
-
-    code: FatalCode
-    reason: str
-    excerpt: bytes  # up to 32 bytes from where framing failed, for the log
-
-    @property
-    def raw(self) -> bytes:
-        """Return the excerpt (Fatal has no complete frame to store)."""
-        return self.excerpt
 
 
 Output = Reply | Telemetry | CommandAnswer | KeepAlive | Rejected | Fatal

@@ -259,7 +259,8 @@ class NavtelecomSession:
         answer_struct = answer_version(struct_version)
         if answer_protocol is None or answer_struct is None:
             return Rejected(RejectCode.UNSUPPORTED, "FLEX version below 1.0 requested", raw)
-        if (answer_protocol, answer_struct) == (protocol_version, struct_version):
+        adopted = (answer_protocol, answer_struct) == (protocol_version, struct_version)
+        if adopted:
             try:
                 fields = fields_from_mask(mask, bit_count)
             except LayoutError as err:
@@ -270,7 +271,7 @@ class NavtelecomSession:
         # Otherwise the answer offers lower versions: the device renegotiates with a matching mask (DOC p. 19)
         # and data does not flow until then, so the current layout is left as it is.
         reply = b"*<FLEX" + bytes((FLEX_PROTOCOL, answer_protocol, answer_struct))
-        return Reply(reply_packet(raw, reply), raw, ReplyKind.NEGOTIATION)
+        return Reply(reply_packet(raw, reply), raw, ReplyKind.NEGOTIATION, state_changed=adopted)
 
     def _adopt(self, negotiation: Negotiation) -> None:
         self.negotiation = negotiation
@@ -292,7 +293,9 @@ class NavtelecomSession:
         if record is not None:
             return CommandAnswer(bytes(body[:3]).decode("ascii"), record, raw)
         text = _printable(bytes(body).rstrip(b"\x00"))
-        return CommandAnswer(text, None, raw, parse_version_answer(text))
+        version = parse_version_answer(text)
+        firmware = f"{version.model} {version.firmware}".strip() if version is not None else None
+        return CommandAnswer(text, None, raw, version, firmware)
 
     def _answer_record(self, body: bytes) -> FlexRecord | None:
         payload = body[3:]

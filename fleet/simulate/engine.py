@@ -1,136 +1,67 @@
-"""Simulated Navtelecom trackers: real NTCB/FLEX clients for load tests, demos and crash tests.
+"""The protocol-neutral simulator engine: tracker black boxes, uploads with ACKs, resends, reconnects.
 
-Each simulated device behaves like a tracker with a black box: it records at its share of ``rate``,
-connects, sends ``*>S`` and ``*>FLEX``, uploads ``~A`` arrays of up to ``records_per_frame`` records and
-waits for each acknowledgement before sending more. Only an acknowledged frame leaves its black box. Without
-an ACK within ``ack_timeout`` (or when the connection breaks) it reconnects and sends the same frame again -
-reconnecting rather than resending on the same connection, because a late ACK of the first copy would
-otherwise be mistaken for the ACK of the next frame (FLEX ACKs carry a count, not an index).
+Each simulated device records at its share of ``rate`` (records per second over all devices), connects,
+logs in (its protocol's ``simulation.new_device(...).login``), uploads frames of up to
+``records_per_frame`` records and waits for each acknowledgement before sending more. Only an
+acknowledged frame leaves its black box. A device sends a frame once it holds ``records_per_frame``
+records, or once its oldest unsent record has waited ``flush_sec`` (as trackers send on a period), so
+every rate sends. Without an ACK within ``ack_timeout`` (or when the connection breaks) it reconnects and
+sends the same frame again - reconnecting rather than resending on the same connection, because a late
+ACK of the first copy would otherwise be taken for the ACK of the next frame (ACKs carry a count, not an
+index).
 
-Frames are built with the codec's encoder (:mod:`fleet.protocol.navtelecom.encoder`): each device encodes
-one template record once, and every record is that template with its index, times and coordinates
-written in place, which keeps the simulator cheap enough to load a server from the same machine.
+Record times: the device clock starts at ``time_base`` (default: the wall clock when the run starts), and
+record ``i`` is taken ``(i - first_index) * record_step`` seconds later, where the step is each device's
+recording interval (``devices / rate``), or 10 ms at the maximum rate. Times derive from indexes, so a
+resent frame is byte for byte the same.
 
 ``SimulationResult.acked`` tells, per IMEI, how many records (from index ``first_index`` on) were
-acknowledged: exactly what a test must find in the database after a crash.
+acknowledged: exactly what a test must find in the database after a crash. When nothing was acknowledged,
+``SimulationResult.diagnosis()`` says why.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import math
 import random
 import resource
-import struct
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from fleet.protocol.navtelecom import (
-    FlexLayout,
-    ack_archive,
-    archive,
-    build_record,
-    flex_negotiation,
-    handshake,
-    layout_for_fields,
-)
-from fleet.protocol.navtelecom.fields import field_spec
-from fleet.protocol.navtelecom.layout import FULL_MASK_BITS
-
-# Field sets per FLEX version. 2.0 is the mask of a real S-2551 capture (Traccar testDecodeFlex20, 70-byte
-# records); 1.0 the FLEX 1.0 capture of the same suite; 3.0 adds high-precision temperatures and user
-# parameters from the 3.0 range.
-_FLEX10_FIELDS = (
-    1,
-    2,
-    3,
-    4,
-    5,
-    6,
-    7,
-    8,
-    9,
-    10,
-    11,
-    12,
-    13,
-    14,
-    15,
-    16,
-    19,
-    20,
-    29,
-    31,
-    37,
-    45,
-    53,
-    54,
-    55,
-    56,
-    57,
-    63,
-    64,
-    65,
-    69,
-)
-_FLEX20_FIELDS = (
-    1,
-    2,
-    3,
-    4,
-    5,
-    6,
-    7,
-    8,
-    9,
-    10,
-    11,
-    12,
-    13,
-    14,
-    15,
-    16,
-    17,
-    18,
-    19,
-    20,
-    29,
-    37,
-    45,
-    69,
-    70,
-    71,
-)
-_FLEX30_FIELDS = (*_FLEX20_FIELDS, 163, 164, 206, 207, 223, 238)
-FLEX_PROFILES: dict[str, tuple[int, tuple[int, ...]]] = {
-    "1.0": (10, _FLEX10_FIELDS),
-    "2.0": (20, _FLEX20_FIELDS),
-    "3.0": (30, _FLEX30_FIELDS),
-}
-NTCB_HEADER = 16
-PERIODIC_EVENT = 0x1250
-# CAN fields (53-69) as a tracker without a CAN adapter reports them ("not available"), and as one on a
-# running truck does. Wire values, as FlexRecord.fields returns them.
-CAN_NOT_AVAILABLE = {
-    53: 0x7FFF,
-    54: -1.0,
-    55: 0xFFFF,
-    56: -128,
-    57: -1.0,
-    63: 0xFF,
-    64: 0xFF,
-    65: 0xFF,
-    69: 0xFF,
-}
-CAN_RUNNING = {53: 0x8000 | 62, 54: 12345.5, 55: 1450, 56: 86, 57: 234567.5, 63: 23, 64: 0, 65: 41, 69: 57}
 CONNECT_CONCURRENCY = 1000  # simultaneous connection attempts, to stay within the server's listen backlog
 RECONNECT_MIN_SEC = 0.2
 RECONNECT_MAX_SEC = 3.0
-EPOCH_BASE = 1_735_689_600  # 2025-01-01: device clocks start here, one second per record
+MAX_RATE_STEP_SEC = 0.01  # device-clock step between records at the maximum rate
+
+
+class TrackerModel(Protocol):
+    """What the engine needs from a protocol's simulated device (``<package>.simulation.new_device``)."""
+
+    imei: str
+    ack_size: int
+
+    async def login(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, within: float
+    ) -> None: ...
+
+    def record(self, index: int, seconds: float) -> bytes: ...
+
+    def frame(self, records: Sequence[bytes]) -> bytes: ...
+
+    def ack(self, count: int) -> bytes: ...
+
+
+def new_model(protocol: str, imei: str, rng: random.Random, options: dict[str, Any]) -> TrackerModel:
+    """Return a simulated device of ``protocol`` (its package's ``simulation.new_device``)."""
+    module = importlib.import_module(f"fleet.protocol.{protocol}.simulation")
+    model: TrackerModel = module.new_device(imei, rng, **options)
+    return model
 
 
 @dataclass
@@ -139,10 +70,11 @@ class SimulationConfig:
 
     host: str = "127.0.0.1"
     port: int = 5221
+    protocol: str = "navtelecom"
+    options: dict[str, Any] = field(default_factory=dict)  # protocol-specific (flex, can, codec, ...)
     devices: int = 10
     rate: float = 100.0  # records per second over all devices; 0: as fast as ACKs allow
     duration: float = 10.0  # seconds of recording; then in-flight frames are finished
-    flex: str = "2.0"
     records_per_frame: int = 10
     ack_timeout: float = 10.0
     drain_timeout: float = 30.0  # after `duration`, how long to keep trying to deliver what is recorded
@@ -150,7 +82,8 @@ class SimulationConfig:
     first_index: int = 1
     connect_timeout: float = 10.0
     deliver_backlog: bool = False  # also upload records that could not be sent during `duration`
-    can: bool = False  # report CAN values (fields 53-69) instead of "not available"
+    flush_sec: float = 1.0  # a partial frame is sent once its oldest record waited this long
+    time_base: float | None = None  # device clock at the start (epoch seconds); None: now
     duration_from_login: bool = False  # count `duration` from the moment every device is logged in
     seed: int | None = None
 
@@ -185,6 +118,8 @@ class SimulationResult:
     all_logged_in_s: float | None = None  # when the last device first logged in (from the start)
     acked_when_all_logged_in: int = 0
     acked_when_recording_stopped: int | None = None
+    records_recorded: int = 0
+    last_error: str | None = None  # the last connection or reply problem, for diagnosis()
 
     @property
     def steady_rate(self) -> float | None:
@@ -209,14 +144,41 @@ class SimulationResult:
         ordered = sorted(self.latencies)
         return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
 
+    def diagnosis(self) -> str | None:
+        """Say why nothing was acknowledged (None when something was)."""
+        config = self.config
+        if self.records_acked:
+            return None
+        where = f"{config.host}:{config.port}"
+        if self.connections == 0:
+            reason = f" ({self.last_error})" if self.last_error else ""
+            return f"no device could connect to {where}: {self.connect_failures} attempts failed{reason}"
+        if self.logged_in == 0:
+            return f"the server at {where} did not accept the login: {self.last_error or 'no answer'}"
+        if self.records_recorded == 0:
+            per_device = config.rate / config.devices if config.rate else 0.0
+            return (
+                f"no record was due within --duration {config.duration:g} s "
+                f"(--rate {config.rate:g} over {config.devices} devices is one record every "
+                f"{1 / per_device:.1f} s per device)"
+            )
+        if self.records_sent == 0:
+            return "records were recorded but none could be sent (the connections kept failing)"
+        return (
+            f"{self.records_sent} records were sent but none acknowledged within --ack-timeout "
+            f"{config.ack_timeout:g} s ({self.last_error or 'no answer'})"
+        )
+
     def summary(self) -> dict[str, Any]:
         elapsed = self.elapsed_s or 1e-9
         return {
             "devices": self.config.devices,
-            "flex": self.config.flex,
+            "protocol": self.config.protocol,
+            **self.config.options,
             "records_per_frame": self.config.records_per_frame,
             "target_rate": self.config.rate,
             "elapsed_s": round(self.elapsed_s, 3),
+            "records_recorded": self.records_recorded,
             "records_sent": self.records_sent,
             "records_resent": self.records_resent,
             "records_acked": self.records_acked,
@@ -240,58 +202,6 @@ class SimulationResult:
         }
 
 
-class _Profile:
-    """The negotiated layout and where the per-record values sit in an encoded record."""
-
-    def __init__(self, flex: str) -> None:
-        if flex not in FLEX_PROFILES:
-            raise ValueError(f"unknown FLEX version {flex!r}; use one of {', '.join(FLEX_PROFILES)}")
-        self.version, fields = FLEX_PROFILES[flex]
-        self.layout: FlexLayout = layout_for_fields(fields)
-        self.bit_count = FULL_MASK_BITS[self.version]
-        self.negotiation_body_tail = bytes((0xB0, self.version, self.version))
-        offsets: dict[int, int] = {}
-        position = 0
-        for number in self.layout.fields:
-            offsets[number] = position
-            position += field_spec(number, self.layout.field100_size).size
-        self.offsets = offsets
-
-    def negotiation(self) -> bytes:
-        return flex_negotiation(self.layout.fields, version=self.version, bit_count=self.bit_count)
-
-    def template(self, rng: random.Random, can: bool = False) -> tuple[bytearray, float, float]:
-        lat = rng.uniform(45.0, 60.0)
-        lon = rng.uniform(25.0, 60.0)
-        record = build_record(
-            self.layout,
-            index=0,
-            event_code=PERIODIC_EVENT,
-            device_time=EPOCH_BASE,
-            fix_time=EPOCH_BASE,
-            valid=True,
-            satellites=11,
-            latitude=lat,
-            longitude=lon,
-            altitude_m=rng.uniform(50, 300),
-            speed_kmh=rng.uniform(0, 90),
-            course=rng.randrange(360),
-            odometer_km=rng.uniform(100, 90000),
-            power_v=12.6,
-            battery_v=4.1,
-            hdop=0.8,
-            pdop=1.1,
-            fields={
-                n: v for n, v in (CAN_RUNNING if can else CAN_NOT_AVAILABLE).items() if n in self.offsets
-            },
-        )
-        return bytearray(record), lat, lon
-
-
-_U32 = struct.Struct("<I")
-_I32 = struct.Struct("<i")
-
-
 class _Device:
     """One simulated tracker: a black box (a counter) and its upload loop."""
 
@@ -302,30 +212,23 @@ class _Device:
         self.tally = DeviceTally(self.imei)
         sim.result.devices[self.imei] = self.tally
         self.rng = random.Random((config.seed or 0) * 1_000_003 + number)
-        self.template, self.lat, self.lon = sim.profile.template(self.rng, config.can)
-        self.next_index = config.first_index  # next record to record
+        self.model = new_model(config.protocol, self.imei, self.rng, config.options)
+        self.next_index = config.first_index  # next record to put into a frame
         self.pending: tuple[bytes, int] | None = None  # frame waiting for its ACK: (bytes, record count)
         self.sent_once = False
         self.logged_in_once = False
         per_device = config.rate / config.devices if config.rate > 0 else 0.0
         self.interval = 1.0 / per_device if per_device > 0 else 0.0
-        # Spread the devices' recording phases so their frames do not arrive in lockstep.
-        self.phase = self.rng.random() * (self.interval * config.records_per_frame if self.interval else 0)
+        self.step = self.interval or MAX_RATE_STEP_SEC  # device-clock time between records
+        # Spread the devices' recording phases so their frames do not arrive in lockstep: over the time a
+        # frame takes to fill, but never beyond one recording interval or the flush period (at low rates a
+        # phase of many intervals would leave devices without a record for the whole run).
+        spread = min(self.interval * config.records_per_frame, max(self.interval, config.flush_sec))
+        self.phase = self.rng.random() * spread
 
-    def _record(self, index: int) -> bytes:
-        profile = self.sim.profile
-        offsets = profile.offsets
-        record = self.template
-        seconds = EPOCH_BASE + index
-        _U32.pack_into(record, offsets[1], index)
-        _U32.pack_into(record, offsets[3], seconds)
-        if 9 in offsets:
-            _U32.pack_into(record, offsets[9], seconds)
-        if 10 in offsets:
-            drift = (index % 3600) * 1e-5
-            _I32.pack_into(record, offsets[10], round((self.lat + drift) * 600000))
-            _I32.pack_into(record, offsets[11], round((self.lon + drift) * 600000))
-        return bytes(record)
+    def _taken_at(self, index: int) -> float:
+        """Loop time at which record ``index`` is recorded (the first one at the device's phase)."""
+        return self.sim.started + self.phase + (index - self.sim.config.first_index) * self.interval
 
     def _available(self, now: float) -> int:
         """Records recorded so far and not yet put into a frame."""
@@ -333,7 +236,7 @@ class _Device:
         if not self.interval:
             return config.records_per_frame
         recorded_until = min(now, self.sim.stop_recording_at) - self.sim.started - self.phase
-        total = max(0, math.floor(recorded_until / self.interval))
+        total = math.floor(recorded_until / self.interval) + 1 if recorded_until >= 0 else 0
         return total - (self.next_index - config.first_index)
 
     def _next_frame(self, now: float) -> tuple[bytes, int] | None:
@@ -341,13 +244,25 @@ class _Device:
         available = self._available(now)
         if available <= 0:
             return None
-        if available < config.records_per_frame and now < self.sim.stop_recording_at:
-            return None  # a tracker collects a full frame while it is recording
+        # A tracker collects a full frame while it is recording, but sends what it has once the oldest
+        # record has waited flush_sec (and everything at the end).
+        if (
+            available < config.records_per_frame
+            and now < self.sim.stop_recording_at
+            and now - self._taken_at(self.next_index) < config.flush_sec
+        ):
+            return None
         count = min(available, config.records_per_frame)
-        records = [self._record(self.next_index + i) for i in range(count)]
+        model = self.model
+        base, first, step = self.sim.time_base, config.first_index, self.step
+        records = [
+            model.record(index, base + (index - first) * step)
+            for index in range(self.next_index, self.next_index + count)
+        ]
         self.next_index += count
         self.tally.generated += count
-        return archive(records), count
+        self.sim.result.records_recorded += count
+        return model.frame(records), count
 
     async def run(self) -> None:
         sim = self.sim
@@ -361,8 +276,9 @@ class _Device:
                     reader, writer = await asyncio.wait_for(
                         asyncio.open_connection(config.host, config.port), config.connect_timeout
                     )
-            except (OSError, TimeoutError):
+            except (OSError, TimeoutError) as err:
                 sim.result.connect_failures += 1
+                sim.result.last_error = str(err) or type(err).__name__
                 await asyncio.sleep(delay * (0.5 + self.rng.random()))
                 delay = min(delay * 2, RECONNECT_MAX_SEC)
                 continue
@@ -370,13 +286,20 @@ class _Device:
             try:
                 await self._session(reader, writer)
                 delay = RECONNECT_MIN_SEC
-            except (OSError, asyncio.IncompleteReadError, ConnectionError, TimeoutError, _BadReply) as err:
+            except (OSError, asyncio.IncompleteReadError, ConnectionError, TimeoutError, ValueError) as err:
                 if isinstance(err, TimeoutError):
                     sim.result.ack_timeouts += 1
-                elif isinstance(err, _BadReply):
+                    sim.result.last_error = "timed out waiting for an answer"
+                elif isinstance(err, ValueError):
                     sim.result.bad_replies += 1
+                    sim.result.last_error = str(err)
                 else:
                     sim.result.disconnects += 1
+                    sim.result.last_error = (
+                        "the server closed the connection"
+                        if isinstance(err, asyncio.IncompleteReadError)
+                        else str(err) or type(err).__name__
+                    )
                 await asyncio.sleep(delay * (0.5 + self.rng.random()))
                 delay = min(delay * 2, RECONNECT_MAX_SEC)
             finally:
@@ -389,18 +312,13 @@ class _Device:
         config = sim.config
         result = sim.result
         timeout = config.ack_timeout
-        writer.write(handshake(self.imei))
-        body = await asyncio.wait_for(_read_ntcb(reader), timeout)
-        if body != b"*<S":
-            raise _BadReply(f"handshake answered {body!r}")
-        writer.write(sim.profile.negotiation())
-        body = await asyncio.wait_for(_read_ntcb(reader), timeout)
-        if body != b"*<FLEX" + sim.profile.negotiation_body_tail:
-            raise _BadReply(f"negotiation answered {body!r}")
+        model = self.model
+        await model.login(reader, writer, timeout)
         loop = asyncio.get_running_loop()
         if not self.logged_in_once:
             self.logged_in_once = True
             sim.device_logged_in()
+        ack_size = model.ack_size
         while True:
             if self.pending is None:
                 now = loop.time()
@@ -422,9 +340,10 @@ class _Device:
             else:
                 result.records_sent += count
                 self.sent_once = True
-            ack = await asyncio.wait_for(reader.readexactly(4), timeout)
-            if ack != ack_archive(count):
-                raise _BadReply(f"expected ACK {ack_archive(count).hex()}, got {ack.hex()}")
+            ack = await asyncio.wait_for(reader.readexactly(ack_size), timeout)
+            expected = model.ack(count)
+            if ack != expected:
+                raise ValueError(f"expected ACK {expected.hex()}, got {ack.hex()}")
             result.latencies.append(loop.time() - sent_at)
             result.frames_acked += 1
             result.records_acked += count
@@ -432,23 +351,14 @@ class _Device:
             self.pending = None
 
     def _wait_for_records(self, now: float) -> float:
+        """Sleep until a full frame is recorded or the oldest record is due (or recording stops)."""
         config = self.sim.config
         if not self.interval:
             return 0.001
-        missing = config.records_per_frame - max(0, self._available(now))
-        return max(0.001, min(missing * self.interval, self.sim.stop_recording_at - now + 0.001))
-
-
-class _BadReply(Exception):
-    """The server answered something a device would not accept."""
-
-
-async def _read_ntcb(reader: asyncio.StreamReader) -> bytes:
-    header = await reader.readexactly(NTCB_HEADER)
-    if header[:4] != b"@NTC":
-        raise _BadReply(f"not an NTCB reply: {header.hex()}")
-    length = header[12] | header[13] << 8
-    return await reader.readexactly(length)
+        oldest = self._taken_at(self.next_index)
+        full = self._taken_at(self.next_index + config.records_per_frame - 1)
+        wake = min(full, oldest + config.flush_sec, self.sim.stop_recording_at + 0.001)
+        return max(0.001, wake - now)
 
 
 class _Simulation:
@@ -456,8 +366,8 @@ class _Simulation:
         if config.devices < 1 or not 1 <= config.records_per_frame <= 255:
             raise ValueError("need at least one device and 1..255 records per frame")
         self.config = config
-        self.profile = _Profile(config.flex)
         self.result = SimulationResult(config)
+        self.time_base = time.time() if config.time_base is None else config.time_base
         self.connect_slots = asyncio.Semaphore(CONNECT_CONCURRENCY)
         loop = asyncio.get_running_loop()
         self.started = loop.time()

@@ -1,4 +1,4 @@
-"""Turn decoded telemetry into the row tuples the writer stages (column order: fleet.db.queries.ingest).
+"""Navtelecom telemetry into the neutral rows of :mod:`fleet.protocol.rows` (the protocol's RowSource).
 
 What goes where:
 
@@ -14,40 +14,44 @@ What goes where:
   periodic track points (by time, distance or heading), and copying each into ``events`` would double the
   write volume to repeat what the positions table already indexes by time.
 
-Times are staged as float epoch seconds and turned into ``timestamptz`` by ``to_timestamp()`` in SQL: asyncpg
-encodes a float several times faster than a datetime, and FLEX times arrive as integers anyway.
-
 Records without an index get -1 (the ``events`` default), without an event time the fix time, and
 without either the reception time (such records cannot be recognised when retransmitted; FLEX masks
 without field 3 are not seen in practice). Coordinates outside the valid ranges are dropped (kept in
 ``attributes``) rather than failing the batch on the table's CHECK constraint.
+
+The FLEX fast path (:class:`FlexPlan`) reads the unpacked record tuple directly instead of the record's
+properties; a test holds the two equal.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-from collections.abc import Iterable
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
 from fleet.can import CanDecoder, CanSignal, flex_can_signals
 from fleet.can.flex import CAN_FIELDS
-from fleet.protocol.navtelecom import (
-    CanFrame,
-    ExtraRecord,
-    FlexLayout,
-    FlexRecord,
-    LegacyRecord,
-    Telemetry,
-    TelemetryKind,
-    TextEvent,
-    TextPosition,
+from fleet.protocol.base import Telemetry
+from fleet.protocol.rows import (
+    MAX_UNIX,
+    NO_INDEX,
+    CanRow,
+    FrameRows,
+    can_rows,
+    coordinates,
+    epoch,
+    make_event,
+    make_position,
+    real,
+    to_json,
 )
 
-NO_INDEX = -1
+from .layout import FlexLayout
+from .outputs import TelemetryKind
+from .records import CanFrame, ExtraRecord, FlexRecord, LegacyRecord
+from .text import TextEvent, TextPosition
+
 _ARCHIVE = TelemetryKind.ARCHIVE
 _EVENT = TelemetryKind.EVENT
 _CAN_FIELD_SET = frozenset(CAN_FIELDS)
@@ -70,75 +74,6 @@ _LEGACY_COLUMNS = frozenset(
     }
 )
 _LEGACY_ATTRIBUTES = tuple(f.name for f in dataclasses.fields(LegacyRecord) if f.name not in _LEGACY_COLUMNS)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).hex()
-    if isinstance(value, set | frozenset):
-        return sorted(value)
-    return str(value)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
-# One encoder for every record: json.dumps() with options builds a new encoder per call (~40% slower).
-_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_json_default, allow_nan=False)
-
-try:  # optional accelerator: about 3x faster on attribute dicts, and NaN/Infinity become null natively
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None  # type: ignore[assignment]
-orjson: Any = _orjson
-
-
-def _to_json_stdlib(data: dict[str, Any]) -> str:
-    try:
-        return _ENCODER.encode(data)
-    except ValueError:
-        return _ENCODER.encode(_finite(data))
-
-
-def to_json(data: dict[str, Any]) -> str:
-    """Serialise attributes for jsonb: compact, bytes as hex, NaN/Infinity (invalid in JSON) as null."""
-    if orjson is not None:
-        try:
-            return orjson.dumps(data, default=_json_default).decode()
-        except TypeError:  # integers beyond 64 bits, non-string keys: the standard library copes
-            pass
-    return _to_json_stdlib(data)
-
-
-def _coordinates(lat: float | None, lon: float | None, attributes: dict[str, Any]) -> tuple[Any, Any]:
-    if lat is None or lon is None:
-        return None, None
-    if -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0:
-        return lat, lon
-    attributes["invalid_latitude"] = lat if math.isfinite(lat) else None
-    attributes["invalid_longitude"] = lon if math.isfinite(lon) else None
-    return None, None
-
-
-def _real(value: float | None) -> float | None:
-    return value if value is None or math.isfinite(value) else None
-
-
-# Device clocks outside 1970..9999 are not times (the codec reads them as absent too).
-MAX_UNIX = 253_402_300_799
-
-
-def _epoch(value: datetime | None) -> float | None:
-    return None if value is None else value.timestamp()
 
 
 class FlexPlan:
@@ -179,18 +114,6 @@ class FlexPlan:
         self.can = tuple(span for span in layout.spans if span[0] in _CAN_FIELD_SET)
 
 
-class FrameRows:
-    """The rows one telemetry frame contributes to a batch."""
-
-    __slots__ = ("can", "events", "positions", "records")
-
-    def __init__(self) -> None:
-        self.positions: list[tuple[Any, ...]] = []
-        self.can: list[tuple[Any, ...]] = []
-        self.events: list[tuple[Any, ...]] = []
-        self.records = 0
-
-
 class RowBuilder:
     """Builds rows for one process; holds the CAN decoder (not thread-safe, like the event loop)."""
 
@@ -217,14 +140,16 @@ class RowBuilder:
                 self._text_can(out, device_id, record, at)
             elif isinstance(record, TextEvent):
                 out.events.append(
-                    (
-                        device_id,
-                        record.time.timestamp(),
-                        record.event_type,
-                        "text",
-                        record.description,
-                        NO_INDEX,
-                        "{}",
+                    make_event(
+                        (
+                            device_id,
+                            record.time.timestamp(),
+                            record.event_type,
+                            "text",
+                            record.description,
+                            NO_INDEX,
+                            "{}",
+                        )
                     )
                 )
         return out
@@ -244,7 +169,7 @@ class RowBuilder:
         out: FrameRows,
         device_id: int,
         record: FlexRecord,
-        kind: TelemetryKind,
+        kind: str,
         event_index: int | None,
         received: float,
     ) -> None:
@@ -256,7 +181,7 @@ class RowBuilder:
             if value is not None:
                 attributes[name] = value
         if kind is not _ARCHIVE:
-            attributes["frame"] = kind.value
+            attributes["frame"] = str(kind)
         index = v[plan.index] if plan.index >= 0 else NO_INDEX
         event_code = v[plan.event] if plan.event >= 0 else None
         seconds = v[plan.fix] if plan.fix >= 0 else 0
@@ -267,65 +192,69 @@ class RowBuilder:
         )
         nav = v[plan.nav] if plan.nav >= 0 else None
         lat, lon = (
-            _coordinates(v[plan.lat] / 600000, v[plan.lon] / 600000, attributes)
+            coordinates(v[plan.lat] / 600000, v[plan.lon] / 600000, attributes)
             if plan.lat >= 0 and plan.lon >= 0
             else (None, None)
         )
         hdop = v[plan.hdop] if plan.hdop >= 0 else 0
         out.positions.append(
-            (
-                device_id,
-                index,
-                event_code,
-                device_time,
-                fix_time,
-                nav is not None and bool(nav & 2),
-                lat,
-                lon,
-                v[plan.alt] / 10 if plan.alt >= 0 else None,
-                _real(v[plan.speed]) if plan.speed >= 0 else None,
-                v[plan.course] if plan.course >= 0 else None,
-                nav >> 2 if nav is not None else None,
-                hdop / 10 if hdop else None,
-                to_json(attributes),
+            make_position(
+                (
+                    device_id,
+                    index,
+                    event_code,
+                    device_time,
+                    fix_time,
+                    nav is not None and bool(nav & 2),
+                    lat,
+                    lon,
+                    v[plan.alt] / 10 if plan.alt >= 0 else None,
+                    real(v[plan.speed]) if plan.speed >= 0 else None,
+                    v[plan.course] if plan.course >= 0 else None,
+                    nav >> 2 if nav is not None else None,
+                    hdop / 10 if hdop else None,
+                    to_json(attributes),
+                )
             )
         )
         if plan.can:
             wire = tuple(
                 (n, v[start] if count == 1 else v[start : start + count]) for n, start, count in plan.can
             )
-            out.can.extend(_can_rows(device_id, index, device_time, _flex_can_signals(wire)))
+            out.can.extend(can_rows(device_id, index, device_time, _flex_can_signals(wire)))
         if kind is _EVENT:
             details = {"frame": "T", "event_index": event_index}
             out.events.append(
-                (device_id, device_time, event_code or 0, "alarm", None, index, to_json(details))
+                make_event((device_id, device_time, event_code or 0, "alarm", None, index, to_json(details)))
             )
 
     # --- legacy NTCB, FLEX 2.0 extra records ---------------------------------------------------------------
     def _legacy(
-        self, out: FrameRows, device_id: int, record: LegacyRecord, kind: TelemetryKind, received: float
+        self, out: FrameRows, device_id: int, record: LegacyRecord, kind: str, received: float
     ) -> None:
         attributes = {name: getattr(record, name) for name in _LEGACY_ATTRIBUTES}
-        attributes["frame"] = kind.value
-        lat, lon = _coordinates(record.latitude, record.longitude, attributes)
-        fix_time = _epoch(record.fix_time)
-        device_time = _epoch(record.device_time) or fix_time or received
+        attributes["frame"] = str(kind)
+        lat, lon = coordinates(record.latitude, record.longitude, attributes)
+        fix_time = epoch(record.fix_time)
+        device_time = epoch(record.device_time) or fix_time or received
         out.positions.append(
-            (
-                device_id,
-                record.index,
-                record.event_code,
-                device_time,
-                fix_time,
-                bool(record.valid),
-                lat,
-                lon,
-                record.altitude_m,
-                _real(record.speed_kmh),
-                record.course,
-                record.satellites,
-                None,
-                to_json(attributes),
+            make_position(
+                (
+                    device_id,
+                    record.index,
+                    record.event_code,
+                    device_time,
+                    fix_time,
+                    bool(record.valid),
+                    lat,
+                    lon,
+                    record.altitude_m,
+                    real(record.speed_kmh),
+                    record.course,
+                    record.satellites,
+                    None,
+                    to_json(attributes),
+                )
             )
         )
 
@@ -334,13 +263,13 @@ class RowBuilder:
         out: FrameRows,
         device_id: int,
         record: ExtraRecord,
-        kind: TelemetryKind,
+        kind: str,
         event_index: int | None,
         received: float,
     ) -> None:
         lat, lon = (record.latitude, record.longitude) if record.valid else (None, None)
         details: dict[str, Any] = {
-            "frame": kind.value,
+            "frame": str(kind),
             "valid": record.valid,
             "satellites": record.satellites,
             "fix_time": record.fix_time,
@@ -354,41 +283,44 @@ class RowBuilder:
         }
         if event_index is not None:
             details["event_index"] = event_index
-        time = _epoch(record.device_time) or _epoch(record.fix_time) or received
-        out.events.append((device_id, time, record.event_code, "extra", None, record.index, to_json(details)))
+        time = epoch(record.device_time) or epoch(record.fix_time) or received
+        out.events.append(
+            make_event((device_id, time, record.event_code, "extra", None, record.index, to_json(details)))
+        )
 
     # --- text dialect ------------------------------------------------------------------------------------------
     def _text_position(self, out: FrameRows, device_id: int, record: TextPosition) -> None:
         time = record.time.timestamp()
         out.positions.append(
-            (
-                device_id,
-                NO_INDEX,
-                None,
-                time,
-                time,
-                record.satellites > 0,
-                record.latitude,
-                record.longitude,
-                None,
-                record.speed_kmh,
-                record.course,
-                record.satellites,
-                record.hdop,
-                '{"frame":"text"}',
+            make_position(
+                (
+                    device_id,
+                    NO_INDEX,
+                    None,
+                    time,
+                    time,
+                    record.satellites > 0,
+                    record.latitude,
+                    record.longitude,
+                    None,
+                    record.speed_kmh,
+                    record.course,
+                    record.satellites,
+                    record.hdop,
+                    '{"frame":"text"}',
+                )
             )
         )
 
     def _text_can(self, out: FrameRows, device_id: int, frame: CanFrame, received: float) -> None:
-        time = _epoch(frame.time) or received
+        time = epoch(frame.time) or received
         signals = self.can_decoder.decode(frame.can_id, frame.data, frame.extended)
         if signals:
-            out.can.extend(_can_rows(device_id, None, time, signals))
+            out.can.extend(can_rows(device_id, None, time, signals))
             return
         width = 8 if frame.extended else 3
-        out.can.append(
-            (device_id, None, time, "raw", None, frame.data.hex(), None, f"CAN:0x{frame.can_id:0{width}X}")
-        )
+        source = f"CAN:0x{frame.can_id:0{width}X}"
+        out.can.append(CanRow(device_id, None, time, "raw", None, frame.data.hex(), None, source))
 
 
 @lru_cache(maxsize=1024)
@@ -399,21 +331,3 @@ def _flex_can_signals(wire: tuple[tuple[int, Any], ...]) -> tuple[CanSignal, ...
     slowly changing readings otherwise) and signals are immutable, so sharing results is safe.
     """
     return tuple(flex_can_signals(dict(wire)))
-
-
-def _can_rows(
-    device_id: int, index: int | None, time: float, signals: Iterable[CanSignal]
-) -> list[tuple[Any, ...]]:
-    rows: list[tuple[Any, ...]] = []
-    for signal in signals:
-        value = signal.value
-        if value is None:
-            continue  # "not available": nothing to store (the raw frame still has it)
-        if isinstance(value, str):
-            rows.append((device_id, index, time, signal.name, None, value, signal.unit, signal.source))
-        else:
-            number = float(value)
-            if not math.isfinite(number):
-                continue
-            rows.append((device_id, index, time, signal.name, number, None, signal.unit, signal.source))
-    return rows
