@@ -67,7 +67,7 @@ import httpx  # noqa: E402
 from bench_ingest import machine_info  # noqa: E402
 
 from fleet.db.embedded import EmbeddedPostgres  # noqa: E402
-from fleet.ingest.simulator import SimulationConfig, run_simulation_blocking  # noqa: E402
+from fleet.simulate.engine import SimulationConfig, run_simulation_blocking  # noqa: E402
 from fleet.web.testing import CHROMIUM, CHROMIUM_ARGS, only_server  # noqa: E402
 
 FIRST_IMEI = 860_000_000_000_001
