@@ -221,6 +221,7 @@ class Settings(BaseSettings):
     live_auth_timeout_sec: float = Field(5.0, gt=0)  # a token in the first message must arrive within this
     live_queue_max: int = Field(1000, ge=10)  # messages waiting per viewer; beyond, the oldest are dropped
     live_fleet_interval_sec: float = Field(1.0, ge=0)  # /ws/fleet: one position per vehicle per interval
+    live_fleet_batch_sec: float = Field(0.25, gt=0)  # /ws/fleet?batch=1: positions sent together this often
     live_access_refresh_sec: float = Field(30.0, gt=0)  # re-check each viewer's account and vehicles
     live_status_sweep_sec: float = Field(5.0, gt=0)  # re-derive vehicle statuses (window expiry) for viewers
     live_max_viewers: int = Field(10_000, ge=1)  # WebSocket viewers per API process

@@ -10,6 +10,9 @@ Windows are fixed slices of the clock — each vehicle's offset by a phase of it
 not all go out at the same instant — not intervals measured from the last send: a vehicle reporting about once a
 second has each position sent at once, instead of every one waiting a little longer than the one before. A
 position is held only when its window already had one, and goes out when the next window opens.
+
+Viewers that asked for batches (`?batch=1`) collect their positions, one per vehicle, and get them together as
+one `positions` message every `LIVE_FLEET_BATCH_SEC` (`flush_batches`, called by the hub).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class FleetRoutes:
 
     def __init__(self) -> None:
         self.viewers = 0
+        self._batched: set[Viewer] = set()  # viewers that take positions in batches
         self._all: set[Audience] = set()
         self._by_vehicle: dict[int, set[Audience]] = {}
         self._throttle: dict[int, _Throttle] = {}
@@ -54,6 +58,8 @@ class FleetRoutes:
         audience.fleet.add(viewer)
         if len(audience.fleet) == 1:
             self._index(audience)
+        if viewer.batched:
+            self._batched.add(viewer)
         self.viewers += 1
 
     def remove(self, audience: Audience, viewer: Viewer) -> bool:
@@ -61,6 +67,7 @@ class FleetRoutes:
         if viewer not in audience.fleet:
             return False
         audience.fleet.discard(viewer)
+        self._batched.discard(viewer)
         if not audience.fleet:
             self._unindex(audience)
         self.viewers -= 1
@@ -95,18 +102,30 @@ class FleetRoutes:
 
     # --- delivery ------------------------------------------------------------------------------------------------
     def broadcast(self, vehicle_id: int, key: Hashable, text: str, kind: str) -> None:
-        """Offer a message about a vehicle to every fleet viewer that sees it."""
+        """Offer a message about a vehicle to every fleet viewer that sees it (positions of batched viewers
+        wait for their next batch)."""
         count = 0
-        for audience in self._all:
-            for viewer in audience.fleet:
-                viewer.offer(key, text)
-            count += len(audience.fleet)
-        for audience in self._by_vehicle.get(vehicle_id, ()):
-            for viewer in audience.fleet:
-                viewer.offer(key, text)
-            count += len(audience.fleet)
+        audiences = (*self._all, *self._by_vehicle.get(vehicle_id, ()))
+        if kind == "position":
+            for audience in audiences:
+                for viewer in audience.fleet:
+                    viewer.offer_position(vehicle_id, key, text)
+                count += len(audience.fleet)
+        else:
+            for audience in audiences:
+                for viewer in audience.fleet:
+                    viewer.offer(key, text)
+                count += len(audience.fleet)
         if count:
             metrics.MESSAGE_COUNTERS[("fleet", kind)].inc(count)
+
+    def flush_batches(self) -> None:
+        """Send every batched viewer its collected positions."""
+        sent = 0
+        for viewer in self._batched:
+            sent += viewer.flush_batch() > 0
+        if sent:
+            metrics.MESSAGE_COUNTERS[("fleet", "positions")].inc(sent)
 
     def position(self, vehicle_id: int, key: Hashable, text: str, interval: float) -> None:
         """A vehicle's new position: now, or when its next window opens (see the module docstring)."""

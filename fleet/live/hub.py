@@ -116,6 +116,7 @@ class LiveHub:
                     self._subscriptions.append(subscription)
                     self._tasks.append(self._spawn(self._consume(subscription), f"live-bus-{topic}"))
             self._tasks.append(self._spawn(self._tick(), "live-tick"))
+            self._tasks.append(self._spawn(self._batches(), "live-fleet-batches"))
             if self._jobs is not None:
                 self._jobs.add(self.sweep)  # /ready and fleet_job_* see it
             self._tasks.append(self._spawn(self.sweep.run(), "live-status-sweep"))
@@ -348,6 +349,15 @@ class LiveHub:
             self.fleet.broadcast(vehicle_id, key, text, "status")
 
     # --- the tick and the sweep ---------------------------------------------------------------------------------
+    async def _batches(self) -> None:
+        """Send batched fleet viewers their positions every LIVE_FLEET_BATCH_SEC."""
+        while True:
+            await asyncio.sleep(self.settings.live_fleet_batch_sec)
+            try:
+                self.fleet.flush_batches()
+            except Exception:
+                log.exception("live_batches_failed")
+
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(TICK_SEC)

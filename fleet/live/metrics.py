@@ -8,6 +8,7 @@ STREAMS = ("vehicle", "fleet")
 MESSAGE_TYPES = (
     "hello",
     "position",
+    "positions",
     "values",
     "status",
     "alarm",

@@ -72,8 +72,14 @@ async def serve_fleet(websocket: WebSocket, state: ApiState, hub: LiveHub) -> No
         return
     identity, (visible, count) = admitted
     viewer = _viewer(websocket, state, "fleet", identity)
+    viewer.batched = websocket.query_params.get("batch", "").lower() in ("1", "true", "yes")
     hub.add_fleet_viewer(viewer, visible)
-    hello = {"type": "hello", "vehicles": count, "heartbeat_sec": state.settings.live_heartbeat_sec}
+    hello = {
+        "type": "hello",
+        "vehicles": count,
+        "heartbeat_sec": state.settings.live_heartbeat_sec,
+        "batch_sec": state.settings.live_fleet_batch_sec if viewer.batched else None,
+    }
     hub.offer(viewer, messages.dumps(hello), "hello")
     await _run(websocket, state, hub, viewer, pull=False)
 

@@ -7,6 +7,10 @@ get a key of their own. A queue holds at most `limit` messages; past that the ol
 drops (`fleet_ws_dropped_total`), so a slow client gets the newest values and costs bounded memory, while a
 fast one gets everything. The queue drains through the socket's own flow control: the send waits while the
 client does not read.
+
+A batched viewer (`/ws/fleet?batch=1`) keeps positions apart, one per vehicle (the newest), and the hub turns
+them into one `positions` message every `LIVE_FLEET_BATCH_SEC`: a browser then handles a few messages a second
+instead of one per vehicle movement.
 """
 
 from __future__ import annotations
@@ -29,17 +33,20 @@ SendText = Callable[[str], Awaitable[None]]
 Close = Callable[[int, str], Awaitable[None]]
 # How long a closing viewer's last messages (the error) may take to go out before the socket is closed anyway.
 CLOSE_GRACE_SEC = 5.0
+BATCH_KEY = ("positions",)
 
 
 class Viewer:
     """A connected client of one stream (`vehicle` or `fleet`)."""
 
     __slots__ = (
+        "_batch",
         "_close",
         "_queue",
         "_send",
         "_task",
         "_wake",
+        "batched",
         "close_code",
         "close_reason",
         "dropped",
@@ -60,8 +67,10 @@ class Viewer:
         *,
         limit: int,
         vehicle_id: int | None = None,
+        batched: bool = False,
     ) -> None:
         self.stream = stream
+        self.batched = batched  # positions collected and sent together (`positions` messages)
         self.identity = identity
         self.vehicle_id = vehicle_id
         self.limit = limit
@@ -73,6 +82,7 @@ class Viewer:
         self._send = send_text
         self._close = close
         self._queue: OrderedDict[Hashable, str] = OrderedDict()
+        self._batch: dict[int, str] = {}  # vehicle id → its newest position, for a batched viewer
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -92,6 +102,24 @@ class Viewer:
         queue[key] = text
         if len(queue) == 1:
             self._wake.set()
+
+    def offer_position(self, vehicle_id: int, key: Hashable, text: str) -> None:
+        """A vehicle's position: queued on its own, or kept for the next `positions` batch."""
+        if not self.batched:
+            self.offer(key, text)
+            return
+        if vehicle_id in self._batch:
+            self._drop(1)
+        self._batch[vehicle_id] = text
+
+    def flush_batch(self) -> int:
+        """Queue the collected positions as one `positions` message; the count sent (0: none, or the previous
+        batch has not gone out yet — a slow client's positions keep coalescing per vehicle meanwhile)."""
+        if not self._batch or self.close_code is not None or BATCH_KEY in self._queue:
+            return 0
+        items, self._batch = self._batch, {}
+        self.offer(BATCH_KEY, '{"type":"positions","items":[' + ",".join(items.values()) + "]}")
+        return len(items)
 
     def end(self, code: int, error_text: str | None, reason: str = "") -> None:
         """Send `error_text` (what is still queued is dropped), then close the socket with `code`."""

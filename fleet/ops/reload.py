@@ -90,6 +90,7 @@ HOT_SETTINGS: frozenset[str] = frozenset(
         "live_auth_timeout_sec",
         "live_queue_max",
         "live_fleet_interval_sec",
+        "live_fleet_batch_sec",
         "live_access_refresh_sec",
         "live_status_sweep_sec",
         "live_max_viewers",

@@ -337,3 +337,31 @@ async def test_device_command_updates_reach_the_vehicle_stream(
         command = await viewer.wait_for(is_type("command"))
         assert (command["command_id"], command["status"], command["answer"]) == (42, "answered", "OK")
         assert command["device_id"] == fleet.device_id and command["time"] == "2026-12-05T01:00:00Z"
+
+
+async def test_a_batched_fleet_viewer_gets_positions_together(
+    live_server: LiveWsServer, db: Database, owner: Account, hub: LiveHub
+) -> None:
+    """`/ws/fleet?batch=1`: the vehicles' positions (still one per vehicle per second) in one message."""
+    fleets = [await make_fleet(db, owner) for _ in range(3)]
+    async with ws_client(fleet_url(live_server, owner.token) + "&batch=1") as viewer:
+        hello = await viewer.wait_for(is_type("hello"))
+        assert hello["batch_sec"] == 0.25 and hello["vehicles"] == 3
+        now = datetime.now(UTC).timestamp()
+        for number, fleet in enumerate(fleets):
+            hub._on_positions(
+                {
+                    "vehicle_id": fleet.vehicle_id,
+                    "device_id": fleet.device_id,
+                    "time": datetime.fromtimestamp(TIME0 + 500 + number, UTC).isoformat(),
+                    "latitude": 50.0 + number,
+                    "longitude": 30.0,
+                    "committed_at": now,
+                }
+            )
+        batch = await viewer.wait_for(is_type("positions"))
+        items = {item["vehicle_id"]: item for item in batch["items"]}
+        assert set(items) == {fleet.vehicle_id for fleet in fleets}
+        assert all(item["type"] == "position" for item in items.values())
+        assert items[fleets[2].vehicle_id]["latitude"] == 52.0
+        assert not viewer.of_type("position")  # never one by one
