@@ -27,7 +27,8 @@ Measured:
   busy machine they include preemption; ``renderer_cpu_ms_per_s`` (CDP ``SystemInfo.getProcessInfo``: CPU
   time of the renderer process, all its threads) is reported beside them.
 * ``messages_per_s``: WebSocket messages the page received per second, by type (CDP
-  ``Network.webSocketFrameReceived``), counted for 5 s just before and just after each timing window (not
+  ``Network.webSocketFrameReceived``; ``position`` counts the positions delivered, alone or as items of the
+  ``positions`` batches the page asks for), counted for 5 s just before and just after each timing window (not
   during it: DevTools' per-frame reporting would load the main thread). The movement the page had to handle is
   what the server delivered: when the machine cannot ingest 5,000 one-record frames a second, fewer vehicles
   move each second; ``main_thread_ms_per_1000_positions`` and ``all_vehicles_moved_each_second`` say so.
@@ -235,10 +236,14 @@ async def count_messages(cdp: Any, seconds: float) -> dict[str, float]:
 
     def frame(event: dict[str, Any]) -> None:
         try:
-            kind = json.loads(event["response"]["payloadData"]).get("type", "?")
+            message = json.loads(event["response"]["payloadData"])
+            kind = message.get("type", "?")
         except (ValueError, KeyError, AttributeError):
-            kind = "?"
+            message, kind = {}, "?"
         counts[kind] = counts.get(kind, 0) + 1
+        if kind == "positions" and isinstance(message.get("items"), list):
+            # A batch (/ws/fleet?batch=1): its items are the positions delivered, counted as such.
+            counts["position"] = counts.get("position", 0) + len(message["items"])
 
     cdp.on("Network.webSocketFrameReceived", frame)
     await cdp.send("Network.enable")
