@@ -97,8 +97,10 @@ class Tracker:
         self.writer = writer
 
     @classmethod
-    async def connect(cls, port: int, host: str = "127.0.0.1") -> Tracker:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+    async def connect(cls, port: int, host: str = "127.0.0.1", source: str | None = None) -> Tracker:
+        """Connect to ``host:port``, from the loopback address ``source`` (e.g. 127.0.0.2) when given."""
+        local = (source, 0) if source else None
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, local_addr=local), 5)
         return cls(reader, writer)
 
     async def send(self, data: bytes) -> None:
