@@ -53,6 +53,7 @@ class SecurityEvents:
         self._pending: dict[tuple[str, int | None, str], SecurityEventRow] = {}
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._closing = False
         self._log_window: dict[str, tuple[float, int, int]] = {}  # kind -> (window start, logged, quiet)
         self.counts: dict[str, int] = {}
         self.dropped = 0
@@ -103,11 +104,12 @@ class SecurityEvents:
             self._log_window[kind] = (started, logged, quiet + 1)
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), FLUSH_INTERVAL_SEC)
             self._wake.clear()
             await self.flush()
+        await self.flush()  # what was recorded while the last flush ran
 
     async def flush(self) -> None:
         """Write what is pending; on a database failure keep it for the next attempt (bounded)."""
@@ -130,10 +132,13 @@ class SecurityEvents:
                 if key not in self._pending and len(self._pending) < MAX_PENDING_ROWS:
                     self._pending[key] = row
 
-    async def close(self) -> None:
-        """Stop the flusher and write what is left."""
+    async def close(self, grace: float = 10.0) -> None:
+        """Stop the flusher after it wrote what is left (cancelled only after ``grace`` seconds)."""
+        self._closing = True
+        self._wake.set()
         if self._task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._task), grace)
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        await self.flush()
