@@ -324,6 +324,9 @@ class Settings(BaseSettings):
     # length and the SHA-256), at most this many bytes per address and hour; beyond that they are counted.
     ingest_raw_excerpt_bytes: int = Field(256, ge=16, le=65536)
     ingest_stranger_raw_bytes_per_hour: int = Field(64 * 1024, ge=0)
+    # Finished device commands (answered, failed, expired) are deleted after this many days; security
+    # events follow AUDIT_LOG_RETENTION_DAYS.
+    device_command_retention_days: int = Field(90, ge=1)
 
     @field_validator("log_level")
     @classmethod

@@ -83,6 +83,7 @@ HOT_SETTINGS: frozenset[str] = frozenset(
         "audit_log_retention_days",
         "sync_journal_retention_days",
         "mail_retention_days",
+        "device_command_retention_days",
         "retention_batch_size",
         "backup_keep",
         "backup_interval_hours",
