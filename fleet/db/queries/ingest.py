@@ -397,11 +397,15 @@ async def raw_frames_page(
     after: tuple[datetime, int] | None,
     limit: int,
 ) -> list[asyncpg.Record]:
-    """Return a device's stored frames in reception order, keyset-paginated by (received_at, id)."""
+    """Return a device's stored frames in reception order, keyset-paginated by (received_at, id).
+
+    Excerpts (``frame_length`` set: only the start of a frame was kept) cannot be decoded and are skipped.
+    """
     rows: list[asyncpg.Record] = await conn.fetch(
         """SELECT id, received_at, protocol, frame_type, peer, data, outcome
            FROM raw_frames
-           WHERE device_id = $1 AND received_at >= $2 AND ($3::timestamptz IS NULL OR received_at < $3)
+           WHERE device_id = $1 AND frame_length IS NULL
+             AND received_at >= $2 AND ($3::timestamptz IS NULL OR received_at < $3)
              AND ($4::timestamptz IS NULL OR (received_at, id) > ($4, $5))
            ORDER BY received_at, id
            LIMIT $6""",
