@@ -32,7 +32,9 @@ async def test_device_commands_from_the_cli(cli_env: dict[str, str], owner_conn:
         cli_env, "device", "command", tracker, "--type", "resend_archive",
         "--from", "2026-01-01T00:00:00+00:00", "--to", "2026-01-02T00:00:00+00:00",
     )  # fmt: skip
-    assert unsupported.returncode == 1 and "do not support 'resend_archive'" in " ".join(unsupported.stderr.split())
+    assert unsupported.returncode == 1 and "do not support 'resend_archive'" in " ".join(
+        unsupported.stderr.split()
+    )
     assert unsupported.stdout == ""
     missing = fleet(cli_env, "device", "command", tracker, "--type", "output", "--output", "1")
     assert missing.returncode == 2 and "--on or --off" in missing.stderr
