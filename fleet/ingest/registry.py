@@ -24,6 +24,7 @@ from fleet.db.queries.ingest import find_devices, register_devices
 from fleet.errors import DatabaseUnavailable
 from fleet.ingest.addresses import IPNetwork, parse_networks
 from fleet.ingest.stats import DEVICES_REGISTERED, IngestStats
+from fleet.ops.jobs import RETRYABLE
 
 if TYPE_CHECKING:
     from fleet.db import Database
@@ -133,13 +134,7 @@ class DeviceRegistry:
             protocols = {imei: self._protocol_of.pop(imei) for imei in imeis}
             try:
                 rows, created = await self._query(imeis, protocols)
-            except (
-                asyncpg.PostgresError,
-                OSError,
-                asyncpg.InterfaceError,
-                TimeoutError,
-                DatabaseUnavailable,
-            ) as err:
+            except RETRYABLE as err:
                 log.error(
                     "ingest_device_lookup_failed", devices=len(imeis), error=str(err) or type(err).__name__
                 )

@@ -16,12 +16,11 @@ import contextlib
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import structlog
 from prometheus_client import Counter
 
 from fleet.db.queries.security_events import SecurityEventRow, insert_events
-from fleet.errors import DatabaseUnavailable
+from fleet.ops.jobs import RETRYABLE
 
 if TYPE_CHECKING:
     from fleet.db import Database
@@ -119,13 +118,7 @@ class SecurityEvents:
         try:
             async with self._db.system() as conn:
                 await insert_events(conn, rows)
-        except (
-            asyncpg.PostgresError,
-            OSError,
-            asyncpg.InterfaceError,
-            TimeoutError,
-            DatabaseUnavailable,
-        ) as err:
+        except RETRYABLE as err:
             log.warning("ingest_security_events_store_failed", rows=len(rows), error=str(err))
             for row in rows:
                 key = (row.kind, row.device_id, str(row.details.get("address", "")))

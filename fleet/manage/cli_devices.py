@@ -25,6 +25,14 @@ def _jsonable(row: Any) -> dict[str, Any]:
     return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in dict(row).items()}
 
 
+def _print_rows(rows: list[Any], columns: list[str], as_json: bool) -> None:
+    items = [_jsonable(row) for row in rows]
+    if as_json:
+        out(json.dumps(items))
+    else:
+        table(items, columns)
+
+
 def _build_command(
     kind: str, text: str | None, output: int | None, on: bool | None, start: str | None, end: str | None
 ) -> Any:
@@ -132,11 +140,7 @@ def device_commands(
         )
         return rows
 
-    rows = [_jsonable(row) for row in run_in_transaction(action)]
-    if as_json:
-        out(json.dumps(rows))
-        return
-    table(rows, COMMAND_COLUMNS)
+    _print_rows(run_in_transaction(action), COMMAND_COLUMNS, as_json)
 
 
 def device_allow(
@@ -176,11 +180,7 @@ def security_events(
         rows, _total = await events_q.list_events(conn, limit=limit, offset=0, kind=kind, imei=imei)
         return rows
 
-    rows = [_jsonable(row) for row in run_in_transaction(action)]
-    if as_json:
-        out(json.dumps(rows))
-        return
-    table(rows, EVENT_COLUMNS)
+    _print_rows(run_in_transaction(action), EVENT_COLUMNS, as_json)
 
 
 def register_device_commands(device_app: typer.Typer) -> None:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from fleet.api.deps import AdminSession
 from fleet.api.params import BIGINT_MAX, Pagination
+from fleet.api.routes.admin import page_body
 from fleet.api.schemas import Page, errors
 from fleet.db.queries import security_events
 
@@ -57,10 +58,4 @@ async def list_security_events(
     rows, total = await security_events.list_events(
         session.conn, limit=page.limit, offset=page.offset, kind=kind, device_id=device_id, imei=imei
     )
-    return {
-        "items": [dict(r) for r in rows],
-        "total": total,
-        "limit": page.limit,
-        "offset": page.offset,
-        "has_more": page.offset + len(rows) < total,
-    }
+    return page_body(rows, total, page.limit, page.offset)
