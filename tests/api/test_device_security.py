@@ -73,3 +73,32 @@ async def test_per_device_allowed_networks(http: httpx.AsyncClient, db: Database
         "/admin/devices", json={"imei": unique_imei(), "protocol": "gps103"}, headers=admin.headers
     )
     assert protocol.status_code == 422
+
+
+async def test_raw_frame_excerpts_say_so(http: httpx.AsyncClient, db: Database, admin: Account) -> None:
+    import hashlib
+
+    whole = b"@NTC" + bytes(300)
+    async with db.system() as conn:
+        device_id = await conn.fetchval("INSERT INTO devices (imei) VALUES ($1) RETURNING id", unique_imei())
+        await conn.execute(
+            """INSERT INTO raw_frames (device_id, protocol, frame_type, peer, data, outcome, error,
+                                       frame_length, frame_sha256)
+               VALUES ($1, 'navtelecom', 'ntcb', '203.0.113.9:1', $2, 'rejected', 'bad', $3, $4),
+                      ($1, 'navtelecom', 'ntcb', '203.0.113.9:1', '\\x7e41'::bytea, 'ok', NULL, NULL, NULL)""",
+            device_id,
+            whole[:256],
+            len(whole),
+            hashlib.sha256(whole).digest(),
+        )
+    frames = (await http.get(f"/api/v2/devices/{device_id}/raw-frames", headers=admin.headers)).json()
+    by_outcome = {f["outcome"]: f for f in frames["items"]}
+    cut = by_outcome["rejected"]
+    assert cut["excerpt"] is True and cut["size"] == 256 and cut["frame_length"] == 304
+    assert cut["frame_sha256"] == hashlib.sha256(whole).hexdigest()
+    full = by_outcome["ok"]
+    assert (
+        full["excerpt"] is False
+        and full["frame_length"] == full["size"] == 2
+        and full["frame_sha256"] is None
+    )
