@@ -405,8 +405,18 @@ class DeviceConnection(asyncio.Protocol):
         raw = telemetry.raw
         raw_row = None
         if service.settings.ingest_store_raw_frames:
+            # Every field given: a NamedTuple fills defaults more slowly (this runs once per frame).
             raw_row = RawFrameRow(
-                device.id, received, self.session.archive_protocol, kind, self.peer, raw, "ok", None
+                device.id,
+                received,
+                self.session.archive_protocol,
+                kind,
+                self.peer,
+                raw,
+                "ok",
+                None,
+                None,
+                None,
             )
         update = None
         if now - self.last_seen_sent >= SEEN_UPDATE_INTERVAL_SEC:
