@@ -3,9 +3,12 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# The web UI's browser libraries: npm installs what package-lock.json pins, then they are copied into the
+# package (git-ignored) so that a wheel carries them; nothing is fetched from a CDN at run time.
+WEB_VENDOR := fleet/web/static/vendor/.installed
 
-.PHONY: run test lint format bench bench-codec bench-ingest bench-sync bench-login venv clean system-deps help \
-        canary-status canary-promote canary-rollback \
+.PHONY: run test lint format bench bench-codec bench-ingest bench-sync bench-login bench-fleet-page venv web \
+        clean system-deps help canary-status canary-promote canary-rollback \
         health-check smoke-test logs monitor emergency-logs daily-ops security-check perf-check maintenance
 
 $(VENV)/bin/python:
@@ -19,8 +22,15 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 
 venv: $(STAMP)
 
+$(WEB_VENDOR): package-lock.json tools/vendor_assets.py
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	$(PYTHON) tools/vendor_assets.py
+
+## make web: install the web UI's pinned browser libraries into fleet/web/static/vendor/.
+web: $(WEB_VENDOR)
+
 ## make run: start every role on the embedded PostgreSQL (or DATABASE_URL when set).
-run: $(STAMP)
+run: $(STAMP) $(WEB_VENDOR)
 	$(VENV)/bin/fleet serve
 
 ## make system-deps: Debian packages the suite runs as real parts (chromium, nginx, haproxy, prometheus).
@@ -28,7 +38,7 @@ system-deps:
 	@bash tools/system-deps.sh
 
 ## make test: the whole suite against a real PostgreSQL (TEST_DATABASE_URL, else embedded).
-test: $(STAMP) system-deps
+test: $(STAMP) $(WEB_VENDOR) system-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 ## make lint: ruff format --check, ruff check, mypy.
@@ -56,6 +66,10 @@ bench-sync: $(STAMP)
 bench-login: $(STAMP)
 	$(PY) bench/bench_login_timing.py --output bench/results/login_timing.json
 
+## make bench-fleet-page: the fleet page with 5,000 vehicles in headless Chromium (first render, main-thread time).
+bench-fleet-page: $(STAMP) $(WEB_VENDOR) system-deps
+	$(PY) bench/bench_fleet_page.py
+
 ## make canary-status|canary-promote|canary-rollback: compare the canary with stable from their metrics and
 ## move traffic between them (deploy/canary/, docs/OPERATIONS.md; CANARY_* variables, see tools/canary.py).
 canary-status: $(STAMP)
@@ -68,7 +82,7 @@ canary-rollback: $(STAMP)
 	$(PY) tools/canary.py rollback
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache node_modules fleet/web/static/vendor
 
 ## make help: this list.
 help:

@@ -282,6 +282,12 @@ class Settings(BaseSettings):
     smtp_url: str | None = None
     mail_from: str = "fleet@localhost"
 
+    # --- web UI (`/ui/`; MAP_TILE_URL is in the API hardening block below, GRAFANA_URL in observability's) ----
+    map_tile_attribution: str = "© OpenStreetMap contributors"  # shown on every map, as the tile licence asks
+    map_tile_max_zoom: int = Field(19, ge=1, le=24)
+    # Path (under GRAFANA_URL) of the dashboard the vehicle page embeds; {vehicle_id} is replaced.
+    grafana_vehicle_dashboard: str = "/d/fleet-vehicle/vehicle-telemetry?var-vehicle_id={vehicle_id}&kiosk"
+
     # --- API hardening: web page policy, slow clients, failed authentication (docs/SECURITY.md) ----------------
     # Raster map tiles the web UI loads; their origin is allowed by the pages' Content-Security-Policy.
     map_tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"

@@ -46,6 +46,7 @@ from fleet.ops.api_hooks import start_api_jobs
 from fleet.ops.metrics_http import HttpMetricsMiddleware
 from fleet.ops.ratelimit import RateLimiter
 from fleet.runtime import Runtime
+from fleet.web import pages as web_pages
 
 log = structlog.get_logger(__name__)
 
@@ -181,4 +182,5 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         devices.aliases,
     ):
         app.include_router(router)
+    web_pages.install(app)
     return app

@@ -129,6 +129,9 @@ async def test_metrics_access(live_api: LiveServer, db: Database, api_settings: 
         (settings, {}, 403),
         (keyed, {"X-API-Key": "scrape-key-0123456789"}, 200),
         (keyed, {"X-API-Key": "wrong"}, 403),
+        (keyed, {"Authorization": "Bearer scrape-key-0123456789"}, 200),  # Prometheus' `authorization`
+        (keyed, {"Authorization": "Bearer wrong"}, 403),
+        (keyed, {"Authorization": "Basic scrape-key-0123456789"}, 403),
         (public, {}, 200),
     ):
         app = create_app(config, runtime=Runtime(settings=config, db=db, roles=["api"]))

@@ -143,3 +143,34 @@ def test_dockerfile_is_slim_non_root_and_health_checked() -> None:
     [health] = [line for line in final if line.startswith("HEALTHCHECK")]
     assert '"fleet", "check"' in health
     assert any(line.startswith("ENTRYPOINT") and "fleet" in line for line in final)
+
+
+def test_grafana_runs_with_the_shipped_auth_proxy_setup(compose: dict[str, Any]) -> None:
+    """Grafana under compose gets grafana.ini, the provisioning and the dashboards where the provider looks,
+    every variable the datasources read, and nginx reaches it by the same upstream name as on one host."""
+    grafana = compose["services"]["grafana"]
+    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in grafana["volumes"]}
+    assert mounts["/etc/grafana/grafana.ini"] == "./grafana/grafana.ini"
+    assert mounts["/etc/grafana/provisioning"] == "./grafana/provisioning"
+    provider = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "dashboards" / "fleet.yml").read_text())
+    assert mounts[provider["providers"][0]["options"]["path"]] == "./grafana/dashboards"
+    datasources = (DEPLOY / "grafana" / "provisioning" / "datasources" / "fleet.yml").read_text()
+    wanted = set(re.findall(r"\$\{(FLEET_[A-Z_]+)\}", datasources))
+    assert wanted and wanted <= set(grafana["environment"])
+    assert (
+        grafana["environment"]["GF_AUTH_PROXY_WHITELIST"]
+        == compose["services"]["nginx"]["networks"]["fleet"]["ipv4_address"]
+    )
+    assert "grafana" in compose["services"]["nginx"]["depends_on"]
+    upstream = (DEPLOY / "nginx" / "compose" / "upstream.conf").read_text()
+    assert re.search(r"upstream fleet_grafana \{\s*server grafana:3000;", upstream)
+    assert "proxy_pass http://fleet_grafana;" in (DEPLOY / "nginx" / "grafana.conf").read_text()
+
+
+def test_prometheus_scrapes_the_app_on_the_compose_network(compose: dict[str, Any]) -> None:
+    command = compose["services"]["prometheus"]["command"]
+    assert "--config.file=/etc/prometheus/compose.yml" in command
+    config = yaml.safe_load((DEPLOY / "prometheus" / "compose.yml").read_text())
+    (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "fleet"]
+    assert job["static_configs"][0]["targets"] == ["app:8080"]
+    assert job["authorization"]["credentials_file"] == "/etc/prometheus/metrics_api_key"

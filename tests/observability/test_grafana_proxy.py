@@ -66,12 +66,11 @@ class Nginx:
         nginx_dir = REPO / "deploy" / "nginx"
         upstream = (nginx_dir / "upstream.conf").read_text()
         (directory / "upstream.conf").write_text(
-            upstream.replace("127.0.0.1:8080", f"unix:{directory}/api.sock")
+            upstream.replace("127.0.0.1:8080", f"unix:{directory}/api.sock").replace(
+                "127.0.0.1:3000", f"unix:{directory}/grafana.sock"
+            )
         )
-        grafana = (nginx_dir / "grafana.conf").read_text()
-        (directory / "grafana.conf").write_text(
-            grafana.replace("127.0.0.1:3000", f"unix:{directory}/grafana.sock")
-        )
+        (directory / "grafana.conf").write_text((nginx_dir / "grafana.conf").read_text())
         self.conf.write_text(TEST_SITE.format(dir=directory, user="user root;" if os.geteuid() == 0 else ""))
         self.proc: subprocess.Popen[bytes] | None = None
 

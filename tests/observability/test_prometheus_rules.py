@@ -37,6 +37,29 @@ def test_promtool_accepts_the_config_and_rules() -> None:
 
 
 @needs_promtool
+def test_promtool_accepts_the_compose_config(tmp_path: Path) -> None:
+    """deploy/prometheus/compose.yml: the same rules, the app on the compose network with a bearer key."""
+    assert PROMTOOL is not None
+    shutil.copytree(PROM_DIR, tmp_path / "prometheus")
+    config = tmp_path / "prometheus" / "compose.yml"
+    (tmp_path / "prometheus" / "metrics_api_key").write_text("scrape-key-0123456789")
+    text = config.read_text()
+    assert "/etc/prometheus/metrics_api_key" in text
+    config.write_text(
+        text.replace("/etc/prometheus/metrics_api_key", str(tmp_path / "prometheus" / "metrics_api_key"))
+    )
+    result = subprocess.run(
+        [PROMTOOL, "check", "config", str(config)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 rule files found" in result.stdout
+    parsed = yaml.safe_load(text)
+    (fleet_job,) = [job for job in parsed["scrape_configs"] if job["job_name"] == "fleet"]
+    assert fleet_job["static_configs"][0]["targets"] == ["app:8080"]
+    assert parsed["rule_files"] == yaml.safe_load((PROM_DIR / "prometheus.yml").read_text())["rule_files"]
+
+
+@needs_promtool
 def test_promtool_unit_tests_pass() -> None:
     assert PROMTOOL is not None
     tests = sorted(str(p.relative_to(PROM_DIR)) for p in (PROM_DIR / "tests").glob("*.test.yml"))

@@ -29,11 +29,15 @@ def _is_local(address: str | None) -> bool:
     "/metrics",
     tags=["health"],
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}, **errors(403)},
-    summary="Prometheus metrics: localhost only, unless METRICS_ALLOW_PUBLIC=1 or with X-API-Key: METRICS_API_KEY",
+    summary="Prometheus metrics: localhost only, unless METRICS_ALLOW_PUBLIC=1 or with METRICS_API_KEY "
+    "(X-API-Key, or Authorization: Bearer as Prometheus' scrape `authorization` sends it)",
 )
 async def metrics(request: Request, state: State, address: ClientAddr) -> Response:
     settings = state.settings
     key = request.headers.get("x-api-key")
+    if key is None:
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        key = credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
     allowed = (
         settings.metrics_allow_public
         or _is_local(address)

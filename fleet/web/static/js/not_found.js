@@ -1,0 +1,4 @@
+// Unknown page: only the language switch.
+import { setupLanguageSwitch } from './core.js';
+
+setupLanguageSwitch();
