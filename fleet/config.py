@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from fleet.errors import ConfigError
@@ -167,7 +167,8 @@ class Settings(BaseSettings):
     device_command_answer_timeout_sec: float | None = Field(None, gt=0)  # None: the protocol's (60 s)
 
     # --- ingestion (the `ingest` role) ----------------------------------------------------------------
-    unknown_device_policy: Literal["register", "reject"] = "register"  # IMEIs not in `devices`
+    # IMEIs not in `devices`; default `register`, but `reject` under ENV=production unless set explicitly.
+    unknown_device_policy: Literal["register", "reject"] = "register"
     text_dialect_enabled: bool = True  # seed-000 ASCII frames, recognised only when NTCB cannot start
     flex_field100_size: Literal[1, 2] = 2  # 2 bytes per protocol doc v6.x; 1 for pre-6.0 firmware
     ingest_max_connections: int = Field(20000, ge=1)
@@ -322,6 +323,31 @@ class Settings(BaseSettings):
     disk_watch_paths: Annotated[list[str], NoDecode] = Field(default_factory=list)
     business_metrics_interval_sec: float = Field(30, gt=0)  # refresh of the fleet/user gauges from SQL
 
+    # --- device-port hardening (issue 15; docs/SECURITY.md "Device port") --------------------------------
+    # Per-protocol unknown-device policies overriding UNKNOWN_DEVICE_POLICY (JSON: {"teltonika": "reject"}).
+    unknown_device_policies: dict[str, Literal["register", "reject"]] = Field(default_factory=dict)
+    # Networks that may connect to the device ports (comma-separated CIDRs, e.g. the WireGuard or APN
+    # network); empty: any address. Checked once per connection, before a byte is read.
+    ingest_allowed_cidrs: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Open device connections per address (IPv4 address, IPv6 /64) - in total, and before identification.
+    # Trackers behind one carrier NAT share an address: raise these for a private APN behind one NAT.
+    ingest_max_connections_per_address: int = Field(1000, ge=1)
+    ingest_max_unidentified_per_address: int = Field(100, ge=1)
+    # Descriptors kept for everything but device sockets (API clients and WebSockets, the database pools,
+    # Redis, log and backup files); device connections are capped below RLIMIT_NOFILE minus this.
+    # None: a quarter of the limit, at least 256.
+    ingest_fd_reserve: int | None = Field(None, ge=16)
+    # A second connection for an online device from another address replaces the first only when the
+    # first has been silent this long (a tracker whose link died); otherwise it is refused as a takeover.
+    ingest_takeover_silence_sec: float = Field(180, gt=0)
+    # Raw frames of unidentified or repeatedly failing peers are kept as excerpts (their first bytes, the
+    # length and the SHA-256), at most this many bytes per address and hour; beyond that they are counted.
+    ingest_raw_excerpt_bytes: int = Field(256, ge=16, le=65536)
+    ingest_stranger_raw_bytes_per_hour: int = Field(64 * 1024, ge=0)
+    # Finished device commands (answered, failed, expired) are deleted after this many days; security
+    # events follow AUDIT_LOG_RETENTION_DAYS.
+    device_command_retention_days: int = Field(90, ge=1)
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -336,6 +362,33 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("ingest_allowed_cidrs", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        import ipaddress
+
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if isinstance(value, list | tuple):
+            try:
+                # Normalised (host bits cleared): "10.0.0.1/24" means the network 10.0.0.0/24.
+                return [str(ipaddress.ip_network(str(item).strip(), strict=False)) for item in value]
+            except ValueError as err:
+                raise ValueError(f"not a network in CIDR notation: {err}") from err
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _production_refuses_unknown_devices(cls, data: Any) -> Any:
+        # In production a tracker must be registered first unless the operator chose otherwise explicitly.
+        if (
+            isinstance(data, dict)
+            and "unknown_device_policy" not in {str(key).lower() for key in data}
+            and str(data.get("env", data.get("ENV", ""))).lower() == "production"
+        ):
+            return {**data, "unknown_device_policy": "reject"}
+        return data
 
     @classmethod
     def settings_customise_sources(

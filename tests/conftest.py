@@ -100,7 +100,7 @@ def app_dsn(db: Database, test_settings: Settings) -> str:
 
 
 TENANT_TABLES = (
-    "grafana_logins, backup_runs, admin_audit_log, mail_outbox, revoked_tokens, refresh_tokens, api_keys, oauth_accounts, "
+    "security_events, grafana_logins, backup_runs, admin_audit_log, mail_outbox, revoked_tokens, refresh_tokens, api_keys, oauth_accounts, "
     "device_commands, sync_journal, alarms_log, events, can_data, raw_frames, positions, measurements, channel_config, "
     "vehicle_last_positions, "
     "devices, vehicle_access, vehicles, users"

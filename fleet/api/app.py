@@ -33,6 +33,7 @@ from fleet.api.routes import (
     grafana,
     health,
     metrics,
+    security_events,
     vehicles,
 )
 from fleet.api.security_headers import SecurityHeaders
@@ -194,6 +195,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         admin_devices.router,
         admin_settings.router,
         audit.router,
+        security_events.router,
         devices.build_router("v2"),
         events.device_router,
         commands.router,

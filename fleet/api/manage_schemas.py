@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from fleet.api.schemas import Page
+from fleet.protocol.registry import protocols
 
 BIGINT_MAX = 2**63 - 1
+
+
+def _known_protocol(name: str) -> str:
+    if name not in protocols():
+        raise ValueError(f"unknown protocol (one of: {', '.join(protocols())})")
+    return name
+
+
+# A device protocol of the registry (fleet/protocol/registry.py), listed as an enum in the OpenAPI schema.
+ProtocolName = Annotated[
+    str, AfterValidator(_known_protocol), Field(json_schema_extra={"enum": list(protocols())})
+]
 
 
 class VehicleCreate(BaseModel):
@@ -62,7 +75,7 @@ class DeviceCreate(BaseModel):
         },
     )
     imei: str = Field(min_length=1, max_length=32, description="15 digits for Navtelecom and Teltonika")
-    protocol: Literal["navtelecom", "teltonika"] = "navtelecom"
+    protocol: ProtocolName = "navtelecom"
     vehicle_id: int | None = Field(None, ge=1, le=BIGINT_MAX)
 
 
@@ -81,6 +94,18 @@ class DeviceOut(BaseModel):
     created_at: datetime
     last_connected_at: datetime | None
     last_seen_at: datetime | None
+    allowed_networks: list[str] | None = Field(
+        None, description="networks the tracker may connect from (null: any address)"
+    )
+
+
+class DeviceNetworks(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"networks": ["10.0.0.0/24", "198.51.100.7/32"]}]}
+    )
+    networks: list[str] | None = Field(
+        max_length=64, description="CIDR networks the tracker may connect from; null or [] for any address"
+    )
 
 
 class AdminDevice(BaseModel):
@@ -96,6 +121,9 @@ class AdminDevice(BaseModel):
     last_seen_at: str | None
     last_peer: str | None = Field(description="address of its last connection")
     firmware: str | None
+    allowed_networks: list[str] | None = Field(
+        None, description="networks the tracker may connect from (null: any address)"
+    )
 
 
 class AdminDevicePage(Page[AdminDevice]):

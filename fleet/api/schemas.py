@@ -349,6 +349,13 @@ class RawFrame(BaseModel):
     error: str | None
     size: int
     data_hex: str
+    excerpt: bool = Field(
+        False, description="true when data_hex is only the start of the frame (unidentified or failing peers)"
+    )
+    frame_length: int | None = Field(None, description="length of the whole frame in bytes")
+    frame_sha256: str | None = Field(
+        None, description="SHA-256 of the whole frame (hex) when only an excerpt is kept"
+    )
 
 
 class LatestCan(BaseModel):

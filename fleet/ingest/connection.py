@@ -24,6 +24,7 @@ a pending device lookup. It resumes when none is left.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import deque
 from datetime import UTC, datetime
 from functools import partial
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any, cast
 import structlog
 
 from fleet.db.queries.ingest import DeviceStateUpdate
+from fleet.ingest.addresses import IPAddress
 from fleet.ingest.registry import REFUSED, DeviceInfo
 from fleet.ingest.writer import COMMITTED, WAITING, Pending
 from fleet.protocol.base import (
@@ -62,8 +64,13 @@ PAUSE_IDENTIFY = 8  # waiting for the device lookup of an identification
 # that pushes more without waiting is paused, so it cannot take more than its share of the writer.
 MAX_INFLIGHT_FRAMES = 32
 RESUME_INFLIGHT_FRAMES = 16
-# Consecutive frames without a single good one before the connection is considered hostile.
+# The reject balance that closes a connection as hostile: each rejected frame adds one, each good
+# telemetry frame takes one off (never resets it: 63 bad frames and one good one do not start afresh).
 MAX_CONSECUTIVE_REJECTS = 64
+# Rejected frames of an identified device are kept whole while its balance is at most this (and its
+# address is not failing); beyond it, like everything from unidentified peers, as excerpts.
+TRUSTED_REJECTS = 3
+UNTRUSTED_OUTCOMES = frozenset({"rejected", "error"})
 # Rejections are logged on the first and then every Nth per connection (the counter has them all).
 REJECT_LOG_EVERY = 100
 EXCERPT_BYTES = 32
@@ -77,6 +84,7 @@ class DeviceConnection(asyncio.Protocol):
         "_backlog",
         "_pending_chunks",
         "ack_gate",
+        "address",
         "close_reason",
         "closing",
         "command_id",
@@ -84,6 +92,7 @@ class DeviceConnection(asyncio.Protocol):
         "device",
         "eof",
         "inflight",
+        "ip",
         "last_rx",
         "last_seen_sent",
         "listener",
@@ -103,6 +112,8 @@ class DeviceConnection(asyncio.Protocol):
         self.session = listener.spec.new_session(service.settings)
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
+        self.address: str | None = None  # the key of the address rules, once counted (Admission.peer_known)
+        self.ip: IPAddress | None = None
         self.device: DeviceInfo | None = None
         self.outbox: deque[bytes | Pending] = deque()
         now = service.loop.time()
@@ -216,6 +227,7 @@ class DeviceConnection(asyncio.Protocol):
         self.closing = True
         self.close_reason = reason
         self.service.stats.closed(reason)
+        self.service.admission.connection_failed(self, reason)
         self._backlog = None
         transport = self.transport
         if transport is not None:
@@ -292,7 +304,7 @@ class DeviceConnection(asyncio.Protocol):
     def _identify(self, identify: Identify, outputs: list[Output], position: int, now: float) -> bool:
         """Identify the device; False when suspended on a lookup (the rest waits in the backlog)."""
         registry = self.service.registry
-        decision = registry.cached(identify.identity)
+        decision = registry.cached(identify.identity, self.protocol)
         if decision is None:
             future = registry.resolve(identify.identity, self.protocol)
             self._backlog = []
@@ -332,12 +344,13 @@ class DeviceConnection(asyncio.Protocol):
 
     def _accept(self, identify: Identify, info: DeviceInfo | None) -> None:
         service = self.service
-        if not service.admission.identified(self, identify, info):
+        refusal = service.admission.identified(self, identify, info)
+        if refusal is not None:
             if identify.refuse and self.transport is not None:
                 self.transport.write(identify.refuse)
             if identify.raw:
-                self._store_raw(identify.raw, "rejected", "device refused", "handshake")
-            self.close("unknown_device")
+                self._store_raw(identify.raw, "rejected", f"device refused: {refusal}", "handshake")
+            self.close(refusal)
             return
         assert info is not None
         update = DeviceStateUpdate(
@@ -392,8 +405,18 @@ class DeviceConnection(asyncio.Protocol):
         raw = telemetry.raw
         raw_row = None
         if service.settings.ingest_store_raw_frames:
+            # Every field given: a NamedTuple fills defaults more slowly (this runs once per frame).
             raw_row = RawFrameRow(
-                device.id, received, self.session.archive_protocol, kind, self.peer, raw, "ok", None
+                device.id,
+                received,
+                self.session.archive_protocol,
+                kind,
+                self.peer,
+                raw,
+                "ok",
+                None,
+                None,
+                None,
             )
         update = None
         if now - self.last_seen_sent >= SEEN_UPDATE_INTERVAL_SEC:
@@ -418,7 +441,8 @@ class DeviceConnection(asyncio.Protocol):
         self.inflight += 1
         if self.inflight >= MAX_INFLIGHT_FRAMES:
             self.pause(PAUSE_INFLIGHT)
-        self.rejects = 0
+        if self.rejects:
+            self.rejects -= 1
         service.stats.frame(kind, records, self.protocol)
         service.writer.submit(item)
 
@@ -435,7 +459,7 @@ class DeviceConnection(asyncio.Protocol):
                 protocol=self.protocol,
                 code=str(rejected.code),
                 reason=rejected.reason,
-                consecutive=self.rejects,
+                reject_balance=self.rejects,
                 excerpt=rejected.raw[:EXCERPT_BYTES].hex(),
             )
         self._store_raw(rejected.raw, "rejected", rejected.reason, None)
@@ -475,20 +499,50 @@ class DeviceConnection(asyncio.Protocol):
         frame_type: str | None,
         update: DeviceStateUpdate | None = None,
     ) -> None:
-        """Queue a frame for `raw_frames` (no ACK waits for it)."""
+        """Queue a frame for `raw_frames` (no ACK waits for it).
+
+        Frames of identified devices are kept whole. Frames of unidentified peers, and rejected frames of
+        devices that keep failing, are kept as excerpts (the first INGEST_RAW_EXCERPT_BYTES, with the whole
+        frame's length and SHA-256); everything not from an identified device's good stream spends the
+        address's hourly budget, and what does not fit is only counted.
+        """
         service = self.service
+        kept = data
+        frame_length = frame_sha256 = None
+        if self.device is None or outcome in UNTRUSTED_OUTCOMES:
+            admission = service.admission
+            limit = service.settings.ingest_raw_excerpt_bytes
+            whole = admission.trusted_raw(self) or len(data) <= limit
+            if not (whole and admission.raw_allowance(self, len(data))):
+                kept = data[:limit]
+                if len(kept) == len(data):  # short enough to be whole, but over the budget
+                    admission.raw_dropped(self, len(data))
+                    kept = b""
+                elif admission.raw_allowance(self, len(kept)):
+                    frame_length = len(data)
+                    frame_sha256 = hashlib.sha256(data).digest()
+                    admission.raw_excerpted(self)
+                else:
+                    admission.raw_dropped(self, len(data))
+                    kept = b""
+            if not kept:
+                if update is not None:
+                    service.writer.submit(Pending(None, None, service.loop.time(), device_update=update))
+                return
         row = RawFrameRow(
             self.device.id if self.device else None,
             datetime.now(UTC),
             self.session.archive_protocol,
             frame_type or self.session.frame_type(data),
             self.peer,
-            bytes(data),
+            bytes(kept),
             outcome,
             error.replace("\x00", "") if error else None,
+            frame_length,
+            frame_sha256,
         )
         service.writer.submit(
-            Pending(None, None, service.loop.time(), raw=row, device_update=update, nbytes=len(data))
+            Pending(None, None, service.loop.time(), raw=row, device_update=update, nbytes=len(kept))
         )
 
     # --- sending -----------------------------------------------------------------------------------------------

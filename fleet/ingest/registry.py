@@ -22,7 +22,9 @@ import structlog
 
 from fleet.db.queries.ingest import find_devices, register_devices
 from fleet.errors import DatabaseUnavailable
+from fleet.ingest.addresses import IPNetwork, parse_networks
 from fleet.ingest.stats import DEVICES_REGISTERED, IngestStats
+from fleet.ops.jobs import RETRYABLE
 
 if TYPE_CHECKING:
     from fleet.db import Database
@@ -43,6 +45,7 @@ class DeviceInfo:
     imei: str
     vehicle_id: int | None
     expires: float = 0.0
+    allowed_networks: tuple[IPNetwork, ...] | None = None  # None: any address (devices.allowed_networks)
 
 
 class Closable(Protocol):
@@ -50,18 +53,26 @@ class Closable(Protocol):
 
 
 REFUSED: Literal["refused"] = "refused"
+Policy = Literal["register", "reject"]
 
 
 class DeviceRegistry:
     """IMEI → device cache with batched resolution, and device → its current connection."""
 
-    def __init__(self, db: Database, policy: Literal["register", "reject"], stats: IngestStats) -> None:
+    def __init__(
+        self,
+        db: Database,
+        policy: Policy,
+        stats: IngestStats,
+        policies: dict[str, Policy] | None = None,
+    ) -> None:
         self._db = db
-        self.policy = policy
+        self.policy = policy  # UNKNOWN_DEVICE_POLICY
+        self.policies: dict[str, Policy] = dict(policies or {})  # per protocol (UNKNOWN_DEVICE_POLICIES)
         self._stats = stats
         self._by_imei: dict[str, DeviceInfo] = {}
         self._by_id: dict[int, DeviceInfo] = {}
-        self._refused: dict[str, float] = {}
+        self._refused: dict[tuple[str, str], float] = {}  # (IMEI, protocol) -> until
         self._waiting: dict[str, asyncio.Future[DeviceInfo | None]] = {}
         self._protocol_of: dict[str, str] = {}  # protocol a waiting IMEI spoke (for registration)
         self._flush_handle: asyncio.TimerHandle | None = None
@@ -69,17 +80,28 @@ class DeviceRegistry:
         self._owners: dict[int, Closable] = {}
 
     # --- lookups -----------------------------------------------------------------------------------------
-    def cached(self, imei: str) -> DeviceInfo | Literal["refused"] | None:
-        """Return the cached decision for an IMEI, or None when the database must be asked."""
+    def policy_for(self, protocol: str) -> Policy:
+        """The unknown-device policy of a protocol (its own, else the general one)."""
+        return self.policies.get(protocol, self.policy)
+
+    def set_policies(self, policy: Policy, policies: dict[str, Policy]) -> None:
+        """Follow reloaded settings; cached refusals go (a device may be accepted now)."""
+        self.policy = policy
+        self.policies = dict(policies)
+        self._refused.clear()
+
+    def cached(self, imei: str, protocol: str = "") -> DeviceInfo | Literal["refused"] | None:
+        """Return the cached decision for an IMEI spoken in ``protocol``, or None to ask the database."""
         now = time.monotonic()
         info = self._by_imei.get(imei)
         if info is not None and info.expires > now:
             return info
-        refused_until = self._refused.get(imei)
+        key = (imei, protocol)
+        refused_until = self._refused.get(key)
         if refused_until is not None:
             if refused_until > now:
                 return REFUSED
-            del self._refused[imei]
+            del self._refused[key]
         return None
 
     def resolve(self, imei: str, protocol: str) -> asyncio.Future[DeviceInfo | None]:
@@ -112,13 +134,7 @@ class DeviceRegistry:
             protocols = {imei: self._protocol_of.pop(imei) for imei in imeis}
             try:
                 rows, created = await self._query(imeis, protocols)
-            except (
-                asyncpg.PostgresError,
-                OSError,
-                asyncpg.InterfaceError,
-                TimeoutError,
-                DatabaseUnavailable,
-            ) as err:
+            except RETRYABLE as err:
                 log.error(
                     "ingest_device_lookup_failed", devices=len(imeis), error=str(err) or type(err).__name__
                 )
@@ -133,10 +149,10 @@ class DeviceRegistry:
             for imei, future in zip(imeis, futures, strict=True):
                 row = found.get(imei)
                 if row is None:
-                    self._refused[imei] = now + NEGATIVE_TTL_SEC
+                    self._refused[(imei, protocols[imei])] = now + NEGATIVE_TTL_SEC
                     result = None
                 else:
-                    result = self._remember(row["id"], imei, row["vehicle_id"], now)
+                    result = self._remember(row, now)
                 if not future.done():
                     future.set_result(result)
             for imei in created:
@@ -152,11 +168,12 @@ class DeviceRegistry:
         self, imeis: list[str], protocols: dict[str, str]
     ) -> tuple[list[asyncpg.Record], list[str]]:
         async with self._db.system() as conn:
-            if self.policy == "register":
+            registering = [imei for imei in imeis if self.policy_for(protocols[imei]) == "register"]
+            if registering:
                 before = {row["imei"] for row in await find_devices(conn, imeis)}
                 rows: list[asyncpg.Record] = []
                 by_protocol: dict[str, list[str]] = {}
-                for imei in imeis:
+                for imei in registering:
                     if imei not in before:
                         by_protocol.setdefault(protocols[imei], []).append(imei)
                 for protocol, new in by_protocol.items():
@@ -166,15 +183,17 @@ class DeviceRegistry:
                 return rows, [row["imei"] for row in rows if row["imei"] not in before]
             return await find_devices(conn, imeis), []
 
-    def _remember(self, device_id: int, imei: str, vehicle_id: int | None, now: float) -> DeviceInfo:
+    def _remember(self, row: asyncpg.Record, now: float) -> DeviceInfo:
+        device_id, imei = row["id"], row["imei"]
         info = self._by_id.get(device_id)
         if info is None or info.imei != imei:
-            info = DeviceInfo(device_id, imei, vehicle_id)
+            info = DeviceInfo(device_id, imei, row["vehicle_id"])
             self._by_id[device_id] = info
-        info.vehicle_id = vehicle_id
+        info.vehicle_id = row["vehicle_id"]
+        networks = row["allowed_networks"]
+        info.allowed_networks = parse_networks(networks) if networks else None
         info.expires = now + CACHE_TTL_SEC
         self._by_imei[imei] = info
-        self._refused.pop(imei, None)
         return info
 
     def note_vehicle(self, device_id: int, vehicle_id: int | None) -> None:

@@ -23,8 +23,10 @@ from fleet.ingest import writer as writer_module
 from fleet.ingest.admission import Admission
 from fleet.ingest.commands import CommandDispatcher
 from fleet.ingest.connection import PAUSE_GLOBAL, DeviceConnection
+from fleet.ingest.descriptors import DescriptorBudget, descriptor_budget
 from fleet.ingest.listener import Listener
 from fleet.ingest.registry import DeviceRegistry
+from fleet.ingest.security import SecurityEvents
 from fleet.ingest.stats import (
     BACKPRESSURE_EPISODES,
     BACKPRESSURE_SECONDS,
@@ -114,8 +116,12 @@ class IngestService:
         self.db = db
         self.bus = bus
         self.stats = IngestStats()
-        self.registry = DeviceRegistry(db, settings.unknown_device_policy, self.stats)
+        self.registry = DeviceRegistry(
+            db, settings.unknown_device_policy, self.stats, settings.unknown_device_policies
+        )
         self.admission = Admission(self)
+        self.security = SecurityEvents(db)
+        self.descriptors: DescriptorBudget | None = None
         self.commands = CommandDispatcher(self)
         self.connections: set[DeviceConnection] = set()
         self.loop = asyncio.get_running_loop()  # construct inside the loop that will serve
@@ -144,6 +150,13 @@ class IngestService:
         """
         settings = self.settings
         self.loop = asyncio.get_running_loop()
+        unknown = sorted(set(settings.unknown_device_policies) - set(protocols()))
+        if unknown:
+            raise ConfigError(
+                f"UNKNOWN_DEVICE_POLICIES names unknown protocols {', '.join(unknown)}; "
+                f"known: {', '.join(protocols())}"
+            )
+        self._budget_descriptors()
         self.writer = BatchWriter(
             self.db,
             self.stats,
@@ -179,14 +192,41 @@ class IngestService:
             await self.writer.stop(0)
             raise
         self.commands.start()
+        self.security.start()
         self._sweeper = self.loop.create_task(self._sweep(), name="ingest-sweep")
         log.info(
             "ingest_listening",
             host=settings.server_host,
             ports=self.ports,
             event_loop=type(self.loop).__module__.split(".")[0],
-            unknown_device_policy=settings.unknown_device_policy,
-            max_connections=settings.ingest_max_connections,
+            unknown_device_policy={name: self.registry.policy_for(name) for name in self.ports},
+            allowed_cidrs=settings.ingest_allowed_cidrs or "any",
+            max_connections=self.admission.cap,
+        )
+
+    def _budget_descriptors(self) -> None:
+        """Raise RLIMIT_NOFILE and cap device connections below it, keeping the reserve (logged)."""
+        settings = self.settings
+        budget = descriptor_budget(settings.ingest_max_connections, settings.ingest_fd_reserve)
+        self.descriptors = budget
+        if budget.cap < 1:
+            raise ConfigError(
+                f"no file descriptors left for device connections: RLIMIT_NOFILE is {budget.limit} "
+                f"(hard {budget.hard_limit}), {budget.open_at_start} are open and {budget.reserve} are "
+                "reserved for the API, the database and files; raise the limit (LimitNOFILE= in systemd, "
+                "ulimit -n) or lower INGEST_FD_RESERVE"
+            )
+        self.admission.cap = budget.cap
+        (log.warning if budget.lowered else log.info)(
+            "ingest_descriptor_budget",
+            nofile_limit=budget.limit,
+            nofile_hard_limit=budget.hard_limit,
+            raised_from=budget.raised_from,
+            open_at_start=budget.open_at_start,
+            reserved=budget.reserve,
+            max_connections_configured=budget.configured,
+            max_device_connections=budget.cap,
+            limited_by="descriptors" if budget.lowered else "INGEST_MAX_CONNECTIONS",
         )
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -205,6 +245,7 @@ class IngestService:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
         await self.commands.stop()
+        await self.security.close()
         await self.registry.close()
         for publisher in (self._publisher, self._event_publisher):
             if publisher is not None:
@@ -223,6 +264,7 @@ class IngestService:
 
     # --- connections -----------------------------------------------------------------------------------------
     def forget(self, conn: DeviceConnection) -> None:
+        self.admission.release(conn)
         if conn in self.connections:
             self.connections.discard(conn)
             CONNECTIONS_ACTIVE.labels(conn.protocol).dec()
@@ -240,6 +282,7 @@ class IngestService:
         while True:
             await asyncio.sleep(interval)
             now = self.loop.time()
+            self.admission.tick(now)
             for conn in list(self.connections):
                 try:
                     conn.check_timeouts(now)
@@ -332,8 +375,10 @@ class IngestService:
         data["connections"] = {
             "active": len(self.connections),
             "devices": self.registry.connected_devices,
-            "max": self.settings.ingest_max_connections,
+            "max": self.admission.cap,
+            "addresses": len(self.admission.counts.total),
         }
+        data["security_events"] = dict(self.security.counts)
         data["queue"] = {
             "records": writer.queued_records,
             "bytes": writer.queued_bytes,

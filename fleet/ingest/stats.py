@@ -58,6 +58,11 @@ QUEUE_BYTES = Gauge("fleet_ingest_queue_bytes", "Frame bytes waiting for the wri
 BACKPRESSURE_ACTIVE = Gauge("fleet_ingest_backpressure_active", "1 while sockets are paused for the writer")
 BACKPRESSURE_EPISODES = Counter("fleet_ingest_backpressure_episodes_total", "Times reading was paused")
 BACKPRESSURE_SECONDS = Counter("fleet_ingest_backpressure_seconds_total", "Time spent with reading paused")
+RAW_FRAMES_LIMITED = Counter(
+    "fleet_ingest_raw_frames_limited_total",
+    "Raw frames of unidentified or failing peers kept only as an excerpt, or not kept (hourly budget)",
+    ["protocol", "result"],
+)
 DEVICES_REGISTERED = Counter(
     "fleet_ingest_devices_registered_total", "Unknown devices registered on first contact"
 )
@@ -85,6 +90,7 @@ class IngestStats:
         self.batch_failures: Tally[str] = Tally()
         self.backpressure_episodes = 0
         self.devices_registered = 0
+        self.raw_limited: Tally[str] = Tally()  # excerpt, dropped
         self._frame_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._latency = array("d", bytes(8 * LATENCY_SAMPLES))
         self._latency_count = 0
@@ -114,6 +120,10 @@ class IngestStats:
     def refused(self, reason: str, protocol: str = "") -> None:
         self.connections_refused[reason] += 1
         CONNECTIONS_REFUSED.labels(protocol, reason).inc()
+
+    def raw_limit(self, result: str, protocol: str) -> None:
+        self.raw_limited[result] += 1
+        RAW_FRAMES_LIMITED.labels(protocol, result).inc()
 
     def closed(self, reason: str) -> None:
         self.connections_closed[reason] += 1
@@ -171,6 +181,7 @@ class IngestStats:
             "stored": dict(self.rows_stored),
             "duplicates": self.duplicates,
             "devices_registered": self.devices_registered,
+            "raw_frames_limited": dict(self.raw_limited),
             "ack_latency_ms": self.latency_percentiles(),
             "batches": {
                 "count": self.batches,

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from fleet.manage.cli_common import cli_actor, cli_settings, out, run_in_transaction, table, user_ref
+from fleet.manage.cli_devices import register_device_commands
 from fleet.manage.cli_users import register_user_commands
 
 device_app = typer.Typer(help="Trackers.", no_args_is_help=True)
@@ -321,4 +322,5 @@ def register(app: typer.Typer) -> None:
         ("sync", vehicle_sync),
     ):
         vehicle_app.command(command)(function)
+    register_device_commands(device_app)
     app.add_typer(device_app, name="device")

@@ -7,7 +7,10 @@ away from another owner's vehicle. History already stored stays with the vehicle
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from collections.abc import Sequence
+from functools import cache
 
 import asyncpg
 
@@ -15,26 +18,51 @@ from fleet.db.queries import device_admin
 from fleet.db.queries.vehicles import require_vehicle
 from fleet.errors import Conflict, InvalidInput, NotFound
 from fleet.manage.actor import Actor
+from fleet.protocol.registry import protocols
 
-# How each protocol identifies a tracker. Navtelecom and Teltonika both send the 15-digit IMEI.
-IMEI_RULES: dict[str, tuple[re.Pattern[str], str]] = {
-    "navtelecom": (re.compile(r"[0-9]{15}", re.ASCII), "15 digits"),
-    "teltonika": (re.compile(r"[0-9]{15}", re.ASCII), "15 digits"),
-}
-PROTOCOLS = tuple(IMEI_RULES)
 DEFAULT_PROTOCOL = "navtelecom"
+# A tracker's own allow-list stays short: it names the APN or VPN networks it uses, not a fleet's addresses.
+MAX_DEVICE_NETWORKS = 64
+
+
+@cache
+def _identity_rule(protocol: str) -> tuple[re.Pattern[str], str] | None:
+    spec = protocols().get(protocol)
+    if spec is None:
+        return None
+    return re.compile(spec.identity_pattern, re.ASCII), spec.identity_shape
 
 
 def validate_imei(imei: str, protocol: str = DEFAULT_PROTOCOL) -> str:
     """The IMEI as the protocol sends it, or InvalidInput naming the rule."""
-    rule = IMEI_RULES.get(protocol)
+    rule = _identity_rule(protocol)
     if rule is None:
-        raise InvalidInput(f"unknown protocol {protocol!r} (one of: {', '.join(PROTOCOLS)})")
+        raise InvalidInput(f"unknown protocol {protocol!r} (one of: {', '.join(protocols())})")
     pattern, shape = rule
     imei = imei.strip()
     if not pattern.fullmatch(imei):
         raise InvalidInput(f"not a valid {protocol} IMEI: {imei!r} ({shape})", code="invalid_imei")
     return imei
+
+
+def normalise_networks(networks: Sequence[str] | None) -> list[str] | None:
+    """CIDR networks as PostgreSQL stores them (host bits cleared); None for any address."""
+    if not networks:
+        return None
+    if len(networks) > MAX_DEVICE_NETWORKS:
+        raise InvalidInput(f"at most {MAX_DEVICE_NETWORKS} networks per tracker", code="invalid_networks")
+    result: list[str] = []
+    for value in networks:
+        try:
+            network = str(ipaddress.ip_network(value.strip(), strict=False))
+        except ValueError:
+            raise InvalidInput(
+                f"not a network in CIDR notation: {value!r} (e.g. 10.0.0.0/24 or 198.51.100.7/32)",
+                code="invalid_networks",
+            ) from None
+        if network not in result:
+            result.append(network)
+    return result
 
 
 async def require_device(conn: asyncpg.Connection, ref: int | str) -> asyncpg.Record:
@@ -130,3 +158,25 @@ async def delete_device(conn: asyncpg.Connection, actor: Actor, ref: int | str) 
     await actor.audit(
         conn, "device.delete", _target(device), imei=device["imei"], vehicle_id=device["vehicle_id"]
     )
+
+
+async def set_allowed_networks(
+    conn: asyncpg.Connection, actor: Actor, ref: int | str, networks: Sequence[str] | None
+) -> asyncpg.Record:
+    """Restrict the addresses a tracker may connect from (None or []: any address); audited.
+
+    The device port applies it at the tracker's next identification once its cached entry expires (at
+    most five minutes); a connection already open stays.
+    """
+    wanted = normalise_networks(networks)
+    device = await require_device(conn, ref)
+    row = await device_admin.set_allowed_networks(conn, device["id"], wanted)
+    await actor.audit(
+        conn,
+        "device.allowed_networks",
+        _target(device),
+        imei=device["imei"],
+        previous=device["allowed_networks"],
+        networks=wanted,
+    )
+    return row

@@ -38,7 +38,7 @@ def _follow_in_ingest(runtime: Runtime) -> None:
 
     def apply(settings: Settings) -> None:
         service.settings = settings
-        service.registry.policy = settings.unknown_device_policy
+        service.registry.set_policies(settings.unknown_device_policy, settings.unknown_device_policies)
 
     runtime.on_settings_change(apply)
 

@@ -55,6 +55,14 @@ HOT_SETTINGS: frozenset[str] = frozenset(
         "text_dialect_enabled",  # new connections
         "unknown_device_policy",  # next handshake of an unknown IMEI
         "ingest_store_raw_frames",  # next frame
+        # device-port hardening: read per connection, identification or stored frame
+        "unknown_device_policies",
+        "ingest_allowed_cidrs",
+        "ingest_max_connections_per_address",
+        "ingest_max_unidentified_per_address",
+        "ingest_takeover_silence_sec",
+        "ingest_raw_excerpt_bytes",
+        "ingest_stranger_raw_bytes_per_hour",
         "registration_open",
         "google_sign_in",
         # timeouts
@@ -75,6 +83,7 @@ HOT_SETTINGS: frozenset[str] = frozenset(
         "audit_log_retention_days",
         "sync_journal_retention_days",
         "mail_retention_days",
+        "device_command_retention_days",
         "retention_batch_size",
         "backup_keep",
         "backup_interval_hours",

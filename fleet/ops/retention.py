@@ -5,7 +5,7 @@
   A partition that straddles the cutoff is kept until all of its month has expired.
 * Other tables lose rows by `DELETE` in bounded batches (`RETENTION_BATCH_SIZE` rows per transaction, so
   locks are short and replication never sees one giant transaction): audit log, sync journal, device events,
-  expired revoked tokens and refresh tokens, sent mail.
+  expired revoked tokens and refresh tokens, sent mail, finished device commands, device-port security events.
 
 `plan()` answers what would go without changing anything (`fleet cleanup --dry-run`); `apply()` does it.
 """
@@ -57,6 +57,8 @@ ROW_RULES: tuple[RowRule, ...] = (
     RowRule("revoked_tokens", "expires_at", None),
     RowRule("refresh_tokens", "expires_at", None),
     RowRule("mail_outbox", "sent_at", "mail_retention_days", "sent_at IS NOT NULL"),
+    RowRule("device_commands", "finished_at", "device_command_retention_days", "finished_at IS NOT NULL"),
+    RowRule("security_events", "last_at", "audit_log_retention_days"),
 )
 
 

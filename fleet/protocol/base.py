@@ -286,6 +286,8 @@ class ProtocolSpec:
     ``port_setting`` names the :class:`fleet.config.Settings` field holding its TCP port (0 disables
     the listener); ``archive_protocols`` are the ``raw_frames.protocol`` labels its sessions write (the
     first is the protocol's own name), so that ``fleet redecode`` finds the protocol of a stored frame.
+    ``identity_pattern`` is what an administrator may register as the device's identity (a regular
+    expression matched whole; described by ``identity_shape``); both protocols today send a 15-digit IMEI.
     """
 
     name: str
@@ -298,6 +300,8 @@ class ProtocolSpec:
     commands: CommandRules
     check_command: Callable[[Command], None]  # raise UnsupportedCommand before a command is queued
     archive_protocols: tuple[str, ...] = ()
+    identity_pattern: str = "[0-9]{15}"
+    identity_shape: str = "15 digits"
 
     def owns_archive(self, label: str) -> bool:
         """Return whether stored frames labelled ``label`` were written by this protocol."""

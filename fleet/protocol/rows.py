@@ -103,6 +103,10 @@ class RawFrameRow(NamedTuple):
     data: bytes
     outcome: str  # ok, rejected, error, ignored
     error: str | None
+    # Set when ``data`` is only an excerpt (frames of unidentified or failing peers): the whole frame's
+    # length and SHA-256. None when ``data`` is the whole frame.
+    frame_length: int | None = None
+    frame_sha256: bytes | None = None
 
 
 make_position = partial(tuple.__new__, PositionRow)

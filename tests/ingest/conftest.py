@@ -97,8 +97,10 @@ class Tracker:
         self.writer = writer
 
     @classmethod
-    async def connect(cls, port: int, host: str = "127.0.0.1") -> Tracker:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+    async def connect(cls, port: int, host: str = "127.0.0.1", source: str | None = None) -> Tracker:
+        """Connect to ``host:port``, from the loopback address ``source`` (e.g. 127.0.0.2) when given."""
+        local = (source, 0) if source else None
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, local_addr=local), 5)
         return cls(reader, writer)
 
     async def send(self, data: bytes) -> None:
@@ -213,16 +215,36 @@ def free_port() -> int:
 class ServerProcess:
     """`fleet serve --role ingest` against the test database, on its own port; stopped by PID."""
 
-    def __init__(self, env: dict[str, str], port: int, log_path: Path) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        port: int,
+        log_path: Path,
+        roles: tuple[str, ...] = ("ingest",),
+        nofile: int | None = None,
+    ) -> None:
         self.env = env
         self.port = port
         self.log_path = log_path
+        self.roles = roles
+        self.nofile = nofile  # RLIMIT_NOFILE (soft and hard) of the server process
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> None:
         log = self.log_path.open("ab")
+        command = [sys.executable, "-m", "fleet", "serve", *(a for r in self.roles for a in ("--role", r))]
+        if self.nofile is not None:
+            # Lower the descriptor limit (soft and hard) in a wrapper that then becomes the server.
+            command = [
+                sys.executable,
+                "-c",
+                "import os, resource, sys; "
+                f"resource.setrlimit(resource.RLIMIT_NOFILE, ({self.nofile}, {self.nofile})); "
+                "os.execv(sys.executable, sys.argv[1:])",
+                *command,
+            ]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fleet", "serve", "--role", "ingest"],
+            command,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -283,7 +305,13 @@ def server_process(
     """Factory of `fleet serve --role ingest` subprocesses sharing the test database."""
     started: list[ServerProcess] = []
 
-    def make(port: int | None = None, protocol: str = "navtelecom", **env_overrides: str) -> ServerProcess:
+    def make(
+        port: int | None = None,
+        protocol: str = "navtelecom",
+        roles: tuple[str, ...] = ("ingest",),
+        nofile: int | None = None,
+        **env_overrides: str,
+    ) -> ServerProcess:
         assert db.owner_dsn is not None and test_settings.db_app_password is not None
         data_dir = tmp_path / f"server{len(started)}"
         data_dir.mkdir()
@@ -315,7 +343,7 @@ def server_process(
         )
         env.pop("REDIS_URL", None)
         env.update(env_overrides)
-        server = ServerProcess(env, port, data_dir / "server.log")
+        server = ServerProcess(env, port, data_dir / "server.log", roles, nofile)
         started.append(server)
         return server
 

@@ -88,10 +88,17 @@ async def test_second_connection_of_a_device_replaces_the_first(start_ingest: St
 async def test_many_devices_handshaking_at_once_share_lookups(
     db: Database, start_ingest: StartIngest
 ) -> None:
-    """Hundreds of simultaneous handshakes are answered (lookups are batched, not one query each)."""
+    """Hundreds of simultaneous handshakes are answered (lookups are batched, not one query each).
+
+    The trackers come from four addresses: from one, INGEST_MAX_UNIDENTIFIED_PER_ADDRESS (100) would
+    refuse connections beyond the hundredth until the first ones identified themselves.
+    """
     service = await start_ingest()
     imeis = [unique_imei() for _ in range(300)]
-    trackers = await asyncio.gather(*(Tracker.connect(service.ports["navtelecom"]) for _ in imeis))
+    port = service.ports["navtelecom"]
+    trackers = await asyncio.gather(
+        *(Tracker.connect(port, source=f"127.0.0.{2 + i % 4}") for i in range(len(imeis)))
+    )
     for tracker, imei in zip(trackers, imeis, strict=True):
         tracker.writer.write(handshake(imei))
     replies = await asyncio.gather(*(tracker.read_ntcb() for tracker in trackers))

@@ -233,7 +233,10 @@ async def test_sighup_changes_log_level_and_rate_limit_while_a_tracker_stays_con
     base = f"http://127.0.0.1:{api_port}"
     admin = {"Authorization": f"Bearer {api_key}"}
     try:
-        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        # A fresh connection per request: on a loaded machine the gap between two requests can reach the
+        # server's 5 s keep-alive timeout, and a request on a connection the server is closing fails.
+        no_keepalive = httpx.Limits(max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=base, timeout=10, limits=no_keepalive) as client:
 
             async def healthy() -> bool:
                 if proc.returncode is not None:

@@ -11,7 +11,14 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Response
 
 from fleet.api.deps import AdminSession, ClientAddr, State, actor_for
-from fleet.api.manage_schemas import AdminDevicePage, DeviceCreate, DeviceLink, DeviceOut
+from fleet.api.manage_schemas import (
+    AdminDevicePage,
+    DeviceCreate,
+    DeviceLink,
+    DeviceNetworks,
+    DeviceOut,
+    ProtocolName,
+)
 from fleet.api.params import BIGINT_MAX, DeviceId, Pagination
 from fleet.api.schemas import errors
 from fleet.db.queries import device_admin, vehicle_views
@@ -34,7 +41,7 @@ async def list_devices(
         bool | None, Query(description="only linked (true) or unlinked (false) trackers")
     ] = None,
     vehicle_id: Annotated[int | None, Query(ge=1, le=BIGINT_MAX)] = None,
-    protocol: Annotated[Literal["navtelecom", "teltonika"] | None, Query()] = None,
+    protocol: Annotated[ProtocolName | None, Query()] = None,
     imei: Annotated[str | None, Query(min_length=1, max_length=32, description="part of the IMEI")] = None,
     status: Annotated[Literal["online", "offline", "unknown"] | None, Query()] = None,
 ) -> Response:
@@ -108,4 +115,19 @@ async def link_device(
 )
 async def unlink_device(device_id: DeviceId, session: AdminSession, address: ClientAddr) -> dict[str, Any]:
     row = await devices.unlink_device(session.conn, actor_for(session.principal, address), device_id)
+    return dict(row)
+
+
+@router.put(
+    "/{device_id}/allowed-networks",
+    response_model=DeviceOut,
+    responses=ERRORS,
+    summary="Networks the tracker may connect from (null or []: any address); others are refused and logged",
+)
+async def set_allowed_networks(
+    device_id: DeviceId, body: DeviceNetworks, session: AdminSession, address: ClientAddr
+) -> dict[str, Any]:
+    row = await devices.set_allowed_networks(
+        session.conn, actor_for(session.principal, address), device_id, body.networks
+    )
     return dict(row)

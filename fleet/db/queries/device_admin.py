@@ -9,7 +9,10 @@ import asyncpg
 
 from fleet.db.queries.pages import iso, json_page
 
-DEVICE_FIELDS = "id, imei, protocol, vehicle_id, name, created_at, last_connected_at, last_seen_at"
+DEVICE_FIELDS = (
+    "id, imei, protocol, vehicle_id, name, created_at, last_connected_at, last_seen_at, "
+    "allowed_networks::text[] AS allowed_networks"
+)
 # Rows stored while a tracker had no vehicle become the vehicle's when it is linked.
 HISTORY_TABLES = ("positions", "raw_frames", "can_data", "events")
 
@@ -49,6 +52,18 @@ async def set_vehicle(conn: asyncpg.Connection, device_id: int, vehicle_id: int 
     )
     if vehicle_id is not None:
         await adopt_history(conn, device_id, vehicle_id)
+    return row
+
+
+async def set_allowed_networks(
+    conn: asyncpg.Connection, device_id: int, networks: list[str] | None
+) -> asyncpg.Record:
+    """Set the networks a tracker may connect from (None: any address)."""
+    row: asyncpg.Record = await conn.fetchrow(
+        f"UPDATE devices SET allowed_networks = $2::cidr[] WHERE id = $1 RETURNING {DEVICE_FIELDS}",
+        device_id,
+        networks,
+    )
     return row
 
 
@@ -109,7 +124,8 @@ async def admin_devices_page(
                    CASE WHEN d.last_seen_at IS NULL THEN 'unknown' WHEN {_ONLINE} THEN 'online'
                         ELSE 'offline' END AS status,
                    {iso("d.created_at")} AS created_at, {iso("d.last_connected_at")} AS last_connected_at,
-                   {iso("d.last_seen_at")} AS last_seen_at, d.last_peer, d.firmware
+                   {iso("d.last_seen_at")} AS last_seen_at, d.last_peer, d.firmware,
+                   d.allowed_networks::text[] AS allowed_networks
             FROM devices d LEFT JOIN vehicles v ON v.id = d.vehicle_id
             WHERE {_ADMIN_FILTER}
             ORDER BY d.id DESC""",

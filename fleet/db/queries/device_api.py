@@ -152,7 +152,10 @@ async def raw_frames_page(
     return await json_page(
         conn,
         f"""SELECT id, device_id, {iso("received_at")} AS received_at, protocol, frame_type, peer, outcome,
-                   error, octet_length(data) AS size, encode(data, 'hex') AS data_hex
+                   error, octet_length(data) AS size, encode(data, 'hex') AS data_hex,
+                   frame_length IS NOT NULL AS excerpt,
+                   coalesce(frame_length, octet_length(data)) AS frame_length,
+                   encode(frame_sha256, 'hex') AS frame_sha256
             FROM raw_frames WHERE {_FRAME_RANGE} ORDER BY received_at DESC, id DESC""",
         f"SELECT count(*) FROM raw_frames WHERE {_FRAME_RANGE}",
         device_id,

@@ -33,7 +33,8 @@ from fleet.protocol.rows import CanRow, EventRow, PositionRow, RawFrameRow
 # --- device registry ------------------------------------------------------------------------------------
 
 DEVICE_COLUMNS = (
-    "id, imei, vehicle_id, protocol, protocol_state, firmware, last_connected_at, last_seen_at, last_peer"
+    "id, imei, vehicle_id, protocol, protocol_state, firmware, last_connected_at, last_seen_at, last_peer, "
+    "allowed_networks"
 )
 
 
@@ -128,7 +129,7 @@ async def apply_device_updates(conn: asyncpg.Connection, updates: Sequence[Devic
 STAGE_SCHEMA = "pg_temp"
 # Versioned names: a session that still holds an older definition is never handed new rows.
 STAGE_POSITIONS = "ingest_stage_positions_v2"
-STAGE_RAW = "ingest_stage_raw_v2"
+STAGE_RAW = "ingest_stage_raw_v3"
 STAGE_CAN = "ingest_stage_can_v2"
 STAGE_EVENTS = "ingest_stage_events_v2"
 
@@ -150,7 +151,7 @@ CREATE TEMP TABLE IF NOT EXISTS {STAGE_POSITIONS} (
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS {STAGE_RAW} (
     device_id bigint, received_at timestamptz, protocol text, frame_type text, peer text, data bytea,
-    outcome text, error text
+    outcome text, error text, frame_length integer, frame_sha256 bytea
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS {STAGE_CAN} (
     device_id bigint, record_index bigint, time double precision, name text, value double precision,
@@ -217,8 +218,10 @@ _SUMMARY = """
 # a batch costs one round trip for all its INSERTs, whatever it holds.
 _RAW_CTE = f"""
 raw AS (
-    INSERT INTO raw_frames (device_id, vehicle_id, received_at, protocol, frame_type, peer, data, outcome, error)
-    SELECT r.device_id, d.vehicle_id, r.received_at, r.protocol, r.frame_type, r.peer, r.data, r.outcome, r.error
+    INSERT INTO raw_frames (device_id, vehicle_id, received_at, protocol, frame_type, peer, data, outcome, error,
+                            frame_length, frame_sha256)
+    SELECT r.device_id, d.vehicle_id, r.received_at, r.protocol, r.frame_type, r.peer, r.data, r.outcome, r.error,
+           r.frame_length, r.frame_sha256
     FROM {STAGE_RAW} r LEFT JOIN dev d ON d.id = r.device_id
     RETURNING 1)"""
 _CAN_STANDALONE_CTE = f"""
@@ -400,11 +403,15 @@ async def raw_frames_page(
     after: tuple[datetime, int] | None,
     limit: int,
 ) -> list[asyncpg.Record]:
-    """Return a device's stored frames in reception order, keyset-paginated by (received_at, id)."""
+    """Return a device's stored frames in reception order, keyset-paginated by (received_at, id).
+
+    Excerpts (``frame_length`` set: only the start of a frame was kept) cannot be decoded and are skipped.
+    """
     rows: list[asyncpg.Record] = await conn.fetch(
         """SELECT id, received_at, protocol, frame_type, peer, data, outcome
            FROM raw_frames
-           WHERE device_id = $1 AND received_at >= $2 AND ($3::timestamptz IS NULL OR received_at < $3)
+           WHERE device_id = $1 AND frame_length IS NULL
+             AND received_at >= $2 AND ($3::timestamptz IS NULL OR received_at < $3)
              AND ($4::timestamptz IS NULL OR (received_at, id) > ($4, $5))
            ORDER BY received_at, id
            LIMIT $6""",

@@ -14,8 +14,8 @@
   (`{"latitude": 16, "longitude": 17, "speed": 1, ...}`), or `{"off": true}`; NULL: recognised by name and
   unit (docs/LIVE.md).
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-04
 """
 
@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
