@@ -107,18 +107,54 @@ def serve(
         list[str] | None,
         typer.Option("--role", "-r", help="all (default) or any of: api, ingest, sync, maintenance"),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            "-w",
+            min=1,
+            help="run N ingest processes sharing the device ports (SO_REUSEPORT) plus one process for "
+            "the other roles, under a supervisor",
+        ),
+    ] = None,
 ) -> None:
-    """Run the server (every role by default) until SIGTERM/SIGINT."""
+    """Run the server (every role by default) until SIGTERM/SIGINT.
+
+    With --workers N a supervisor starts the embedded database (if used)
+    and the migrations once, then N `--role ingest` processes on the same
+    device ports and one process with the other roles. It restarts a
+    crashed child with a back-off and forwards SIGTERM/SIGINT (graceful
+    stop) and SIGHUP (settings reload) to every child.
+
+    Upgrade without losing a record (docs/OPERATIONS.md, "Several ingest
+    processes"): with --workers, install the new version and send SIGUSR2
+    to the supervisor - each ingest process is replaced in turn (the new
+    one listens next to the old one, then the old one gets SIGTERM). With
+    separate `--role ingest` services: start the new version on the same
+    port, then SIGTERM the old one.
+
+    On SIGTERM an ingest process stops accepting (the kernel gives new
+    connections to the other process on the port), stops reading, commits
+    what it received, sends those ACKs and closes its connections; the
+    trackers reconnect and resend what was not acknowledged. Set
+    net.ipv4.tcp_migrate_req=1 so that connections queued but not yet
+    accepted move over too instead of being reset.
+    """
     from fleet.runtime import resolve_roles
     from fleet.runtime import serve as run_serve
+    from fleet.supervisor import supervise, supervised
 
     settings = settings_or_exit()
     try:
         names = resolve_roles(role)
     except FleetError as err:
         raise fail(str(err), err.exit_code) from None
-
-    run_async(lambda: run_serve(settings, names, on_ready=_print_banner, settings_loader=load_settings))
+    if workers is not None:
+        run_async(lambda: supervise(settings, names, workers))
+        return
+    # A supervised ingest child prints no banner (the supervisor does); the child with the API does.
+    banner = None if supervised() and names == ["ingest"] else _print_banner
+    run_async(lambda: run_serve(settings, names, on_ready=banner, settings_loader=load_settings))
 
 
 async def _print_banner(runtime: Any) -> None:

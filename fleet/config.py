@@ -344,6 +344,14 @@ class Settings(BaseSettings):
     # length and the SHA-256), at most this many bytes per address and hour; beyond that they are counted.
     ingest_raw_excerpt_bytes: int = Field(256, ge=16, le=65536)
     ingest_stranger_raw_bytes_per_hour: int = Field(64 * 1024, ge=0)
+    # --- behind a TCP balancer (issue 13; docs/OPERATIONS.md "Several ingest processes") ---------------
+    # 1: every device connection must start with a PROXY protocol header (v2, or v1 text) naming the real
+    # tracker address, which is then what is logged, stored, rate-limited and checked against
+    # INGEST_ALLOWED_CIDRS; a connection without a valid one is refused. 0: a PROXY header is refused.
+    ingest_proxy_protocol: bool = False
+    # Who may send PROXY headers (comma-separated CIDRs: the HAProxy hosts); empty: any peer. Checked on
+    # the balancer's own address before the header is read.
+    ingest_proxy_trusted_cidrs: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Finished device commands (answered, failed, expired) are deleted after this many days; security
     # events follow AUDIT_LOG_RETENTION_DAYS.
     device_command_retention_days: int = Field(90, ge=1)
@@ -363,7 +371,7 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("ingest_allowed_cidrs", mode="before")
+    @field_validator("ingest_allowed_cidrs", "ingest_proxy_trusted_cidrs", mode="before")
     @classmethod
     def _networks(cls, value: Any) -> Any:
         import ipaddress

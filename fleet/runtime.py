@@ -156,6 +156,7 @@ async def serve(
     With `settings_loader`, settings are reloaded by it on SIGHUP and when the config file changes.
     """
     from fleet.ops.process import process_services
+    from fleet.supervisor import notify_ready, supervised
 
     names = resolve_roles(roles)
     factories = [load_role(name) for name in names]
@@ -171,8 +172,10 @@ async def serve(
     async with AsyncExitStack() as stack:
         await db.start()
         stack.push_async_callback(db.close)
-        # Tells CLI commands in this DATA_DIR which database the server uses (fleet.db.server_record).
-        stack.callback(remove_record, write_record(settings))
+        # Tells CLI commands in this DATA_DIR which database the server uses (fleet.db.server_record);
+        # under `fleet serve --workers` the supervisor keeps that record, not each child.
+        if not supervised():
+            stack.callback(remove_record, write_record(settings))
         stack.push_async_callback(runtime.cancel_tasks)
         for name, factory in zip(names, factories, strict=True):
             await stack.enter_async_context(factory(runtime))
@@ -182,6 +185,7 @@ async def serve(
         stack.enter_context(gc_tuned_for_serving())
         if on_ready is not None:
             await on_ready(runtime)
+        notify_ready()
         await stop.wait()
         log.info("shutdown_started")
     if handles_signals:

@@ -2,8 +2,9 @@
 
 * :meth:`Admission.admit` - a socket was accepted: shutdown and the device-connection cap (the descriptor
   budget, :mod:`fleet.ingest.descriptors`) apply. Without the PROXY protocol the peer is known at once and
-  :meth:`Admission.peer_known` follows immediately; behind a PROXY-protocol balancer the listener calls
-  it once the header named the real peer (``conn.peer``).
+  :meth:`Admission.peer_known` follows immediately; behind a PROXY-protocol balancer
+  (``INGEST_PROXY_PROTOCOL=1``) only the balancer's address is checked here (``INGEST_PROXY_TRUSTED_CIDRS``)
+  and the connection calls it once the header named the real peer (``conn.peer``).
 * :meth:`Admission.peer_known` - every rule that depends on the peer's address: the device-port allow-list
   (``INGEST_ALLOWED_CIDRS``), the per-address caps on connections in total and on unidentified ones, and
   the per-address raw-frame budget and failure marks (:meth:`raw_allowance`, :meth:`connection_failed`).
@@ -39,6 +40,7 @@ from fleet.ingest.stats import CONNECTIONS_ACTIVE, CONNECTIONS_OPENED
 from fleet.protocol.base import Identify
 
 if TYPE_CHECKING:
+    from fleet.config import Settings
     from fleet.ingest.connection import DeviceConnection
     from fleet.ingest.registry import DeviceInfo
     from fleet.ingest.service import IngestService
@@ -65,12 +67,18 @@ UNIDENTIFIED_LIMIT = "address_unidentified_limit"
 UNKNOWN_DEVICE = "unknown_device"
 TAKEOVER = "takeover_refused"
 DEVICE_ADDRESS = "device_address_refused"
+PROXY_INVALID = "proxy_header_invalid"  # INGEST_PROXY_PROTOCOL=1 and no valid header came first
+PROXY_UNEXPECTED = "proxy_header_unexpected"  # a PROXY header while INGEST_PROXY_PROTOCOL=0
+PROXY_UNTRUSTED = "proxy_source_untrusted"  # a balancer outside INGEST_PROXY_TRUSTED_CIDRS
 REFUSAL_TEXT = {
     LIMIT: "device connection cap reached",
     STOPPING: "stopping",
     NOT_ALLOWED: "address outside INGEST_ALLOWED_CIDRS",
     ADDRESS_LIMIT: "INGEST_MAX_CONNECTIONS_PER_ADDRESS reached",
     UNIDENTIFIED_LIMIT: "INGEST_MAX_UNIDENTIFIED_PER_ADDRESS reached",
+    PROXY_INVALID: "no valid PROXY protocol header (INGEST_PROXY_PROTOCOL=1)",
+    PROXY_UNEXPECTED: "a PROXY protocol header, but INGEST_PROXY_PROTOCOL=0",
+    PROXY_UNTRUSTED: "PROXY protocol sender outside INGEST_PROXY_TRUSTED_CIDRS",
 }
 
 
@@ -85,12 +93,15 @@ class Admission:
         self.failing = Marks()
         self._networks_source: list[str] | None = None
         self._networks: tuple[IPNetwork, ...] = ()
+        self._trusted_source: list[str] | None = None
+        self._trusted: tuple[IPNetwork, ...] = ()
         self._refused_unlogged: Tally[str] = Tally()
         self._refused_last_peer = ""
         self._refused_logged_at = float("-inf")
         self._maintained_at = float("-inf")
         self._raw_dropped = self._raw_dropped_bytes = 0
         self._raw_logged_at = float("-inf")
+        self._proxy_logged_at = float("-inf")
 
     # --- sockets -----------------------------------------------------------------------------------------
     def admit(self, conn: DeviceConnection) -> None:
@@ -99,7 +110,13 @@ class Admission:
         if service.stopping or len(service.connections) >= self.cap:
             self._refuse(conn, STOPPING if service.stopping else LIMIT)
             return
-        if not getattr(service.settings, "ingest_proxy_protocol", False) and not self.peer_known(conn):
+        settings = service.settings
+        if settings.ingest_proxy_protocol:
+            # The peer is the balancer until the header names the device (DeviceConnection reads it).
+            if settings.ingest_proxy_trusted_cidrs and not self._trusted_balancer(conn, settings):
+                self._refuse(conn, PROXY_UNTRUSTED)
+                return
+        elif not self.peer_known(conn):
             return
         service.connections.add(conn)
         service.stats.connections_opened += 1
@@ -132,6 +149,34 @@ class Admission:
         conn.ip = ip
         if self.failing.marked(key, self.service.loop.time()):
             conn.rejects = max(conn.rejects, FAILING_START_REJECTS)
+        return True
+
+    def _trusted_balancer(self, conn: DeviceConnection, settings: Settings) -> bool:
+        cidrs = settings.ingest_proxy_trusted_cidrs
+        if cidrs is not self._trusted_source:
+            self._trusted = parse_networks(cidrs)
+            self._trusted_source = cidrs
+        return allowed(parse_ip(peer_host(conn.peer)), self._trusted)
+
+    def proxy_refused(self, conn: DeviceConnection, reason: str, detail: str, excerpt: bytes) -> None:
+        """Refuse a connection whose first bytes broke the PROXY protocol rule (counted, logged)."""
+        if self._proxy_log_due():
+            log.warning(
+                "ingest_proxy_header_refused",
+                peer=conn.peer,
+                protocol=conn.protocol,
+                reason=REFUSAL_TEXT[reason],
+                detail=detail,
+                excerpt=excerpt.hex(),
+            )
+        self._refuse(conn, reason)
+
+    def _proxy_log_due(self) -> bool:
+        # One line per interval: a scanner (or a misconfigured balancer) must not flood the log.
+        now = self.service.loop.time()
+        if now - self._proxy_logged_at < REFUSED_LOG_INTERVAL_SEC:
+            return False
+        self._proxy_logged_at = now
         return True
 
     def release(self, conn: DeviceConnection) -> None:

@@ -34,6 +34,9 @@ import structlog
 
 from fleet.db.queries.ingest import DeviceStateUpdate
 from fleet.ingest.addresses import IPAddress
+from fleet.ingest.admission import PROXY_INVALID, PROXY_UNEXPECTED
+from fleet.ingest.proxy_protocol import ProxyHeaderError, looks_like_header
+from fleet.ingest.proxy_protocol import parse as parse_proxy_header
 from fleet.ingest.registry import REFUSED, DeviceInfo
 from fleet.ingest.writer import COMMITTED, WAITING, Pending
 from fleet.protocol.base import (
@@ -100,6 +103,7 @@ class DeviceConnection(asyncio.Protocol):
         "partial_since",
         "pause_flags",
         "peer",
+        "proxy_buffer",
         "rejects",
         "service",
         "session",
@@ -130,6 +134,8 @@ class DeviceConnection(asyncio.Protocol):
         self.inflight = 0
         self.last_seen_sent = 0.0
         self.command_id: int | None = None  # the command waiting for its answer on this connection
+        # The first bytes still to judge for the PROXY protocol (b"": none read yet); None once judged.
+        self.proxy_buffer: bytes | None = b""
         self.ack_gate = False  # ACKs held back until that answer (CommandRules.hold_acks)
 
     # --- asyncio callbacks ------------------------------------------------------------------------------
@@ -146,6 +152,10 @@ class DeviceConnection(asyncio.Protocol):
             return
         now = self.service.loop.time()
         self.last_rx = now
+        if self.proxy_buffer is not None:
+            data = self._proxy_header(data)
+            if not data:
+                return
         session = self.session
         try:
             outputs = session.feed(data)
@@ -161,6 +171,40 @@ class DeviceConnection(asyncio.Protocol):
                 self.partial_since = now
         else:
             self.partial_since = None
+
+    def _proxy_header(self, data: bytes) -> bytes:
+        """Judge the connection's first bytes for the PROXY protocol; return the device's bytes after it.
+
+        With ``INGEST_PROXY_PROTOCOL=1`` a header must come first: it is collected across reads, and the
+        peer it names becomes ``self.peer`` before the address rules run (:meth:`Admission.peer_known`).
+        Without it, a connection that starts with a PROXY signature is refused (it would otherwise reach
+        the codec as a malformed frame, hiding a balancer misconfiguration).
+        """
+        buffered = self.proxy_buffer + data if self.proxy_buffer else data
+        admission = self.service.admission
+        if not self.service.settings.ingest_proxy_protocol:
+            self.proxy_buffer = None
+            if looks_like_header(buffered):
+                admission.proxy_refused(
+                    self, PROXY_UNEXPECTED, "INGEST_PROXY_PROTOCOL is 0", buffered[:EXCERPT_BYTES]
+                )
+                return b""
+            return buffered
+        try:
+            header = parse_proxy_header(buffered)
+        except ProxyHeaderError as err:
+            self.proxy_buffer = None
+            admission.proxy_refused(self, PROXY_INVALID, str(err), buffered[:EXCERPT_BYTES])
+            return b""
+        if header is None:
+            self.proxy_buffer = buffered  # bounded: the parser refuses headers over its limits
+            return b""
+        self.proxy_buffer = None
+        if header.peer is not None:
+            self.peer = header.peer
+        if not admission.peer_known(self):
+            return b""
+        return buffered[header.length :]
 
     def eof_received(self) -> bool | None:
         # A peer that half-closes still gets the ACKs of frames being committed; close once they left.

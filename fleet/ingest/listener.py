@@ -3,13 +3,24 @@
 A listener knows its :class:`fleet.protocol.base.ProtocolSpec` and the protocol's row source (one per
 process; it holds caches such as a CAN decoder). Everything else - writer, registry, admission, metrics,
 raw-frame archive, commands, backpressure - is the service's and shared.
+
+Every listener sets ``SO_REUSEPORT`` (Linux): several ingest processes (``fleet serve --workers N``, or a
+new version started next to the old one during an upgrade) bind the same port and the kernel spreads new
+connections over them. When one of them closes its socket, the connections the kernel had already queued
+for it (handshake done, not yet accepted) are reset - unless ``net.ipv4.tcp_migrate_req=1`` (Linux 5.14+),
+which moves them to another socket of the group. A reset costs the tracker a reconnect, never a record
+(nothing was acknowledged on it); the listener logs a hint at start when the setting is off.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+import structlog
 
 from fleet.errors import ConfigError
 from fleet.ingest.connection import DeviceConnection
@@ -18,7 +29,19 @@ from fleet.protocol.base import ProtocolSpec, RowSource
 if TYPE_CHECKING:
     from fleet.ingest.service import IngestService
 
+log = structlog.get_logger(__name__)
+
 LISTEN_BACKLOG = 4096
+REUSE_PORT = hasattr(socket, "SO_REUSEPORT")
+MIGRATE_REQ_SYSCTL = Path("/proc/sys/net/ipv4/tcp_migrate_req")
+
+
+def migrates_queued_connections() -> bool | None:
+    """Whether the kernel hands a closing listener's queued connections to another one (None: unknown)."""
+    try:
+        return MIGRATE_REQ_SYSCTL.read_text().strip() == "1"
+    except OSError:
+        return None
 
 
 class Listener:
@@ -42,6 +65,7 @@ class Listener:
                 self.port,
                 backlog=LISTEN_BACKLOG,
                 reuse_address=True,
+                reuse_port=REUSE_PORT,
             )
         except OSError as err:
             raise ConfigError(

@@ -24,7 +24,7 @@ from fleet.ingest.admission import Admission
 from fleet.ingest.commands import CommandDispatcher
 from fleet.ingest.connection import PAUSE_GLOBAL, DeviceConnection
 from fleet.ingest.descriptors import DescriptorBudget, descriptor_budget
-from fleet.ingest.listener import Listener
+from fleet.ingest.listener import REUSE_PORT, Listener, migrates_queued_connections
 from fleet.ingest.registry import DeviceRegistry
 from fleet.ingest.security import SecurityEvents
 from fleet.ingest.stats import (
@@ -202,7 +202,15 @@ class IngestService:
             unknown_device_policy={name: self.registry.policy_for(name) for name in self.ports},
             allowed_cidrs=settings.ingest_allowed_cidrs or "any",
             max_connections=self.admission.cap,
+            reuse_port=REUSE_PORT,
+            proxy_protocol=settings.ingest_proxy_protocol,
         )
+        if REUSE_PORT and migrates_queued_connections() is False:
+            log.info(
+                "ingest_reuseport_hint",
+                hint="net.ipv4.tcp_migrate_req=0: when this process stops, connections queued for it but "
+                "not yet accepted are reset (trackers reconnect); set it to 1 for handovers without that",
+            )
 
     def _budget_descriptors(self) -> None:
         """Raise RLIMIT_NOFILE and cap device connections below it, keeping the reserve (logged)."""
