@@ -230,7 +230,10 @@ class ServerProcess:
         self.nofile = nofile  # RLIMIT_NOFILE (soft and hard) of the server process
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 30.0, ready_event: str | None = None) -> None:
+        """Start and wait until the port answers - or, with ``ready_event``, until that event is logged
+        (a process starting next to another one on the same port: a connection proves nothing)."""
+        logged = len(self.log_events()) if ready_event and self.log_path.exists() else 0
         log = self.log_path.open("ab")
         command = [sys.executable, "-m", "fleet", "serve", *(a for r in self.roles for a in ("--role", r))]
         if self.nofile is not None:
@@ -255,6 +258,11 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited early:\n{self.log_path.read_text()[-3000:]}")
+            if ready_event is not None:
+                if any(e.get("event") == ready_event for e in self.log_events()[logged:]):
+                    return
+                time.sleep(0.1)
+                continue
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                     return

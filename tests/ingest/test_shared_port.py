@@ -1,0 +1,143 @@
+"""Two `fleet serve --role ingest` processes on one device port (SO_REUSEPORT), with a simulated fleet.
+
+* one is killed with SIGKILL mid-run: every tracker ends up on the survivor, and every record the
+  simulator saw acknowledged is stored exactly once;
+* handover: a second process starts, the first gets SIGTERM mid-run: it commits and acknowledges what it
+  received, no acknowledged record is lost or stored twice, and no connection attempt is refused.
+
+The kill test speaks Navtelecom and the handover test Teltonika, so both listeners are covered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import asyncpg
+import pytest
+
+from fleet.simulate.engine import SimulationConfig, SimulationResult, run_simulation
+
+from .conftest import ServerProcess, free_port, imei_block
+from .procnet import established
+
+pytestmark = pytest.mark.slow
+TIME_BASE = 1_767_225_600.0  # device clocks start at 2026-01-01
+
+
+async def wait_until(predicate: Callable[[], bool], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {within} s: {what}")
+        await asyncio.sleep(0.1)
+
+
+async def assert_stored_exactly_once(
+    conn: asyncpg.Connection, config: SimulationConfig, result: SimulationResult
+) -> None:
+    """Every acknowledged record of every device is stored, none twice."""
+    acked = result.acked
+    assert sum(acked.values()) == result.records_acked > 0
+    rows = await conn.fetch(
+        """SELECT d.imei, p.record_index, p.device_time FROM positions p JOIN devices d ON d.id = p.device_id
+           WHERE d.imei = ANY($1)""",
+        sorted(acked),
+    )
+    # Navtelecom stores the black-box index; Teltonika has none, and the simulator's record i is taken
+    # at time_base + (i - first_index) * (devices / rate).
+    step = config.devices / config.rate
+    stored: dict[str, list[int]] = {imei: [] for imei in acked}
+    for row in rows:
+        if config.protocol == "navtelecom":
+            index = row["record_index"]
+        else:
+            index = config.first_index + round((row["device_time"].timestamp() - TIME_BASE) / step)
+        stored[row["imei"]].append(index)
+    for imei, count in acked.items():
+        indexes = stored[imei]
+        assert len(indexes) == len(set(indexes)), f"{imei}: records stored more than once"
+        missing = set(range(config.first_index, config.first_index + count)) - set(indexes)
+        assert not missing, f"{imei}: acknowledged but not stored: {sorted(missing)[:10]}"
+
+
+def fleet_config(port: int, protocol: str, devices: int, duration: float) -> SimulationConfig:
+    return SimulationConfig(
+        port=port,
+        protocol=protocol,
+        devices=devices,
+        rate=devices * 20.0,
+        duration=duration,
+        records_per_frame=10,
+        ack_timeout=3.0,
+        drain_timeout=20.0,
+        first_imei=imei_block(devices),
+        deliver_backlog=True,
+        seed=13,
+        time_base=TIME_BASE,
+    )
+
+
+async def test_sigkill_of_one_of_two_processes_moves_every_tracker_to_the_survivor(
+    owner_conn: asyncpg.Connection, server_process: Callable[..., ServerProcess]
+) -> None:
+    port = free_port()
+    first = server_process(port=port, protocol="navtelecom")
+    second = server_process(port=port, protocol="navtelecom")
+    first.start()
+    second.start(ready_event="ingest_listening")
+    devices = 40
+    config = fleet_config(port, "navtelecom", devices, duration=8.0)
+    simulation = asyncio.create_task(run_simulation(config))
+
+    # The kernel spreads the trackers over both processes.
+    await wait_until(
+        lambda: established(first.pid, port) + established(second.pid, port) == devices,
+        within=5.0,
+        what="every tracker connected",
+    )
+    assert established(first.pid, port) > 0 and established(second.pid, port) > 0
+    await asyncio.sleep(1.0)
+    first.kill()
+    await wait_until(
+        lambda: established(second.pid, port) == devices, within=6.0, what="every tracker on the survivor"
+    )
+    result = await simulation
+    second.stop()
+
+    assert result.disconnects + result.ack_timeouts > 0, "the kill was not noticed by the devices"
+    assert all(tally.acked == tally.generated for tally in result.devices.values())
+    await assert_stored_exactly_once(owner_conn, config, result)
+
+
+async def test_sigterm_handover_to_a_new_process_loses_nothing_and_refuses_nothing(
+    owner_conn: asyncpg.Connection, server_process: Callable[..., ServerProcess]
+) -> None:
+    port = free_port()
+    old = server_process(port=port, protocol="teltonika")
+    new = server_process(port=port, protocol="teltonika")
+    old.start()
+    devices = 30
+    config = fleet_config(port, "teltonika", devices, duration=7.0)
+    simulation = asyncio.create_task(run_simulation(config))
+    await wait_until(lambda: established(old.pid, port) == devices, within=5.0, what="every tracker on old")
+
+    # The upgrade: the new version listens next to the old one, then the old one is told to stop.
+    await asyncio.to_thread(new.start, 30.0, "ingest_listening")
+    await asyncio.sleep(0.5)
+    old.stop()
+    assert old.proc is not None and old.proc.returncode == 0
+    await wait_until(
+        lambda: established(new.pid, port) == devices, within=6.0, what="every tracker on the new process"
+    )
+    result = await simulation
+    new.stop()
+
+    # The old process committed and acknowledged what it had received, then closed its connections.
+    stopped = [e for e in old.log_events() if e.get("event") == "ingest_stopped"]
+    assert stopped and stopped[0]["stored"], "the old process stored nothing before stopping"
+    assert result.connect_failures == 0, f"connections refused during the switch: {result.last_error}"
+    assert result.disconnects > 0, "the trackers never left the old process"
+    assert all(tally.acked == tally.generated for tally in result.devices.values())
+    await assert_stored_exactly_once(owner_conn, config, result)
