@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # package (git-ignored) so that a wheel carries them; nothing is fetched from a CDN at run time.
 WEB_VENDOR := fleet/web/static/vendor/.installed
 
-.PHONY: run test lint format bench bench-codec bench-ingest bench-sync bench-login bench-fleet-page bench-live \
+.PHONY: run test lint format bench bench-codec bench-ingest bench-ingest-processes bench-sync bench-login bench-fleet-page bench-live \
         venv web clean system-deps help canary-status canary-promote canary-rollback \
         health-check smoke-test logs monitor emergency-logs daily-ops security-check perf-check maintenance
 
@@ -57,8 +57,14 @@ bench: bench-codec bench-ingest bench-sync
 bench-codec: $(STAMP)
 	$(PY) bench/bench_codec.py
 
+## make bench-ingest: one ingest process (bench_ingest.py), then 1, 2 and 4 processes on one port.
 bench-ingest: $(STAMP)
 	$(PY) bench/bench_ingest.py
+	$(PY) bench/bench_ingest_processes.py
+
+## make bench-ingest-processes: 1, 2 and 4 ingest processes sharing one port (QUICK=1: 5 s per count).
+bench-ingest-processes: $(STAMP)
+	$(PY) bench/bench_ingest_processes.py $(if $(QUICK),--quick)
 
 bench-sync: $(STAMP)
 	$(PY) bench/bench_sync.py

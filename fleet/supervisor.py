@@ -34,6 +34,7 @@ import structlog
 from fleet.db import Database
 from fleet.db.server_record import remove_record, write_record
 from fleet.errors import ConfigError, FleetError
+from fleet.ops import systemd
 
 if TYPE_CHECKING:
     from fleet.config import Settings
@@ -126,12 +127,18 @@ class Supervisor:
                 await self._stop_all()
                 raise failed[0]
             self._print_banner()
+            notify_ready()  # a supervisor may itself be supervised (benchmarks, a service manager)
+            systemd.notify(f"READY=1\nSTATUS=supervising {len(self.children)} processes")
+            interval = systemd.watchdog_interval()
+            if interval is not None:
+                self._watchers.append(asyncio.create_task(self._feed_watchdog(interval), name="watchdog"))
             log.info("supervisor_ready", children={c.name: self._pid(c) for c in self.children})
-            self._watchers = [
+            self._watchers += [
                 asyncio.create_task(self._watch(child), name=f"watch:{child.name}") for child in self.children
             ]
             await self.stopping.wait()
             log.info("supervisor_stopping")
+            systemd.notify("STOPPING=1")
             tasks = [*self._watchers, *([self._rolling] if self._rolling is not None else [])]
             for task in tasks:
                 task.cancel()
@@ -147,6 +154,9 @@ class Supervisor:
     def _child_env(self, db: Database) -> dict[str, str]:
         env = dict(os.environ)
         env[SUPERVISED_ENV] = str(os.getpid())
+        # systemd talks to the supervisor (the unit's main process) only: READY, watchdog, STOPPING.
+        for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+            env.pop(name, None)
         env["DB_MIGRATE_ON_START"] = "0"  # done above, once
         if self.settings.uses_embedded_db:
             # The children use the server this process started (a Unix socket under DATA_DIR/pg).
@@ -259,6 +269,12 @@ class Supervisor:
         except (ChildFailed, OSError) as err:
             # child.proc stays the exited process: its wait() returns at once, the loop tries again.
             log.error("supervisor_child_restart_failed", child=child.name, error=str(err))
+
+    async def _feed_watchdog(self, interval: float) -> None:
+        """Ping systemd's watchdog while this loop runs (each child is watched by the supervisor itself)."""
+        while True:
+            systemd.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
 
     # --- signals ---------------------------------------------------------------------------------------------
     def _forward(self, signum: int) -> None:

@@ -1,0 +1,400 @@
+#!/usr/bin/env python3
+"""Ingest with 1, 2 and 4 processes sharing one device port (`fleet serve --workers N --role ingest`).
+
+    make bench-ingest-processes     # or: .venv/bin/python bench/bench_ingest_processes.py [--quick]
+
+For each process count a fresh supervisor starts N ingest processes on the same port (SO_REUSEPORT), and
+the simulator (`fleet.simulate`, in its own process) drives 1,000 Navtelecom connections (FLEX 2.0, 10
+records per frame) at the maximum rate: each device sends its next frame as soon as the previous one is
+acknowledged. Measured per process count: records/s stored and acknowledged (steady state, from the
+moment every device was logged in), the ACK latency percentiles, and the CPU time from /proc of the ingest
+processes together ("server"), of our PostgreSQL cluster, and of the simulator - as cores and as
+microseconds per record. ``records_per_server_core_s`` is the figure a capacity model scales by:
+records one core of ingest processes stores per second (1e6 / cpu_us_per_record_server).
+
+PostgreSQL is a fresh embedded server (or --database-url). The machine is shared and has few cores: the
+load average before and after each run, and the busiest other processes at the start, are in the JSON.
+Results: bench/results/ingest_processes-<UTC timestamp>.json and bench/results/ingest_processes.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import secrets
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fleet.simulate.engine import SimulationConfig, run_simulation_blocking  # noqa: E402
+
+PROCESS_COUNTS = (1, 2, 4)
+CONNECTIONS = 1_000
+RECORDS_PER_FRAME = 10
+
+
+# --- /proc --------------------------------------------------------------------------------------------------
+def ticks_by_pid() -> dict[int, tuple[int, int, str]]:
+    """pid -> (utime+stime ticks, parent pid, command line)."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            command = (
+                Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            )
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        out[int(entry)] = (int(fields[11]) + int(fields[12]), int(fields[1]), command.strip())
+    return out
+
+
+def descendants(root: int, table: dict[int, tuple[int, int, str]]) -> set[int]:
+    found = {root}
+    grew = True
+    while grew:
+        grew = False
+        for pid, (_ticks, parent, _command) in table.items():
+            if parent in found and pid not in found:
+                found.add(pid)
+                grew = True
+    return found
+
+
+def busy_processes(limit: int = 5) -> list[str]:
+    """Other processes using CPU when the run starts (a shared machine skews every figure)."""
+    first = ticks_by_pid()
+    time.sleep(1.0)
+    second = ticks_by_pid()
+    hz = os.sysconf("SC_CLK_TCK")
+    busy = []
+    for pid, (ticks, _parent, command) in second.items():
+        used = (ticks - first.get(pid, (ticks, 0, ""))[0]) / hz
+        if used > 0.05 and pid != os.getpid():
+            busy.append((used, f"{used * 100:.0f}% {command[:80]}"))
+    return [text for _, text in sorted(busy, reverse=True)[:limit]]
+
+
+def machine_info() -> dict[str, Any]:
+    cpu_model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "",
+    )
+    return {
+        "cpu_model": cpu_model,
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "tcp_migrate_req": Path("/proc/sys/net/ipv4/tcp_migrate_req").read_text().strip()
+        if Path("/proc/sys/net/ipv4/tcp_migrate_req").exists()
+        else None,
+        "loadavg_at_start": os.getloadavg(),
+        "busy_processes_at_start": busy_processes(),
+    }
+
+
+# --- the server -----------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Supervised:
+    """`fleet serve --workers N --role ingest`, ready when the supervisor says so (FLEET_READY_FD)."""
+
+    def __init__(self, workers: int, owner_dsn: str, app_password: str, workdir: Path) -> None:
+        self.workers = workers
+        self.port = free_port()
+        self.workdir = workdir
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("DB_", "INGEST_", "SERVER_", "TELTONIKA_"))
+        }
+        self.env.update(
+            DATABASE_URL=owner_dsn,
+            DB_APP_PASSWORD=app_password,
+            DB_GRAFANA_PASSWORD=secrets.token_urlsafe(16),
+            DATA_DIR=str(workdir),
+            SECRET_KEY=secrets.token_urlsafe(32),
+            API_KEY=secrets.token_urlsafe(32),
+            ENV="test",
+            LOG_LEVEL="WARNING",
+            LOG_FORMAT="json",
+            SERVER_HOST="127.0.0.1",
+            SERVER_PORT=str(self.port),
+            TELTONIKA_PORT="0",
+            # Every simulated tracker comes from 127.0.0.1: the per-address caps (made for carrier NAT
+            # addresses, 100 unidentified at once) would refuse the login storm of 1,000 devices.
+            INGEST_MAX_CONNECTIONS_PER_ADDRESS="100000",
+            INGEST_MAX_UNIDENTIFIED_PER_ADDRESS="100000",
+        )
+        self.env.pop("REDIS_URL", None)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        read_fd, write_fd = os.pipe()
+        log = (self.workdir / "server.log").open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fleet", "serve", "--workers", str(self.workers), "--role", "ingest"],
+            env={**self.env, "FLEET_READY_FD": str(write_fd)},
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            pass_fds=(write_fd,),
+        )
+        os.close(write_fd)
+        log.close()
+        try:
+            ready, _, _ = select.select([read_fd], [], [], 120)
+            line = os.read(read_fd, 64) if ready else b""
+        finally:
+            os.close(read_fd)
+        if not line.startswith(b"ready"):
+            self.stop()
+            raise RuntimeError("supervisor not ready: " + (self.workdir / "server.log").read_text()[-3000:])
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+# --- load -------------------------------------------------------------------------------------------------------
+def _simulate_child(config: dict[str, Any], pipe: Any) -> None:
+    summary = run_simulation_blocking(SimulationConfig(**config))
+    summary.pop("acked", None)
+    pipe.send(summary)
+    pipe.close()
+
+
+def simulate(config: SimulationConfig) -> tuple[dict[str, Any], int]:
+    """Run the simulator in its own process; return its summary and its pid."""
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe(duplex=False)
+    process = context.Process(target=_simulate_child, args=(config.__dict__, child), daemon=True)
+    process.start()
+    summary: dict[str, Any] = parent.recv()
+    process.join(30)
+    assert process.pid is not None
+    return summary, process.pid
+
+
+def run_count(
+    workers: int,
+    owner_dsn: str,
+    app_password: str,
+    workdir: Path,
+    postmaster: int,
+    duration: float,
+    base: int,
+) -> dict[str, Any]:
+    server = Supervised(workers, owner_dsn, app_password, workdir)
+    load_before = os.getloadavg()
+    server.start()
+    try:
+        warmup = SimulationConfig(
+            port=server.port, devices=100, rate=0.0, duration=2.0, first_imei=base, duration_from_login=True
+        )
+        simulate(warmup)
+        config = SimulationConfig(
+            port=server.port,
+            protocol="navtelecom",
+            options={"flex": "2.0"},
+            devices=CONNECTIONS,
+            rate=0.0,
+            duration=duration,
+            records_per_frame=RECORDS_PER_FRAME,
+            ack_timeout=30.0,
+            drain_timeout=30.0,
+            first_imei=base + 1000,
+            duration_from_login=True,
+        )
+        start_table = ticks_by_pid()
+        started = time.monotonic()
+        summary, simulator_pid = simulate(config)
+        seconds = time.monotonic() - started
+        end_table = ticks_by_pid()
+        server_pids = descendants(server.pid, end_table)
+        pg_pids = descendants(postmaster, end_table)
+        hz = os.sysconf("SC_CLK_TCK")
+        groups = {"server": 0.0, "postgres": 0.0, "other": 0.0}
+        for pid, (ticks, _parent, _command) in end_table.items():
+            used = (ticks - start_table.get(pid, (0, 0, ""))[0]) / hz
+            if pid in server_pids:
+                groups["server"] += used
+            elif pid in pg_pids:
+                groups["postgres"] += used
+            elif pid not in (os.getpid(), simulator_pid):
+                groups["other"] += used
+        groups["simulator"] = summary["cpu_s"]
+        records = summary["records_acked"]
+        per_record = {
+            f"cpu_us_per_record_{k}": round(v / records * 1e6, 1) for k, v in groups.items() if records
+        }
+        rate = summary["steady_records_per_s"]
+        server_us = per_record.get("cpu_us_per_record_server")
+        result = {
+            "ingest_processes": workers,
+            "connections": CONNECTIONS,
+            "records_acked": records,
+            "records_per_s": rate,
+            "records_per_s_including_ramp": summary["records_acked_per_s"],
+            "p50_ack_ms": summary["ack_latency_ms"]["p50"],
+            "p99_ack_ms": summary["ack_latency_ms"]["p99"],
+            "ack_latency_ms": summary["ack_latency_ms"],
+            "cores": {k: round(v / seconds, 2) for k, v in groups.items()},
+            **per_record,
+            # One core of ingest processes / of PostgreSQL, fully busy, at this cost per record:
+            "records_per_server_core_s": round(1e6 / server_us) if server_us else None,
+            "records_per_postgres_core_s": round(1e6 / per_record["cpu_us_per_record_postgres"])
+            if per_record.get("cpu_us_per_record_postgres")
+            else None,
+            "retransmissions": summary["retransmissions"],
+            "disconnects": summary["disconnects"],
+            "connect_failures": summary["connect_failures"],
+            "elapsed_s": round(seconds, 1),
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
+        }
+    finally:
+        server.stop()
+    print(json.dumps({k: v for k, v in result.items() if k != "ack_latency_ms"}), file=sys.stderr, flush=True)
+    return result
+
+
+async def _server_facts(owner_dsn: str) -> tuple[str, str]:
+    import asyncpg
+
+    conn = await asyncpg.connect(owner_dsn)
+    try:
+        version = await conn.fetchval("SHOW server_version")
+        data_dir = await conn.fetchval("SHOW data_directory")
+    finally:
+        await conn.close()
+    return str(version), str(data_dir)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds of load per process count")
+    parser.add_argument("--quick", action="store_true", help="5 s of load per process count")
+    parser.add_argument("--counts", default=",".join(map(str, PROCESS_COUNTS)), help="e.g. 1,2,4")
+    parser.add_argument("--output-dir", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
+    args = parser.parse_args()
+    duration = 5.0 if args.quick else args.duration
+    counts = [int(item) for item in args.counts.split(",") if item.strip()]
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    machine = machine_info()
+    workdir = Path(tempfile.mkdtemp(prefix="fleet-bench-processes-"))
+    embedded = None
+    owner_dsn = args.database_url
+    if owner_dsn is None:
+        from fleet.db.embedded import EmbeddedPostgres
+
+        embedded = EmbeddedPostgres(workdir / "pg")
+        owner_dsn = embedded.start()
+    app_password = secrets.token_urlsafe(24)
+    started_at = datetime.now(UTC)
+    results: dict[str, Any] = {
+        "benchmark": "ingest_processes",
+        "started_at": started_at.isoformat(),
+        "machine": machine,
+        "parameters": {
+            "protocol": "navtelecom",
+            "flex": "2.0",
+            "records_per_frame": RECORDS_PER_FRAME,
+            "connections": CONNECTIONS,
+            "duration_s": duration,
+            "database": "embedded" if embedded else "DATABASE_URL",
+            "how": "fleet serve --workers N --role ingest; one simulator process at the maximum rate",
+        },
+    }
+    try:
+        migrate = subprocess.run(
+            [sys.executable, "-m", "fleet", "db", "upgrade"],
+            env={
+                **os.environ,
+                "DATABASE_URL": owner_dsn,
+                "DB_APP_PASSWORD": app_password,
+                "DATA_DIR": str(workdir),
+            },
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if migrate.returncode != 0:
+            raise RuntimeError(migrate.stderr)
+        results["postgres_version"], data_dir = asyncio.run(_server_facts(owner_dsn))
+        postmaster = int(Path(data_dir, "postmaster.pid").read_text().split()[0])
+        runs = []
+        for number, workers in enumerate(counts):
+            base = 870_000_000_000_000 + number * 100_000
+            runs.append(run_count(workers, owner_dsn, app_password, workdir, postmaster, duration, base))
+        results["runs"] = runs
+        results["by_processes"] = {
+            str(run["ingest_processes"]): {
+                key: run.get(key)
+                for key in (
+                    "records_per_s",
+                    "p99_ack_ms",
+                    "cpu_us_per_record_server",
+                    "cpu_us_per_record_postgres",
+                    "records_per_server_core_s",
+                    "records_per_postgres_core_s",
+                )
+            }
+            for run in runs
+        }
+        results["machine"]["loadavg_at_end"] = os.getloadavg()
+    finally:
+        if embedded is not None:
+            embedded.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    text = json.dumps(results, indent=2)
+    print(text)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
+    (args.output_dir / f"ingest_processes-{stamp}.json").write_text(text + "\n")
+    (args.output_dir / "ingest_processes.json").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
