@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 ESTABLISHED = "01"
+LISTEN = "0A"
 
 
 def _socket_inodes(pid: int) -> set[str]:
@@ -23,6 +24,15 @@ def _socket_inodes(pid: int) -> set[str]:
 
 def established(pid: int, local_port: int) -> int:
     """Established TCP connections of process ``pid`` whose local port is ``local_port``."""
+    return _count(pid, local_port, ESTABLISHED)
+
+
+def listening(pid: int, local_port: int) -> bool:
+    """True when process ``pid`` has a listening socket on ``local_port``."""
+    return _count(pid, local_port, LISTEN) > 0
+
+
+def _count(pid: int, local_port: int, state: str) -> int:
     inodes = _socket_inodes(pid)
     count = 0
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -30,6 +40,6 @@ def established(pid: int, local_port: int) -> int:
             for line in Path(table).read_text().splitlines()[1:]:
                 fields = line.split()
                 port = int(fields[1].rsplit(":", 1)[1], 16)
-                if port == local_port and fields[3] == ESTABLISHED and fields[9] in inodes:
+                if port == local_port and fields[3] == state and fields[9] in inodes:
                     count += 1
     return count

@@ -2,8 +2,10 @@
 
 * one is killed with SIGKILL mid-run: every tracker ends up on the survivor, and every record the
   simulator saw acknowledged is stored exactly once;
-* handover: a second process starts, the first gets SIGTERM mid-run: it commits and acknowledges what it
-  received, no acknowledged record is lost or stored twice, and no connection attempt is refused.
+* handover (`fleet serve --workers 1` and SIGUSR2, the documented upgrade): a second process starts, the
+  first gets SIGTERM mid-run: it commits and acknowledges what it received, no acknowledged record is lost
+  or stored twice, and no connection attempt is refused; then the supervisor restarts a crashed child,
+  forwards SIGHUP and exits cleanly on SIGTERM.
 
 The kill test speaks Navtelecom and the handover test Teltonika, so both listeners are covered.
 """
@@ -11,8 +13,13 @@ The kill test speaks Navtelecom and the handover test Teltonika, so both listene
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -20,7 +27,7 @@ import pytest
 from fleet.simulate.engine import SimulationConfig, SimulationResult, run_simulation
 
 from .conftest import ServerProcess, free_port, imei_block
-from .procnet import established
+from .procnet import established, listening
 
 pytestmark = pytest.mark.slow
 TIME_BASE = 1_767_225_600.0  # device clocks start at 2026-01-01
@@ -88,7 +95,7 @@ async def test_sigkill_of_one_of_two_processes_moves_every_tracker_to_the_surviv
     first.start()
     second.start(ready_event="ingest_listening")
     devices = 40
-    config = fleet_config(port, "navtelecom", devices, duration=8.0)
+    config = fleet_config(port, "navtelecom", devices, duration=6.0)
     simulation = asyncio.create_task(run_simulation(config))
 
     # The kernel spreads the trackers over both processes.
@@ -111,33 +118,82 @@ async def test_sigkill_of_one_of_two_processes_moves_every_tracker_to_the_surviv
     await assert_stored_exactly_once(owner_conn, config, result)
 
 
-async def test_sigterm_handover_to_a_new_process_loses_nothing_and_refuses_nothing(
+async def test_handover_on_sigterm_during_a_rolling_restart_then_crash_restart_and_clean_exit(
     owner_conn: asyncpg.Connection, server_process: Callable[..., ServerProcess]
 ) -> None:
-    port = free_port()
-    old = server_process(port=port, protocol="teltonika")
-    new = server_process(port=port, protocol="teltonika")
-    old.start()
-    devices = 30
-    config = fleet_config(port, "teltonika", devices, duration=7.0)
-    simulation = asyncio.create_task(run_simulation(config))
-    await wait_until(lambda: established(old.pid, port) == devices, within=5.0, what="every tracker on old")
+    """`fleet serve --workers 1`: SIGUSR2 starts a new ingest process next to the old one, which then gets
+    SIGTERM mid-run (the documented upgrade); afterwards a SIGKILLed child is restarted, SIGHUP is
+    forwarded, and SIGTERM stops everything with exit code 0."""
+    template = server_process(protocol="teltonika")  # its environment: test database, a free port
+    port = template.port
+    with template.log_path.open("ab") as log:
+        supervisor = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "fleet", "serve", "--workers", "1", "--role", "ingest"),
+            env=template.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=template.env["DATA_DIR"],
+        )
 
-    # The upgrade: the new version listens next to the old one, then the old one is told to stop.
-    await asyncio.to_thread(new.start, 30.0, "ingest_listening")
-    await asyncio.sleep(0.5)
-    old.stop()
-    assert old.proc is not None and old.proc.returncode == 0
-    await wait_until(
-        lambda: established(new.pid, port) == devices, within=6.0, what="every tracker on the new process"
-    )
-    result = await simulation
-    new.stop()
+    def logged(event: str) -> int:
+        return sum(1 for e in template.log_events() if e.get("event") == event)
 
-    # The old process committed and acknowledged what it had received, then closed its connections.
-    stopped = [e for e in old.log_events() if e.get("event") == "ingest_stopped"]
-    assert stopped and stopped[0]["stored"], "the old process stored nothing before stopping"
-    assert result.connect_failures == 0, f"connections refused during the switch: {result.last_error}"
-    assert result.disconnects > 0, "the trackers never left the old process"
-    assert all(tally.acked == tally.generated for tally in result.devices.values())
-    await assert_stored_exactly_once(owner_conn, config, result)
+    try:
+        await wait_until(lambda: logged("supervisor_ready") == 1, within=60.0, what="supervisor ready")
+        # The supervisor keeps DATA_DIR/server.json; its children do not overwrite it.
+        record = Path(template.env["DATA_DIR"]) / "server.json"
+        assert f'"pid": {supervisor.pid}' in record.read_text()
+        [old] = children(supervisor.pid)
+        devices = 30
+        config = fleet_config(port, "teltonika", devices, duration=8.0)
+        # The upgrade: a new process starts (seconds of imports), then the old one gets SIGTERM; the
+        # fleet starts meanwhile, on the old process, the only one listening yet.
+        supervisor.send_signal(signal.SIGUSR2)
+        simulation = asyncio.create_task(run_simulation(config))
+        await wait_until(lambda: established(old, port) == devices, within=5.0, what="every tracker on old")
+        await wait_until(lambda: logged("supervisor_child_replaced") == 1, within=40.0, what="handover")
+        [new] = children(supervisor.pid)
+        assert new != old
+        await wait_until(
+            lambda: established(new, port) == devices, within=6.0, what="every tracker on the new process"
+        )
+        result = await simulation
+
+        # The old process committed and acknowledged what it had received, then closed its connections.
+        stopped = [e for e in template.log_events() if e.get("event") == "ingest_stopped"]
+        assert stopped and stopped[0]["stored"], "the old process stored nothing before stopping"
+        assert result.connect_failures == 0, f"connections refused during the switch: {result.last_error}"
+        assert result.disconnects > 0, "the trackers never left the old process"
+        assert all(tally.acked == tally.generated for tally in result.devices.values())
+        await assert_stored_exactly_once(owner_conn, config, result)
+
+        os.kill(new, signal.SIGKILL)
+        await wait_until(lambda: logged("supervisor_child_exited") == 1, within=10.0, what="crash noticed")
+        await wait_until(
+            lambda: any(listening(pid, port) for pid in children(supervisor.pid) if pid != new),
+            within=30.0,
+            what="crashed child restarted and listening",
+        )
+        supervisor.send_signal(signal.SIGHUP)
+        await wait_until(lambda: logged("supervisor_signal_forwarded") == 1, within=10.0, what="SIGHUP")
+        remaining = children(supervisor.pid)
+        supervisor.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(supervisor.wait(), 60) == 0
+        assert not [pid for pid in remaining if alive(pid)]
+        assert not record.exists()
+    finally:
+        if supervisor.returncode is None:
+            supervisor.kill()
+            await supervisor.wait()
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(item) for item in path.read_text().split()] if path.exists() else []
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
