@@ -104,6 +104,7 @@ class Supervisor:
         self._watchers: list[asyncio.Task[None]] = []
         self._rolling: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.subprocess.Process] = set()  # replaced, stopping gracefully
+        self._ready = False  # every child started once (SIGUSR2 is ignored before)
 
     # --- the whole run ---------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -126,6 +127,7 @@ class Supervisor:
             if failed:
                 await self._stop_all()
                 raise failed[0]
+            self._ready = True
             self._print_banner()
             notify_ready()  # a supervisor may itself be supervised (benchmarks, a service manager)
             systemd.notify(f"READY=1\nSTATUS=supervising {len(self.children)} processes")
@@ -285,6 +287,9 @@ class Supervisor:
 
     def rolling_restart(self) -> None:
         """Replace every ingest child, one at a time, by a fresh process (the installed code)."""
+        if not self._ready:
+            log.info("supervisor_rolling_restart_ignored", reason="still starting")
+            return
         if self._rolling is not None and not self._rolling.done():
             log.info("supervisor_rolling_restart_busy")
             return

@@ -161,3 +161,15 @@ async def test_untrusted_balancer_is_refused_before_reading(
     await client.close()
     refused: dict[str, Any] = service.stats.connections_refused
     assert refused["proxy_source_untrusted"] == 1
+
+
+def test_settings_from_environment_and_yaml(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleet.config import Settings, flatten_yaml
+
+    monkeypatch.setenv("INGEST_PROXY_PROTOCOL", "1")
+    monkeypatch.setenv("INGEST_PROXY_TRUSTED_CIDRS", "10.0.1.10/24, 2001:db8::1")
+    settings = Settings(data_dir=tmp_path)
+    assert settings.ingest_proxy_protocol is True
+    assert settings.ingest_proxy_trusted_cidrs == ["10.0.1.0/24", "2001:db8::1/128"]
+    flat = flatten_yaml({"ingest": {"proxy_protocol": True, "proxy_trusted_cidrs": "10.0.1.10/32"}})
+    assert flat == {"ingest_proxy_protocol": True, "ingest_proxy_trusted_cidrs": "10.0.1.10/32"}
