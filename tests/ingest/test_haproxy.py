@@ -118,7 +118,7 @@ async def test_haproxy_with_proxy_protocol_in_front_of_two_ingest_processes(
     simulation = asyncio.create_task(run_simulation(config))
     await wait_until(
         lambda: sum(established(node.pid, node.port) for node in nodes) == devices,
-        within=6.0,
+        within=10.0,
         what="every tracker connected through haproxy",
     )
     assert all(established(node.pid, node.port) > 0 for node in nodes), "leastconn used one node only"
@@ -126,7 +126,7 @@ async def test_haproxy_with_proxy_protocol_in_front_of_two_ingest_processes(
     await asyncio.to_thread(nodes[0].stop)
     await wait_until(
         lambda: established(nodes[1].pid, nodes[1].port) == devices,
-        within=8.0,
+        within=10.0,
         what="every tracker on the remaining node",
     )
     result = await simulation
