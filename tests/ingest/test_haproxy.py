@@ -114,7 +114,7 @@ async def test_haproxy_with_proxy_protocol_in_front_of_two_ingest_processes(
 
     # A fleet through HAProxy; one node stops mid-run and its trackers move to the other.
     devices = 16
-    config = fleet_config(front, "navtelecom", devices, duration=6.0)
+    config = fleet_config(front, "navtelecom", devices, duration=7.0)
     simulation = asyncio.create_task(run_simulation(config))
     await wait_until(
         lambda: sum(established(node.pid, node.port) for node in nodes) == devices,
