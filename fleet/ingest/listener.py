@@ -20,16 +20,12 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import structlog
-
 from fleet.errors import ConfigError
 from fleet.ingest.connection import DeviceConnection
 from fleet.protocol.base import ProtocolSpec, RowSource
 
 if TYPE_CHECKING:
     from fleet.ingest.service import IngestService
-
-log = structlog.get_logger(__name__)
 
 LISTEN_BACKLOG = 4096
 REUSE_PORT = hasattr(socket, "SO_REUSEPORT")
