@@ -149,7 +149,7 @@ async def test_handover_on_sigterm_during_a_rolling_restart_then_crash_restart_a
         assert f'"pid": {supervisor.pid}' in record.read_text()
         [old] = children(supervisor.pid)
         devices = 30
-        config = fleet_config(port, "teltonika", devices, duration=min(max(2 * startup + 2, 7.0), 25.0))
+        config = fleet_config(port, "teltonika", devices, duration=min(max(1.5 * startup + 2, 6.0), 25.0))
         # The upgrade: a new process starts (seconds of imports), then the old one gets SIGTERM; the
         # fleet starts meanwhile, on the old process, the only one listening yet.
         supervisor.send_signal(signal.SIGUSR2)
