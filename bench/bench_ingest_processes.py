@@ -14,6 +14,11 @@ records one core of ingest processes stores per second (1e6 / cpu_us_per_record_
 
 PostgreSQL is a fresh embedded server (or --database-url). The machine is shared and has few cores: the
 load average before and after each run, and the busiest other processes at the start, are in the JSON.
+Last, ``handover``: two plain ``fleet serve --role ingest`` processes on one port, new connections arriving
+(each sends a handshake and waits for the answer) while the first process gets SIGTERM: how many attempts
+were refused (none may be: the port always has a listener) and how many ended before their answer
+(accepted or queued by the stopping process; ``net.ipv4.tcp_migrate_req`` is recorded with the machine).
+
 Results: bench/results/ingest_processes-<UTC timestamp>.json and bench/results/ingest_processes.json.
 """
 
@@ -126,9 +131,11 @@ def free_port() -> int:
 class Supervised:
     """`fleet serve --workers N --role ingest`, ready when the supervisor says so (FLEET_READY_FD)."""
 
-    def __init__(self, workers: int, owner_dsn: str, app_password: str, workdir: Path) -> None:
-        self.workers = workers
-        self.port = free_port()
+    def __init__(
+        self, workers: int | None, owner_dsn: str, app_password: str, workdir: Path, port: int | None = None
+    ) -> None:
+        self.workers = workers  # None: a plain `fleet serve --role ingest`, no supervisor
+        self.port = port or free_port()
         self.workdir = workdir
         self.env = {
             k: v
@@ -160,7 +167,15 @@ class Supervised:
         read_fd, write_fd = os.pipe()
         log = (self.workdir / "server.log").open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fleet", "serve", "--workers", str(self.workers), "--role", "ingest"],
+            [
+                sys.executable,
+                "-m",
+                "fleet",
+                "serve",
+                *(("--workers", str(self.workers)) if self.workers else ()),
+                "--role",
+                "ingest",
+            ],
             env={**self.env, "FLEET_READY_FD": str(write_fd)},
             cwd=self.workdir,
             stdout=log,
@@ -296,6 +311,83 @@ def run_count(
     return result
 
 
+# --- handover: connection attempts while one of two processes on the port stops ---------------------------
+async def _connect_storm(port: int, seconds: float, rate: float, stop: Any) -> dict[str, Any]:
+    """Open ``rate`` connections a second for ``seconds``, each sending a Navtelecom handshake and
+    waiting for the answer; call ``stop()`` halfway. Count how each attempt ended."""
+    from collections import Counter
+
+    from fleet.protocol.navtelecom import handshake
+
+    outcomes: Counter[str] = Counter()
+    imeis = [f"{879_000_000_000_000 + i:015d}" for i in range(300)]
+
+    async def attempt(imei: str) -> None:
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
+        except ConnectionRefusedError:
+            outcomes["refused"] += 1
+            return
+        except (OSError, TimeoutError):
+            outcomes["connect_error"] += 1
+            return
+        try:
+            writer.write(handshake(imei))
+            await asyncio.wait_for(reader.readexactly(19), 5)  # 16-byte header + "*<S"
+            outcomes["answered"] += 1
+        except asyncio.IncompleteReadError:
+            outcomes["closed_before_answer"] += 1
+        except ConnectionResetError:
+            outcomes["reset_before_answer"] += 1
+        except (OSError, TimeoutError):
+            outcomes["no_answer"] += 1
+        finally:
+            writer.close()
+
+    loop = asyncio.get_running_loop()
+    tasks = []
+    started = loop.time()
+    stopped = False
+    count = int(seconds * rate)
+    for number in range(count):
+        await asyncio.sleep(max(0.0, started + number / rate - loop.time()))
+        if not stopped and loop.time() - started >= seconds / 2:
+            stop()
+            stopped = True
+        tasks.append(asyncio.create_task(attempt(imeis[number % len(imeis)])))
+    await asyncio.gather(*tasks)
+    return {"attempts": count, **dict(outcomes)}
+
+
+def handover(owner_dsn: str, app_password: str, workdir: Path, rate: float, seconds: float) -> dict[str, Any]:
+    """Two plain ingest processes on one port; SIGTERM to the first while connections keep arriving."""
+    first = Supervised(None, owner_dsn, app_password, workdir)
+    second = Supervised(None, owner_dsn, app_password, workdir, port=first.port)
+    first.start()
+    second.start()
+    try:
+        assert first.proc is not None
+        proc = first.proc
+        outcome = asyncio.run(
+            _connect_storm(first.port, seconds, rate, lambda: os.kill(proc.pid, signal.SIGTERM))
+        )
+        first.proc.wait(60)
+    finally:
+        first.stop()
+        second.stop()
+    result = {
+        "scenario": "handover",
+        "connections_per_s": rate,
+        "seconds": seconds,
+        **outcome,
+        "first_exit_code": first.proc.returncode if first.proc else None,
+        "note": "refused must be 0 (the port always has a listener); connections the stopping process had "
+        "accepted or queued end before their answer (reset/closed) and the tracker reconnects",
+    }
+    print(json.dumps(result), file=sys.stderr, flush=True)
+    return result
+
+
 async def _server_facts(owner_dsn: str) -> tuple[str, str]:
     import asyncpg
 
@@ -368,6 +460,13 @@ def main() -> int:
             base = 870_000_000_000_000 + number * 100_000
             runs.append(run_count(workers, owner_dsn, app_password, workdir, postmaster, duration, base))
         results["runs"] = runs
+        results["handover"] = handover(
+            owner_dsn,
+            app_password,
+            workdir,
+            rate=200.0 if args.quick else 500.0,
+            seconds=4.0 if args.quick else 8.0,
+        )
         results["by_processes"] = {
             str(run["ingest_processes"]): {
                 key: run.get(key)
