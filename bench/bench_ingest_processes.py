@@ -464,8 +464,8 @@ def main() -> int:
             owner_dsn,
             app_password,
             workdir,
-            rate=200.0 if args.quick else 500.0,
-            seconds=4.0 if args.quick else 8.0,
+            rate=500.0 if args.quick else 2000.0,
+            seconds=4.0 if args.quick else 6.0,
         )
         results["by_processes"] = {
             str(run["ingest_processes"]): {

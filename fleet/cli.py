@@ -142,7 +142,7 @@ def serve(
     """
     from fleet.runtime import resolve_roles
     from fleet.runtime import serve as run_serve
-    from fleet.supervisor import supervise, supervised
+    from fleet.supervisor import stop_with_supervisor, supervise, supervised
 
     settings = settings_or_exit()
     try:
@@ -152,6 +152,7 @@ def serve(
     if workers is not None:
         run_async(lambda: supervise(settings, names, workers))
         return
+    stop_with_supervisor()
     # A supervised ingest child prints no banner (the supervisor does); the child with the API does.
     banner = None if supervised() and names == ["ingest"] else _print_banner
     run_async(lambda: run_serve(settings, names, on_ready=banner, settings_loader=load_settings))

@@ -47,6 +47,7 @@ READY_TIMEOUT_SEC = 120.0
 STOP_TIMEOUT_SEC = 30.0  # an ingest child's grace (10 s) plus the pool and bus closing, with room
 BACKOFF_MIN_SEC = 1.0
 BACKOFF_MAX_SEC = 30.0
+PR_SET_PDEATHSIG = 1  # prctl(2)
 STABLE_AFTER_SEC = 60.0  # a child that ran this long crashed afresh: its back-off restarts from the minimum
 
 
@@ -69,6 +70,26 @@ def notify_ready() -> None:
 def supervised() -> bool:
     """True in a child of `fleet serve --workers`."""
     return SUPERVISED_ENV in os.environ
+
+
+def stop_with_supervisor() -> None:
+    """In a child: get SIGTERM (a graceful stop) when the supervisor dies, even by SIGKILL (Linux).
+
+    Without it, a supervisor killed outright would leave its children serving, unsupervised, with the
+    embedded PostgreSQL possibly gone.
+    """
+    supervisor = os.environ.get(SUPERVISED_ENV)
+    if supervisor is None or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if str(os.getppid()) != supervisor:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @dataclass

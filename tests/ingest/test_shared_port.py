@@ -187,8 +187,11 @@ async def test_handover_on_sigterm_during_a_rolling_restart_then_crash_restart_a
         assert not record.exists()
     finally:
         if supervisor.returncode is None:
-            supervisor.kill()
+            leftovers = children(supervisor.pid)
+            supervisor.kill()  # its children get SIGTERM from the kernel (stop_with_supervisor)
             await supervisor.wait()
+            for pid in leftovers:
+                await wait_until(lambda pid=pid: not alive(pid), within=30.0, what=f"child {pid} stopped")
 
 
 def children(pid: int) -> list[int]:
