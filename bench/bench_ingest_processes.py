@@ -222,6 +222,7 @@ def simulate(config: SimulationConfig) -> tuple[dict[str, Any], int]:
     parent, child = context.Pipe(duplex=False)
     process = context.Process(target=_simulate_child, args=(config.__dict__, child), daemon=True)
     process.start()
+    child.close()  # ours: recv() then sees EOF if the simulator dies instead of waiting for ever
     summary: dict[str, Any] = parent.recv()
     process.join(30)
     assert process.pid is not None
