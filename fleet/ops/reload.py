@@ -63,6 +63,9 @@ HOT_SETTINGS: frozenset[str] = frozenset(
         "ingest_takeover_silence_sec",
         "ingest_raw_excerpt_bytes",
         "ingest_stranger_raw_bytes_per_hour",
+        # behind a balancer: read for each new connection (Admission.admit, DeviceConnection._proxy_header)
+        "ingest_proxy_protocol",
+        "ingest_proxy_trusted_cidrs",
         "registration_open",
         "google_sign_in",
         # timeouts
