@@ -7,7 +7,8 @@ STAMP  := $(VENV)/.installed
 # package (git-ignored) so that a wheel carries them; nothing is fetched from a CDN at run time.
 WEB_VENDOR := fleet/web/static/vendor/.installed
 
-.PHONY: run test lint format bench bench-codec bench-ingest bench-sync bench-login bench-fleet-page bench-live \
+.PHONY: run test lint format bench bench-quick bench-codec bench-ingest bench-sync bench-api bench-login \
+        bench-fleet-page bench-live bench-growth \
         venv web clean system-deps help canary-status canary-promote canary-rollback \
         health-check smoke-test logs monitor emergency-logs daily-ops security-check perf-check maintenance
 
@@ -51,8 +52,38 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format fleet tests bench tools
 	$(VENV)/bin/ruff check --fix fleet tests bench tools
 
-## make bench: the codec, ingest and sync benchmarks (JSON results).
-bench: bench-codec bench-ingest bench-sync
+# Every benchmark of `make bench`, in the order they run. A new benchmark: a `bench-<name>` target below, its
+# script taking --quick and writing through bench/common.py, and one line here and in BENCH_QUICK_SCRIPTS.
+BENCH_TARGETS := bench-codec bench-ingest bench-sync bench-api bench-login bench-live bench-fleet-page bench-growth
+BENCH_QUICK_SCRIPTS := bench/bench_codec.py bench/bench_ingest.py bench/bench_sync.py bench/bench_api.py \
+        bench/bench_login_timing.py bench/bench_live.py bench/bench_fleet_page.py bench/bench_growth.py
+# Benchmarks of other work, joined when their script exists (the target comes with the script).
+ifneq ($(wildcard bench/bench_ingest_processes.py),)
+BENCH_TARGETS += bench-ingest-processes
+BENCH_QUICK_SCRIPTS += bench/bench_ingest_processes.py
+endif
+ifneq ($(wildcard bench/bench_bus.py),)
+BENCH_TARGETS += bench-bus
+BENCH_QUICK_SCRIPTS += bench/bench_bus.py
+endif
+
+## make bench: every benchmark in full mode: JSON in bench/results/<name>.json (and <name>-<UTC>.json), growth
+## plots in bench/results/*.png (docs/PERFORMANCE.md). Goes on past a failure or a missed target; fails at the end.
+bench: $(STAMP) $(WEB_VENDOR) system-deps
+	$(MAKE) -k $(BENCH_TARGETS)
+
+## make bench-quick: every benchmark small and short (<= 2 min, targets not enforced): a smoke test of the benches.
+## Results in bench/results/<name>-quick.json (git-ignored); a script without --quick yet is skipped, said so.
+bench-quick: $(STAMP) $(WEB_VENDOR) system-deps
+	@started=$$(date +%s); failed=""; \
+	for script in $(BENCH_QUICK_SCRIPTS); do \
+	  if ! grep -q -- '"--quick"\|add_quick_argument' $$script; then echo "== $$script: no --quick mode, skipped"; continue; fi; \
+	  echo "== $$script --quick"; \
+	  $(PY) $$script --quick > /dev/null 2> bench/results/quick-stderr.tmp || { failed="$$failed $$script"; tail -n 20 bench/results/quick-stderr.tmp; }; \
+	  grep -h ': wrote ' bench/results/quick-stderr.tmp || true; \
+	done; rm -f bench/results/quick-stderr.tmp; \
+	echo "bench-quick: $$(( $$(date +%s) - started )) s"; \
+	if [ -n "$$failed" ]; then echo "failed:$$failed"; exit 1; fi
 
 bench-codec: $(STAMP)
 	$(PY) bench/bench_codec.py
@@ -63,17 +94,26 @@ bench-ingest: $(STAMP)
 bench-sync: $(STAMP)
 	$(PY) bench/bench_sync.py
 
+## make bench-api: API latency (tools/perf_sanity.py --spawn) against /health measured on the same server.
+bench-api: $(STAMP)
+	$(PY) bench/bench_api.py
+
 bench-login: $(STAMP)
-	$(PY) bench/bench_login_timing.py --output bench/results/login_timing.json
+	$(PY) bench/bench_login_timing.py
+
+## make bench-growth: growth curves (connections, offered rate, vehicles, history length, disk per record) and
+## their plots, bench/results/growth*.json and growth_*.png.
+bench-growth: $(STAMP)
+	$(PY) bench/bench_growth.py
 
 ## make bench-fleet-page: the fleet page with 5,000 vehicles in headless Chromium (first render, main-thread time).
 bench-fleet-page: $(STAMP) $(WEB_VENDOR) system-deps
 	$(PY) bench/bench_fleet_page.py
 
-## make bench-live: 1,000 WebSocket fleet viewers with trackers streaming, then the fleet page in Chromium
-## (bench/bench_fleet_page.py). JSON in bench/results/live.json (the page's also in fleet_page.json).
+## make bench-live: 1,000 WebSocket fleet viewers with trackers streaming (JSON in bench/results/live.json); the
+## fleet page in Chromium is bench-fleet-page (`bench/bench_live.py` alone runs both).
 bench-live: $(STAMP) $(WEB_VENDOR) system-deps
-	$(PY) bench/bench_live.py
+	$(PY) bench/bench_live.py --skip-fleet-page
 
 ## make canary-status|canary-promote|canary-rollback: compare the canary with stable from their metrics and
 ## move traffic between them (deploy/canary/, docs/OPERATIONS.md; CANARY_* variables, see tools/canary.py).
