@@ -21,7 +21,7 @@ carries its own time and load averages):
   ``raw_frames``, ``can_data`` (from an ingest run with CAN values) and ``measurements`` (the sync's rows),
   and what one device-day costs at several reporting intervals: the capacity model's inputs.
 
-``--quick`` uses small points (20/100/300 connections, 3 s loads; 5/20/50 vehicles; 15 min/1 h/6 h of history)
+``--quick`` uses small points (20/100/300 connections, 2 s loads; 5/20 vehicles; 15 min/1 h/6 h of history)
 and writes ``growth-quick.json`` and ``growth_*-quick.png``. Full mode writes ``bench/results/growth.json`` and
 ``growth_connections.png``, ``growth_rate.png``, ``growth_sync.png``, ``growth_history.png``, ``growth_disk.png``.
 
@@ -146,7 +146,7 @@ def part_connections(args: argparse.Namespace, server: Any, dsn: str) -> dict[st
 
 def part_rate(args: argparse.Namespace, server: Any, dsn: str) -> dict[str, Any]:
     devices = 100 if args.quick else 1_000
-    fractions = (0.25, 0.75, 1.25) if args.quick else RATE_FRACTIONS
+    fractions = (0.5, 1.25) if args.quick else RATE_FRACTIONS
     points = []
     first = FIRST_IMEI + 1_000_000
     maximum = ingest_point(server, f"max_{devices}", devices, 0.0, args.duration, first)
@@ -177,7 +177,7 @@ def part_rate(args: argparse.Namespace, server: Any, dsn: str) -> dict[str, Any]
 def part_sync(args: argparse.Namespace) -> dict[str, Any]:
     import bench_sync
 
-    counts = (5, 20, 50) if args.quick else (10, 100, 1_000)
+    counts = (5, 20) if args.quick else (10, 100, 1_000)
     points = []
     for count in counts:
         options = bench_sync.parse_args(["--vehicles", str(count), "--cycles", "2", "--repeat", "1"])
@@ -268,7 +268,7 @@ async def history_requests(args: argparse.Namespace) -> dict[str, Any]:
     from tools import perf_sanity
 
     lengths = [900, HOUR, 6 * HOUR] if args.quick else [HOUR, DAY, 30 * DAY]
-    runs = 3 if args.quick else 10
+    runs = 2 if args.quick else 10
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     server = perf_sanity.SpawnedServer(Path(tempfile.gettempdir()) / "fleet-bench-growth-api.log")
     try:
@@ -574,7 +574,7 @@ def main() -> int:
     add_quick_argument(parser)
     args = parser.parse_args()
     if args.quick:
-        args.duration = 3.0
+        args.duration = 2.0
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(
         resource.RLIMIT_NOFILE, (hard, hard)
