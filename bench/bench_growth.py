@@ -97,9 +97,11 @@ def ingest_server(workdir: Path) -> Iterator[tuple[Any, str]]:
             raise RuntimeError(migrate.stderr)
         _version, CpuMeter.postmaster = asyncio.run(_server_version(dsn))
         server = Server(dsn, app_password, workdir)
-        # Every simulated tracker connects from 127.0.0.1: lift the per-address cap (1,000 by default) above
-        # the largest point, or the 10,000-connection point measures refusals.
+        # Every simulated tracker connects from 127.0.0.1: lift the per-address caps (1,000 connections, and
+        # fewer still not identified) above the largest point, or the 10,000-connection point measures refusals
+        # and retries. Real trackers come from many addresses.
         server.env["INGEST_MAX_CONNECTIONS_PER_ADDRESS"] = "20000"
+        server.env["INGEST_MAX_UNIDENTIFIED_PER_ADDRESS"] = "20000"
         server.start()
         yield server, dsn
     finally:
