@@ -454,14 +454,22 @@ def plot(parts: dict[str, Any], suffix: str) -> list[str]:
         written.append(str(path.relative_to(ROOT)))
 
     def twin(
-        ax: Any, xs: list[float], left: list[Any], right: list[Any], labels: tuple[str, str, str]
+        ax: Any,
+        xs: list[float],
+        left: list[Any],
+        right: list[Any],
+        labels: tuple[str, str, str],
+        right_log: bool = False,
     ) -> None:
         ax.plot(xs, left, "o-", color="tab:blue")
         ax.set_xlabel(labels[0])
         ax.set_ylabel(labels[1], color="tab:blue")
+        ax.set_ylim(bottom=0)
         other = ax.twinx()
         other.plot(xs, right, "s--", color="tab:red")
         other.set_ylabel(labels[2], color="tab:red")
+        if right_log:  # latencies span orders of magnitude
+            other.set_yscale("log")
         ax.grid(alpha=0.3)
 
     if "connections" in parts:
@@ -477,6 +485,7 @@ def plot(parts: dict[str, Any], suffix: str) -> list[str]:
                 "records/s acknowledged",
                 "p99 ACK latency, ms",
             ),
+            right_log=True,
         )
         ax.set_xscale("log")
         ax.set_title("Ingest: throughput and p99 ACK latency vs connections")
@@ -576,6 +585,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", action="append", choices=PARTS, help="default: all")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per ingest load point")
+    parser.add_argument(
+        "--plot-only", action="store_true", help="redraw the PNGs from the stored growth JSON"
+    )
     add_quick_argument(parser)
     args = parser.parse_args()
     if args.quick:
@@ -593,6 +605,12 @@ def main() -> int:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
     )
     chosen = args.part or list(PARTS)
+    if args.plot_only:
+        stored = load_result("growth-quick" if args.quick else "growth")
+        if stored is None:
+            parser.error("no stored growth result to plot")
+        print("\n".join(plot(stored["results"]["parts"], "-quick" if args.quick else "")))
+        return 0
     report = BenchReport(
         "growth", quick=args.quick, parameters={"parts_run": chosen, "ingest_duration_s": args.duration}
     )
