@@ -67,13 +67,13 @@ BENCH_TARGETS += bench-bus
 BENCH_QUICK_SCRIPTS += bench/bench_bus.py
 endif
 
-## make bench: every benchmark in full mode: JSON in bench/results/<name>.json (and <name>-<UTC>.json), growth
-## plots in bench/results/*.png (docs/PERFORMANCE.md). Goes on past a failure or a missed target; fails at the end.
+## make bench: every benchmark, full mode; JSON and plots in bench/results/ (docs/PERFORMANCE.md).
+# Each writes <name>.json and <name>-<UTC timestamp>.json; goes on past a failure or a missed target, fails at the end.
 bench: $(STAMP) $(WEB_VENDOR) system-deps
 	$(MAKE) -k $(BENCH_TARGETS)
 
-## make bench-quick: every benchmark small and short (<= 2 min, targets not enforced): a smoke test of the benches.
-## Results in bench/results/<name>-quick.json (git-ignored); a script without --quick yet is skipped, said so.
+## make bench-quick: every benchmark small and short, targets not enforced (a smoke test of the benchmarks).
+# Results in bench/results/<name>-quick.json (git-ignored); a script without --quick yet is skipped, said so.
 bench-quick: $(STAMP) $(WEB_VENDOR) system-deps
 	@started=$$(date +%s); failed=""; \
 	for script in $(BENCH_QUICK_SCRIPTS); do \
@@ -101,8 +101,7 @@ bench-api: $(STAMP)
 bench-login: $(STAMP)
 	$(PY) bench/bench_login_timing.py
 
-## make bench-growth: growth curves (connections, offered rate, vehicles, history length, disk per record) and
-## their plots, bench/results/growth*.json and growth_*.png.
+## make bench-growth: growth curves (connections, rate, vehicles, history, disk) as growth.json and PNG plots.
 bench-growth: $(STAMP)
 	$(PY) bench/bench_growth.py
 
@@ -110,8 +109,8 @@ bench-growth: $(STAMP)
 bench-fleet-page: $(STAMP) $(WEB_VENDOR) system-deps
 	$(PY) bench/bench_fleet_page.py
 
-## make bench-live: 1,000 WebSocket fleet viewers with trackers streaming (JSON in bench/results/live.json); the
-## fleet page in Chromium is bench-fleet-page (`bench/bench_live.py` alone runs both).
+## make bench-live: 1,000 WebSocket fleet viewers with trackers streaming (bench/results/live.json).
+# The fleet page in Chromium is bench-fleet-page (`bench/bench_live.py` alone runs both).
 bench-live: $(STAMP) $(WEB_VENDOR) system-deps
 	$(PY) bench/bench_live.py --skip-fleet-page
 
