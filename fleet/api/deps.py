@@ -359,6 +359,36 @@ DbConn = Annotated[asyncpg.Connection, Depends(_active_conn)]
 CurrentUser = Annotated[Principal, Depends(_active_user)]
 
 
+async def open_history_session(
+    request: Request, principal: Annotated[Principal, Depends(authenticate)]
+) -> AsyncIterator[asyncpg.Connection]:
+    """The connection of a read-only history handler: on the read replica when DATABASE_READ_URL is set.
+
+    The token is verified on the primary first (a logout or a block must take effect at once, and the
+    replica may lag), in a short transaction that ends before the replica's opens, so a request holds one
+    connection at a time. The replica's transaction carries the same tenant context (READ ONLY): the RLS
+    policies replicate with the schema. Without a replica this is exactly `DbConn`'s one transaction.
+    """
+    state: ApiState = request.app.state.api
+    address = getattr(request.state, "client_address", None)
+    if state.read_db is None:
+        async with state.db.tenant(principal.tenant) as conn:
+            refuse_pending(await verify_session(conn, principal, state, address))
+            yield conn
+        return
+    async with state.db.tenant(principal.tenant) as conn:
+        verified = await verify_session(conn, principal, state, address)
+    refuse_pending(verified)
+    async with state.read_db.tenant(verified.tenant, readonly=True) as conn:
+        yield conn
+
+
+# History, exports and latest values (positions, measurements, telemetry, CAN, raw frames, events): reads
+# that tolerate a replica's lag of a fraction of a second. Anything that writes, or must see its own
+# writes, takes `DbConn` (the primary).
+HistoryConn = Annotated[asyncpg.Connection, Depends(open_history_session, scope="function")]
+
+
 def ensure_registration_open(state: ApiState) -> None:
     """Refuse new accounts while the `registration_open` flag is off (existing accounts still sign in)."""
     if not state.settings.registration_open:
