@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # package (git-ignored) so that a wheel carries them; nothing is fetched from a CDN at run time.
 WEB_VENDOR := fleet/web/static/vendor/.installed
 
-.PHONY: run test lint format bench bench-codec bench-ingest bench-sync bench-login bench-fleet-page bench-live \
+.PHONY: run test lint format bench bench-codec bench-ingest bench-sync bench-login bench-fleet-page bench-live bench-bus bench-storage \
         venv web clean system-deps help canary-status canary-promote canary-rollback \
         health-check smoke-test logs monitor emergency-logs daily-ops security-check perf-check maintenance
 
@@ -62,6 +62,14 @@ bench-ingest: $(STAMP)
 
 bench-sync: $(STAMP)
 	$(PY) bench/bench_sync.py
+
+## make bench-bus: the live bus (PostgreSQL NOTIFY, Redis, NATS) fanned out to 4 processes; bench/results/bus.json.
+bench-bus: $(STAMP)
+	$(PY) bench/bench_bus.py
+
+## make bench-storage: bytes on disk per record through the real write paths; bench/results/storage.json.
+bench-storage: $(STAMP)
+	$(PY) bench/bench_storage.py
 
 bench-login: $(STAMP)
 	$(PY) bench/bench_login_timing.py --output bench/results/login_timing.json

@@ -209,6 +209,8 @@ def cores(rate: float, us_per_unit: float | None) -> float | None:
 def fmt(value: float | None, digits: int = 2) -> str:
     if value is None:
         return "n/a"
+    if isinstance(value, int):
+        return f"{value:,}"
     if abs(value) >= 100:
         return f"{value:,.0f}"
     return f"{value:.{digits}f}"
@@ -258,8 +260,9 @@ def model(inputs: Inputs, args: argparse.Namespace) -> dict[str, Any]:
         "trackers",
         f"{args.trackers:,} trackers, 1 record / {args.tracker_interval:g} s, one record per frame",
         cores(tracker_rate, v("ingest_us_per_record_realtime")),
-        cores(tracker_rate, v("pg_us_per_record_realtime")),
-        "live.json baseline (1 record/frame at 1,000 records/s: per-commit costs poorly amortised; an upper bound)",
+        cores(tracker_rate, v("pg_us_per_record_storage_run") or v("pg_us_per_record_realtime")),
+        "ours: live.json baseline (ingest + API process, 1,000 records/s: an upper bound); "
+        "PostgreSQL: storage.json trackers (2,000 records/s, one per frame)",
     )
     row(
         "trackers",
