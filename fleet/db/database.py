@@ -165,9 +165,10 @@ class Database:
             )
         if row is None or row["bypass"]:
             await self.close()
+            name = row["name"] if row is not None else "an unknown role"
             raise ConfigError(
-                f"DATABASE_READ_URL connects as {row['name'] if row else '?'!s}, a role that bypasses "
-                f"row-level security; connect as {APP_ROLE}"
+                f"DATABASE_READ_URL connects as {name}, a role that bypasses row-level security; "
+                f"connect as {APP_ROLE}"
             )
         log.info("read_replica_connected", role=row["name"], standby=row["standby"])
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from fleet.api.app import create_app
 from fleet.config import Settings
@@ -267,3 +268,29 @@ async def test_a_read_url_whose_role_bypasses_rls_is_refused(
     replica = Database.replica(settings, cluster.dsn(cluster.standby_port))  # the superuser `postgres`
     with pytest.raises(ConfigError, match="bypasses row-level security"):
         await replica.start()
+
+
+async def test_history_falls_back_to_the_primary_when_the_replica_is_down(
+    cluster: Cluster, replica_setup: tuple[Settings, Database]
+) -> None:
+    """Runs last (it stops the standby): a replica that goes away must not take history reads down."""
+    settings, primary = replica_setup
+    owner = await make_account(primary, settings)
+    fleet = await make_fleet(primary, owner)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    await add_positions(primary, fleet, start, 3)
+    span = {"from": (start - timedelta(minutes=1)).isoformat(), "to": datetime.now(UTC).isoformat()}
+    server = await LiveServer(create_app(settings), settings).start()
+    fallbacks = REGISTRY.get_sample_value("fleet_db_read_replica_fallbacks_total") or 0.0
+    try:
+        await asyncio.to_thread(cluster.stop, "standby")
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            for _ in range(2):  # the pool's idle connections die first, then new ones are refused
+                answer = await http.get(
+                    f"/vehicles/{fleet.vehicle_id}/positions", params=span, headers=owner.headers
+                )
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["total"] == 3
+        assert REGISTRY.get_sample_value("fleet_db_read_replica_fallbacks_total") == fallbacks + 2
+    finally:
+        await server.stop()
