@@ -120,14 +120,13 @@ def read_inputs(results: Path) -> Inputs:
         )
     processes = inputs.load("ingest_processes.json")
     if processes:
-        # scaleproc's benchmark: take the best records/s per process count it reports.
-        for entry in processes.get("summary", {}).get("by_processes", []) or []:
-            n = entry.get("processes")
-            if n:
+        # bench/bench_ingest_processes.py: `by_processes` keyed by the number of ingest processes.
+        for count, figures in sorted((processes.get("by_processes") or {}).items()):
+            for field in ("records_per_s", "records_per_server_core_s", "records_per_postgres_core_s"):
                 inputs.put(
-                    f"records_per_s_{n}_processes",
-                    entry.get("records_per_s"),
-                    f"ingest_processes.json summary.by_processes[processes={n}].records_per_s",
+                    f"{field}_{count}_processes",
+                    figures.get(field),
+                    f"ingest_processes.json by_processes[{count}].{field}",
                 )
     storage = inputs.load("storage.json")
     if storage:
