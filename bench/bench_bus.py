@@ -179,25 +179,25 @@ def _children_of(parent: int) -> set[int]:
     return pids
 
 
-async def _backend_pid(target: str) -> int:
+async def _postmaster_of_a_backend(target: str) -> int | None:
     import asyncpg
 
     conn = await asyncpg.connect(target)
     try:
-        return int(await conn.fetchval("SELECT pg_backend_pid()"))
-    finally:
-        await conn.close()
-
-
-def _postmaster(target: str) -> int | None:
-    backend = asyncio.run(_backend_pid(target))
-    try:
-        for line in Path(f"/proc/{backend}/status").read_text().splitlines():
+        backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
+        # Read while the backend lives (it exits with the connection).
+        for line in Path(f"/proc/{backend}/status").read_text().splitlines():  # noqa: ASYNC240
             if line.startswith("PPid:"):
                 return int(line.split()[1])
     except OSError:
-        pass
+        return None
+    finally:
+        await conn.close()
     return None
+
+
+def _postmaster(target: str) -> int | None:
+    return asyncio.run(_postmaster_of_a_backend(target))
 
 
 async def publish_phases(
