@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 WEB_VENDOR := fleet/web/static/vendor/.installed
 
 .PHONY: run test lint format bench bench-quick bench-codec bench-ingest bench-sync bench-api bench-login \
-        bench-fleet-page bench-live bench-growth \
+        bench-fleet-page bench-live bench-growth bench-bus bench-storage \
         venv web clean system-deps help canary-status canary-promote canary-rollback \
         health-check smoke-test logs monitor emergency-logs daily-ops security-check perf-check maintenance
 
@@ -67,6 +67,10 @@ ifneq ($(wildcard bench/bench_bus.py),)
 BENCH_TARGETS += bench-bus
 BENCH_QUICK_SCRIPTS += bench/bench_bus.py
 endif
+ifneq ($(wildcard bench/bench_storage.py),)
+BENCH_TARGETS += bench-storage
+BENCH_QUICK_SCRIPTS += bench/bench_storage.py
+endif
 
 ## make bench: every benchmark, full mode; JSON and plots in bench/results/ (docs/PERFORMANCE.md).
 # Each writes <name>.json and <name>-<UTC timestamp>.json; goes on past a failure or a missed target, fails at the end.
@@ -99,6 +103,14 @@ bench-sync: $(STAMP)
 ## make bench-api: API latency (tools/perf_sanity.py --spawn) against /health measured on the same server.
 bench-api: $(STAMP)
 	$(PY) bench/bench_api.py
+
+## make bench-bus: the live bus (PostgreSQL NOTIFY, Redis, NATS) fanned out to 4 processes; bench/results/bus.json.
+bench-bus: $(STAMP)
+	$(PY) bench/bench_bus.py
+
+## make bench-storage: bytes on disk per record through the real write paths; bench/results/storage.json.
+bench-storage: $(STAMP)
+	$(PY) bench/bench_storage.py
 
 bench-login: $(STAMP)
 	$(PY) bench/bench_login_timing.py

@@ -502,9 +502,9 @@ def main() -> int:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text + "\n")
     report.set_postgres_version(results["postgres_version"])
+    report.results["scenarios"] = results["scenarios"]
     for s in results["scenarios"]:
         name = s["scenario"]
-        report.results[name] = s
         report.add_baseline(f"{name}.server_cpu_s_without_viewers", s["server_cpu_baseline_s"])
         report.add_target(
             f"{name}.latency_p99_ms", s["latency_commit_to_receipt_ms"]["p99"], 1000, higher_is_better=False
