@@ -19,7 +19,9 @@ Last, ``handover``: two plain ``fleet serve --role ingest`` processes on one por
 were refused (none may be: the port always has a listener) and how many ended before their answer
 (accepted or queued by the stopping process; ``net.ipv4.tcp_migrate_req`` is recorded with the machine).
 
-Results: bench/results/ingest_processes-<UTC timestamp>.json and bench/results/ingest_processes.json.
+Results (bench/common.py): bench/results/ingest_processes.json (``results.by_processes`` has records_per_s,
+p99_ack_ms, cpu_us_per_record_server and cpu_us_per_record_postgres per process count) and a timestamped
+copy; ``--quick`` writes ingest_processes-quick*.json instead.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ import asyncio
 import json
 import multiprocessing
 import os
-import platform
 import resource
 import secrets
 import select
@@ -40,13 +41,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import BenchReport, add_quick_argument  # noqa: E402
 from fleet.simulate.engine import SimulationConfig, run_simulation_blocking  # noqa: E402
 
 PROCESS_COUNTS = (1, 2, 4)
@@ -83,42 +84,6 @@ def descendants(root: int, table: dict[int, tuple[int, int, str]]) -> set[int]:
                 found.add(pid)
                 grew = True
     return found
-
-
-def busy_processes(limit: int = 5) -> list[str]:
-    """Other processes using CPU when the run starts (a shared machine skews every figure)."""
-    first = ticks_by_pid()
-    time.sleep(1.0)
-    second = ticks_by_pid()
-    hz = os.sysconf("SC_CLK_TCK")
-    busy = []
-    for pid, (ticks, _parent, command) in second.items():
-        used = (ticks - first.get(pid, (ticks, 0, ""))[0]) / hz
-        if used > 0.05 and pid != os.getpid():
-            busy.append((used, f"{used * 100:.0f}% {command[:80]}"))
-    return [text for _, text in sorted(busy, reverse=True)[:limit]]
-
-
-def machine_info() -> dict[str, Any]:
-    cpu_model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "",
-    )
-    return {
-        "cpu_model": cpu_model,
-        "cpus": os.cpu_count(),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "tcp_migrate_req": Path("/proc/sys/net/ipv4/tcp_migrate_req").read_text().strip()
-        if Path("/proc/sys/net/ipv4/tcp_migrate_req").exists()
-        else None,
-        "loadavg_at_start": os.getloadavg(),
-        "busy_processes_at_start": busy_processes(),
-    }
 
 
 # --- the server -----------------------------------------------------------------------------------------------
@@ -404,7 +369,7 @@ async def _server_facts(owner_dsn: str) -> tuple[str, str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=15.0, help="seconds of load per process count")
-    parser.add_argument("--quick", action="store_true", help="5 s of load per process count")
+    add_quick_argument(parser)  # 5 s of load per process count, a slower handover storm
     parser.add_argument("--counts", default=",".join(map(str, PROCESS_COUNTS)), help="e.g. 1,2,4")
     parser.add_argument("--output-dir", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
@@ -414,7 +379,6 @@ def main() -> int:
 
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    machine = machine_info()
     workdir = Path(tempfile.mkdtemp(prefix="fleet-bench-processes-"))
     embedded = None
     owner_dsn = args.database_url
@@ -424,21 +388,24 @@ def main() -> int:
         embedded = EmbeddedPostgres(workdir / "pg")
         owner_dsn = embedded.start()
     app_password = secrets.token_urlsafe(24)
-    started_at = datetime.now(UTC)
-    results: dict[str, Any] = {
-        "benchmark": "ingest_processes",
-        "started_at": started_at.isoformat(),
-        "machine": machine,
-        "parameters": {
+    report = BenchReport(
+        "ingest_processes",
+        quick=args.quick,
+        results_dir=args.output_dir,
+        parameters={
             "protocol": "navtelecom",
             "flex": "2.0",
             "records_per_frame": RECORDS_PER_FRAME,
             "connections": CONNECTIONS,
             "duration_s": duration,
+            "process_counts": counts,
             "database": "embedded" if embedded else "DATABASE_URL",
             "how": "fleet serve --workers N --role ingest; one simulator process at the maximum rate",
         },
-    }
+    )
+    migrate_req = Path("/proc/sys/net/ipv4/tcp_migrate_req")
+    report.machine["tcp_migrate_req"] = migrate_req.read_text().strip() if migrate_req.exists() else None
+    results: dict[str, Any] = {}
     try:
         migrate = subprocess.run(
             [sys.executable, "-m", "fleet", "db", "upgrade"],
@@ -454,7 +421,8 @@ def main() -> int:
         )
         if migrate.returncode != 0:
             raise RuntimeError(migrate.stderr)
-        results["postgres_version"], data_dir = asyncio.run(_server_facts(owner_dsn))
+        version, data_dir = asyncio.run(_server_facts(owner_dsn))
+        report.set_postgres_version(version)
         postmaster = int(Path(data_dir, "postmaster.pid").read_text().split()[0])
         runs = []
         for number, workers in enumerate(counts):
@@ -482,17 +450,13 @@ def main() -> int:
             }
             for run in runs
         }
-        results["machine"]["loadavg_at_end"] = os.getloadavg()
     finally:
         if embedded is not None:
             embedded.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    text = json.dumps(results, indent=2)
-    print(text)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
-    (args.output_dir / f"ingest_processes-{stamp}.json").write_text(text + "\n")
-    (args.output_dir / "ingest_processes.json").write_text(text + "\n")
+    report.results = results
+    report.write()
+    print(json.dumps(report.document(), indent=2, default=str))
     return 0
 
 
