@@ -490,13 +490,43 @@ async def count_positions(owner_dsn: str, first_imei: int, devices: int) -> int:
 
 
 def one_run(
-    server: Server, owner_dsn: str, number: int, duration: float, devices: int, baseline_rows: int
+    server: Server,
+    owner_dsn: str,
+    number: int,
+    duration: float,
+    devices: int,
+    baseline_rows: int,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     """One run: the COPY baseline, the full load, then half of that load (fresh IMEIs each time)."""
     baseline = asyncio.run(raw_copy_baseline(owner_dsn, baseline_rows, can=False))
     print(json.dumps({"scenario": "raw_copy", "run": number, **baseline}), file=sys.stderr, flush=True)
     base = 862_000_000_000_000 + number * 1_000_000
+    spy = None
+    if profile is not None and number == 1:
+        # A sampling profile of the server during the first full load (py-spy, from the dev extras).
+        spy = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "--pid",
+                str(server.pid),
+                "--rate",
+                "200",
+                "--nonblocking",
+                "--format",
+                "raw",
+                "--output",
+                str(profile),
+                "--duration",
+                str(int(duration + 5)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     full = load_scenario(server, "full", devices, 0.0, duration, base)
+    if spy is not None:
+        spy.wait(60)
     half = load_scenario(
         server, "half", devices, (full["records_per_s"] or 0.0) / 2, duration, base + 100_000
     )
@@ -567,6 +597,9 @@ def main() -> int:
         "--extra", action="store_true", help="also 10,000 connections, no CAN, Teltonika, idle"
     )
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy profile (collapsed stacks) of the server in the first full load"
+    )
     add_quick_argument(parser)
     args = parser.parse_args()
     baseline_rows = BASELINE_ROWS
@@ -629,7 +662,9 @@ def main() -> int:
         server.start()
         load_scenario(server, "warmup", 100, 0.0, 3.0, 861_000_000_000_000)
         for number in range(1, args.runs + 1):
-            runs.append(one_run(server, owner_dsn, number, args.duration, args.devices, baseline_rows))
+            runs.append(
+                one_run(server, owner_dsn, number, args.duration, args.devices, baseline_rows, args.profile)
+            )
         extra = extra_scenarios(server, owner_dsn, app_password, workdir, args.duration) if args.extra else []
         server.stop()
     finally:
