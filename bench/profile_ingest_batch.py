@@ -359,20 +359,24 @@ def main() -> int:
 
         app_dsn = with_user(owner_dsn, APP_ROLE, password)
         measured: dict[str, list[float]] = {}
-        shape = asyncio.run(
-            run(owner_dsn, app_dsn, args.batches, args.explain, args.variants.split(","), measured)
-        )
-        if args.output:
-            report = BenchReport(
+        report = (
+            BenchReport(
                 "ingest_profile",
                 parameters={
                     "batches_per_variant": args.batches,
-                    "batch": shape,
                     "variants": args.variants,
                     "flex": "2.0-can (29 fields), a quarter of the devices with CAN values",
                     "unit": "CPU microseconds of the PostgreSQL backend per position record",
                 },
             )
+            if args.output
+            else None
+        )
+        shape = asyncio.run(
+            run(owner_dsn, app_dsn, args.batches, args.explain, args.variants.split(","), measured)
+        )
+        if report is not None:
+            report.parameters["batch"] = shape
             report.set_postgres_version(owner_dsn)
             for variant, values in measured.items():
                 report.add_samples(f"{variant}_postgres_us_per_record", values)
