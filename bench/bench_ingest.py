@@ -186,6 +186,11 @@ class Server:
             SERVER_HOST="127.0.0.1",
             SERVER_PORT=str(self.port),
             TELTONIKA_PORT=str(self.teltonika_port),
+            # Every simulated tracker connects from 127.0.0.1: lift the per-address caps (1,000 connections,
+            # 100 not yet identified) or the login ramp measures refusals and reconnections. Real trackers
+            # come from many addresses.
+            INGEST_MAX_CONNECTIONS_PER_ADDRESS="20000",
+            INGEST_MAX_UNIDENTIFIED_PER_ADDRESS="20000",
         )
         self.env.pop("REDIS_URL", None)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -402,10 +407,15 @@ def load_scenario(
     first_imei: int,
     options: dict[str, Any] | None = None,
     protocol: str = "navtelecom",
+    can: bool | None = None,
 ) -> dict[str, Any]:
+    """One load; ``options`` default to the issue-14 mix, ``can`` (earlier callers) means FLEX 2.0 with or
+    without CAN values on every tracker."""
     meter = CpuMeter(server.pid)
     if options is None:
-        options = {"flex": FLEX_PROFILE, "can_share": CAN_SHARE}
+        options = (
+            {"flex": FLEX_PROFILE, "can_share": CAN_SHARE} if can is None else {"flex": "2.0", "can": can}
+        )
     config = SimulationConfig(
         port=server.port if protocol == "navtelecom" else server.teltonika_port,
         protocol=protocol,
