@@ -608,6 +608,13 @@ def main() -> int:
     )
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
     parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the server (e.g. INGEST_BATCH_MAX_RECORDS=1000); repeatable",
+    )
+    parser.add_argument(
         "--profile", type=Path, help="py-spy profile (collapsed stacks) of the server in the first full load"
     )
     add_quick_argument(parser)
@@ -637,6 +644,7 @@ def main() -> int:
             "baseline_rows": baseline_rows,
             "database": "DATABASE_URL" if args.database_url else "embedded",
             "synchronous_commit": "on",
+            "server_env": args.server_env,
         },
     )
     workdir = Path(tempfile.mkdtemp(prefix="fleet-bench-ingest-"))
@@ -668,6 +676,7 @@ def main() -> int:
         report.set_postgres_version(version)
 
         server = Server(owner_dsn, app_password, workdir)
+        server.env.update(dict(item.split("=", 1) for item in args.server_env))
         servers.append(server)
         server.start()
         load_scenario(server, "warmup", 100, 0.0, 3.0, 861_000_000_000_000)
