@@ -26,16 +26,28 @@ Measured:
   markers), then while every tracker sends a position each second. Task durations are wall time, so on a
   busy machine they include preemption; ``renderer_cpu_ms_per_s`` (CDP ``SystemInfo.getProcessInfo``: CPU
   time of the renderer process, all its threads) is reported beside them.
+  ``main_thread_cpu_ms_per_s`` is the CPU time of the renderer's main thread alone (utime + stime of the
+  renderer process's first thread, from /proc): what the page's work costs, without the waiting for a core that a
+  shared machine adds to task durations. The target is judged on both (``main_thread_met``,
+  ``main_thread_cpu_met``).
 * ``messages_per_s``: WebSocket messages the page received per second, by type (CDP
   ``Network.webSocketFrameReceived``; ``position`` counts the positions delivered, alone or as items of the
   ``positions`` batches the page asks for), counted for 5 s just before and just after each timing window (not
   during it: DevTools' per-frame reporting would load the main thread). The movement the page had to handle is
   what the server delivered: when the machine cannot ingest 5,000 one-record frames a second, fewer vehicles
   move each second; ``main_thread_ms_per_1000_positions`` and ``all_vehicles_moved_each_second`` say so.
+* ``moving_bus``: the same window with every vehicle moving once a second for certain. A feeder process
+  publishes each vehicle's new position once a second on the live bus the server listens to (PostgreSQL
+  NOTIFY, packed exactly as ingestion publishes a committed batch: ``fleet.ops.bus.pack_messages`` of
+  ``positions`` payloads), spread over ten slices of the second. Ingestion is bypassed - this two-core
+  machine cannot also store 5,000 one-record frames a second while Chromium runs - but everything from the
+  bus on is the production path: the API process's bus listener, the fleet hub's coalescing and batching,
+  ``WS /ws/fleet``, the page. This window decides the main-thread target (``--feed`` picks the windows).
 
 Targets (issue 9): first render ≤ 2 s; ≤ 150 ms of main thread per second while all 5,000 move.
 
-Usage: ``python bench/bench_fleet_page.py [--vehicles 5000] [--loads 3] [--window 15] [--output FILE]``
+Usage: ``python bench/bench_fleet_page.py [--vehicles 5000] [--loads 3] [--window 15] [--feed both]
+[--output FILE]``
 """
 
 from __future__ import annotations
@@ -68,6 +80,7 @@ import httpx  # noqa: E402
 from bench_ingest import machine_info  # noqa: E402
 
 from fleet.db.embedded import EmbeddedPostgres  # noqa: E402
+from fleet.ops.bus import channel_name, pack_messages  # noqa: E402
 from fleet.simulate.engine import SimulationConfig, run_simulation_blocking  # noqa: E402
 from fleet.web.testing import CHROMIUM, CHROMIUM_ARGS, only_server  # noqa: E402
 
@@ -117,6 +130,8 @@ def server_env(dsn: str, data_dir: Path, api_port: int, device_port: int) -> dic
             "DB_GRAFANA_PASSWORD": secrets.token_urlsafe(24),
             "UNKNOWN_DEVICE_POLICY": "reject",
             "INGEST_MAX_CONNECTIONS": "20000",
+            # Every simulated tracker connects from 127.0.0.1: lift the per-address cap (1,000 by default).
+            "INGEST_MAX_CONNECTIONS_PER_ADDRESS": "20000",
             "RATE_LIMIT_LOGIN_PER_MINUTE": "1000",
             "RATE_LIMIT_REFRESH_PER_MINUTE": "1000",
             "RATE_LIMIT_API_PER_MINUTE": "100000",
@@ -192,6 +207,75 @@ async def seed_positions(pool: ProcessPoolExecutor, dsn: str, port: int, vehicle
     return summary
 
 
+BUS_WARMUP_S = 8.0  # the feeder's first full seconds before the window opens
+BUS_SLICES_PER_S = 10  # the feeder publishes a tenth of the fleet every 100 ms, as ingestion's commits would
+
+
+async def feed_bus(dsn: str, duration: float) -> dict[str, Any]:
+    """Publish a new position of every tracker once a second on the `positions` topic for `duration` s."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            """SELECT d.id, d.imei, d.vehicle_id, p.latitude, p.longitude
+               FROM devices d JOIN vehicle_last_positions p USING (vehicle_id) ORDER BY d.id"""
+        )
+        channel = channel_name("positions")
+        slices = [rows[i::BUS_SLICES_PER_S] for i in range(BUS_SLICES_PER_S)]
+        started = time.monotonic()
+        published = notifies = late = 0
+        tick = 0
+        while (elapsed := time.monotonic() - started) < duration:
+            second = tick // BUS_SLICES_PER_S
+            now = time.time()
+            stamp = datetime.fromtimestamp(now, UTC).isoformat()
+            payloads = [
+                {
+                    "type": "positions",
+                    "device_id": row["id"],
+                    "imei": row["imei"],
+                    "vehicle_id": row["vehicle_id"],
+                    "count": 1,
+                    "time": stamp,
+                    # A small circle around the stored position, a step a second: every marker moves.
+                    "latitude": row["latitude"] + 0.001 * ((second + row["id"]) % 7),
+                    "longitude": row["longitude"] + 0.001 * ((second + 3 * row["id"]) % 5),
+                    "speed": 40.0 + second % 20,
+                    "course": (second * 10 + row["id"]) % 360,
+                    "altitude": 120,
+                    "satellites": 11,
+                    "valid": True,
+                    "committed_at": now,
+                }
+                for row in slices[tick % BUS_SLICES_PER_S]
+            ]
+            messages = pack_messages(payloads)
+            await conn.execute("SELECT pg_notify($1, m) FROM unnest($2::text[]) AS m", channel, messages)
+            published += len(payloads)
+            notifies += len(messages)
+            tick += 1
+            wait = tick / BUS_SLICES_PER_S - (time.monotonic() - started)
+            if wait > 0:
+                await asyncio.sleep(wait)
+            else:
+                late += 1
+        return {
+            "feed": "bus",
+            "vehicles": len(rows),
+            "duration_s": round(elapsed, 2),
+            "positions_published": published,
+            "positions_per_s": round(published / elapsed, 1) if elapsed else 0.0,
+            "notifications": notifies,
+            "slices_late": late,
+        }
+    finally:
+        await conn.close()
+
+
+def feed_bus_blocking(dsn: str, duration: float) -> dict[str, Any]:
+    """Entry point of the feeder process."""
+    return asyncio.run(feed_bus(dsn, duration))
+
+
 def metrics(raw: dict[str, Any]) -> dict[str, float]:
     return {item["name"]: item["value"] for item in raw["metrics"]}
 
@@ -202,6 +286,28 @@ async def renderer_cpu_s(browser_cdp: Any) -> float:
     return float(sum(p["cpuTime"] for p in info["processInfo"] if p["type"] == "renderer"))
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+async def renderer_main_cpu_s(browser_cdp: Any) -> float:
+    """CPU seconds used so far by the renderers' main threads alone (from /proc).
+
+    Unlike TaskDuration this does not grow when the thread waits for a core on a busy machine."""
+    info = await browser_cdp.send("SystemInfo.getProcessInfo")
+    return main_threads_cpu_s([p["id"] for p in info["processInfo"] if p["type"] == "renderer"])
+
+
+def main_threads_cpu_s(pids: list[int]) -> float:
+    ticks = 0
+    for pid in pids:
+        try:  # a process's main thread is the task whose id is the process id
+            fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / CLOCK_TICKS
+
+
 async def main_thread(cdp: Any, browser_cdp: Any, seconds: float) -> dict[str, float]:
     """Renderer main-thread busy time per wall-clock second over `seconds`, and the renderer's CPU time.
 
@@ -209,9 +315,11 @@ async def main_thread(cdp: Any, browser_cdp: Any, seconds: float) -> dict[str, f
     lasts longer, so the renderer's CPU time is reported beside it."""
     before = metrics(await cdp.send("Performance.getMetrics"))
     cpu_before = await renderer_cpu_s(browser_cdp)
+    main_before = await renderer_main_cpu_s(browser_cdp)
     await asyncio.sleep(seconds)
     after = metrics(await cdp.send("Performance.getMetrics"))
     cpu_after = await renderer_cpu_s(browser_cdp)
+    main_after = await renderer_main_cpu_s(browser_cdp)
     wall = after["Timestamp"] - before["Timestamp"]
 
     def rate(name: str) -> float:
@@ -225,6 +333,7 @@ async def main_thread(cdp: Any, browser_cdp: Any, seconds: float) -> dict[str, f
         "style_ms_per_s": rate("RecalcStyleDuration"),
         "js_heap_mb": round(after["JSHeapUsedSize"] / 2**20, 1),
         "renderer_cpu_ms_per_s": round((cpu_after - cpu_before) / wall * 1000, 1),
+        "main_thread_cpu_ms_per_s": round((main_after - main_before) / wall * 1000, 1),
     }
 
 
@@ -267,7 +376,7 @@ async def measure_window(cdp: Any, browser_cdp: Any, seconds: float) -> dict[str
 
 
 async def run_browser(
-    url: str, pool: ProcessPoolExecutor, device_port: int, args: argparse.Namespace
+    url: str, pool: ProcessPoolExecutor, device_port: int, dsn: str, args: argparse.Namespace
 ) -> dict[str, Any]:
     from playwright.async_api import async_playwright
 
@@ -307,22 +416,27 @@ async def run_browser(
         await cdp.send("Performance.enable", {"timeDomain": "timeTicks"})
         browser_cdp = await browser.new_browser_cdp_session()
         idle = await measure_window(cdp, browser_cdp, args.window)
-        moving = asyncio.ensure_future(
-            simulate(pool, simulation(device_port, args.vehicles, args.warmup + args.window + 40))
-        )
-        await asyncio.sleep(args.warmup)  # every tracker logged in and sending once a second
-        busy = await measure_window(cdp, browser_cdp, args.window)
         screenshot = ROOT / "test-artifacts" / "screenshots" / "bench-fleet-page.png"
         screenshot.parent.mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(screenshot))
-        sim_summary = await moving
+        result: dict[str, Any] = {"loads": loads, "idle": idle}
+        loop = asyncio.get_running_loop()
+        if args.feed in ("bus", "both"):
+            feeding = loop.run_in_executor(pool, feed_bus_blocking, dsn, BUS_WARMUP_S + args.window + 12)
+            await asyncio.sleep(BUS_WARMUP_S)
+            result["moving_bus"] = await measure_window(cdp, browser_cdp, args.window)
+            await page.screenshot(path=str(screenshot))
+            result["bus_feeder"] = await feeding
+            await asyncio.sleep(3)  # the last coalesced updates drain before the next window
+        if args.feed in ("trackers", "both"):
+            moving = asyncio.ensure_future(
+                simulate(pool, simulation(device_port, args.vehicles, args.warmup + args.window + 40))
+            )
+            await asyncio.sleep(args.warmup)  # every tracker logged in and sending once a second
+            result["moving"] = await measure_window(cdp, browser_cdp, args.window)
+            await page.screenshot(path=str(screenshot))
+            result["simulator"] = await moving
         await browser.close()
-    return {
-        "loads": loads,
-        "idle": idle,
-        "moving": busy,
-        "simulator": sim_summary,
-    }
+    return result
 
 
 def code_version() -> dict[str, Any]:
@@ -408,7 +522,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         ) as pool:
             # A few positions per tracker through the real ingest path, so the page has a marker for each.
             seeded = asyncio.run(seed_positions(pool, dsn, device_port, args.vehicles))
-            browser = asyncio.run(run_browser(url, pool, device_port, args))
+            browser = asyncio.run(run_browser(url, pool, device_port, dsn, args))
     finally:
         for server in servers:
             server.terminate()
@@ -421,11 +535,12 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             pg.stop()
         shutil.rmtree(work, ignore_errors=True)
     renders = [load["first_render_ms"] for load in browser["loads"]]
-    moving = browser["moving"]["task_ms_per_s"]
     idle = browser["idle"]["task_ms_per_s"]
-    positions = browser["moving"]["messages_per_s"].get("position", 0.0)
-    per_1000 = round(1000 * (moving - idle) / positions, 1) if positions else None
-    all_moved = positions >= 0.95 * args.vehicles
+    summary_moving = moving_summary(browser.get("moving"), idle, args.vehicles)
+    summary_bus = moving_summary(browser.get("moving_bus"), idle, args.vehicles)
+    decisive = [
+        s for s in (summary_bus, summary_moving) if s is not None and s["all_vehicles_moved_each_second"]
+    ]
     return {
         "benchmark": "fleet_page",
         "time": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -436,6 +551,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             "loads": args.loads,
             "window_s": args.window,
             "warmup_s": args.warmup,
+            "feed": args.feed,
         },
         "seed_simulation": seeded,
         **browser,
@@ -443,25 +559,44 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             "first_render_ms_median": statistics.median(renders),
             "first_render_ms_max": max(renders),
             "all_markers_drawn": all(load["points"] == args.vehicles for load in browser["loads"]),
-            "idle_main_thread_ms_per_s": browser["idle"]["task_ms_per_s"],
-            "moving_main_thread_ms_per_s": moving,
-            "moving_renderer_cpu_ms_per_s": browser["moving"]["renderer_cpu_ms_per_s"],
-            "moving_position_messages_per_s": positions,
-            "main_thread_ms_per_1000_positions": per_1000,
-            "all_vehicles_moved_each_second": all_moved,
-            # When the server delivered fewer than all vehicles' positions, the cost at the full rate is an
-            # extrapolation (linear in messages, from this run's idle baseline), labelled as such.
-            "main_thread_ms_per_s_extrapolated_to_all": None
-            if per_1000 is None
-            else round(idle + per_1000 * args.vehicles / 1000, 1),
+            "idle_main_thread_ms_per_s": idle,
+            "moving_trackers": summary_moving,
+            "moving_bus": summary_bus,
             "targets": {
                 "first_render_ms": TARGET_FIRST_RENDER_MS,
                 "main_thread_ms_per_s": TARGET_MAIN_THREAD_MS_PER_S,
                 "first_render_met": max(renders) <= TARGET_FIRST_RENDER_MS,
-                # Met only when measured with every vehicle moving each second.
-                "main_thread_met": all_moved and moving <= TARGET_MAIN_THREAD_MS_PER_S,
+                # Met only when measured with every vehicle moving each second (the bus window, or the
+                # trackers' when the machine delivered them all).
+                "main_thread_met": bool(decisive)
+                and all(s["main_thread_ms_per_s"] <= TARGET_MAIN_THREAD_MS_PER_S for s in decisive),
+                # The same by the main thread's CPU time, which a busy machine's preemption does not inflate.
+                "main_thread_cpu_met": bool(decisive)
+                and all(s["main_thread_cpu_ms_per_s"] <= TARGET_MAIN_THREAD_MS_PER_S for s in decisive),
             },
         },
+    }
+
+
+def moving_summary(window: dict[str, Any] | None, idle: float, vehicles: int) -> dict[str, Any] | None:
+    """Main-thread cost of one moving window, per second and per 1,000 positions delivered."""
+    if window is None:
+        return None
+    moving = window["task_ms_per_s"]
+    positions = window["messages_per_s"].get("position", 0.0)
+    per_1000 = round(1000 * (moving - idle) / positions, 1) if positions else None
+    return {
+        "main_thread_ms_per_s": moving,
+        "renderer_cpu_ms_per_s": window["renderer_cpu_ms_per_s"],
+        "main_thread_cpu_ms_per_s": window["main_thread_cpu_ms_per_s"],
+        "position_messages_per_s": positions,
+        "main_thread_ms_per_1000_positions": per_1000,
+        "all_vehicles_moved_each_second": positions >= 0.95 * vehicles,
+        # When fewer than all vehicles' positions were delivered, the cost at the full rate is an
+        # extrapolation (linear in messages, from this run's idle baseline), labelled as such.
+        "main_thread_ms_per_s_extrapolated_to_all": None
+        if per_1000 is None
+        else round(idle + per_1000 * vehicles / 1000, 1),
     }
 
 
@@ -474,6 +609,12 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=15.0, help="seconds of each main-thread window")
     parser.add_argument(
         "--warmup", type=float, default=20.0, help="seconds for every tracker to log in and send"
+    )
+    parser.add_argument(
+        "--feed",
+        choices=("both", "bus", "trackers"),
+        default="both",
+        help="what moves the vehicles: the live bus (every vehicle each second), the trackers, or both windows",
     )
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "fleet_page.json")
     args = parser.parse_args()
