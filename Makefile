@@ -7,7 +7,8 @@ STAMP  := $(VENV)/.installed
 # package (git-ignored) so that a wheel carries them; nothing is fetched from a CDN at run time.
 WEB_VENDOR := fleet/web/static/vendor/.installed
 
-.PHONY: run test lint format bench bench-codec bench-ingest bench-sync bench-login bench-fleet-page bench-live \
+.PHONY: run test lint format bench bench-quick bench-codec bench-ingest bench-sync bench-api bench-login \
+        bench-fleet-page bench-live bench-growth bench-bus bench-storage \
         venv web clean system-deps help canary-status canary-promote canary-rollback \
         health-check smoke-test logs monitor emergency-logs daily-ops security-check perf-check maintenance
 
@@ -51,8 +52,44 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format fleet tests bench tools
 	$(VENV)/bin/ruff check --fix fleet tests bench tools
 
-## make bench: the codec, ingest and sync benchmarks (JSON results).
-bench: bench-codec bench-ingest bench-sync
+# Every benchmark of `make bench`, in the order they run. A new benchmark: a `bench-<name>` target below, its
+# script taking --quick and writing through bench/common.py, and one line here and in BENCH_QUICK_SCRIPTS.
+BENCH_TARGETS := bench-codec bench-ingest bench-sync bench-api bench-login bench-live bench-fleet-page bench-growth
+# Longest first: bench-quick runs two at a time (most of a quick run waits on database start-up and fsync).
+BENCH_QUICK_SCRIPTS := bench/bench_fleet_page.py bench/bench_growth.py bench/bench_live.py bench/bench_ingest.py \
+        bench/bench_login_timing.py bench/bench_api.py bench/bench_sync.py bench/bench_codec.py
+# Benchmarks of other work, joined when their script exists (the target comes with the script).
+ifneq ($(wildcard bench/bench_ingest_processes.py),)
+BENCH_TARGETS += bench-ingest-processes
+BENCH_QUICK_SCRIPTS += bench/bench_ingest_processes.py
+endif
+ifneq ($(wildcard bench/bench_bus.py),)
+BENCH_TARGETS += bench-bus
+BENCH_QUICK_SCRIPTS += bench/bench_bus.py
+endif
+ifneq ($(wildcard bench/bench_storage.py),)
+BENCH_TARGETS += bench-storage
+BENCH_QUICK_SCRIPTS += bench/bench_storage.py
+endif
+
+## make bench: every benchmark, full mode; JSON and plots in bench/results/ (docs/PERFORMANCE.md).
+# Each writes <name>.json and <name>-<UTC timestamp>.json; goes on past a failure or a missed target, fails at the end.
+bench: $(STAMP) $(WEB_VENDOR) system-deps
+	$(MAKE) -k $(BENCH_TARGETS)
+
+## make bench-quick: every benchmark small and short, targets not enforced (a smoke test of the benchmarks).
+# Results in bench/results/<name>-quick.json (git-ignored); a script without --quick yet is skipped, said so.
+bench-quick: $(STAMP) $(WEB_VENDOR) system-deps
+	@started=$$(date +%s); \
+	$(MAKE) --no-print-directory -k -j2 $(patsubst bench/%.py,quick-%,$(BENCH_QUICK_SCRIPTS)); rc=$$?; \
+	echo "bench-quick: $$(( $$(date +%s) - started )) s"; exit $$rc
+
+# One quick run: quiet unless it fails (its stderr's last lines then); a script without --quick is skipped.
+quick-%:
+	@script=bench/$*.py; log=bench/results/$*-quick-stderr.tmp; \
+	if ! grep -q -- '"--quick"\|add_quick_argument' $$script; then echo "== $$script: no --quick mode, skipped"; exit 0; fi; \
+	if $(PY) $$script --quick > /dev/null 2> $$log; then grep -h ': wrote ' $$log || echo "== $$script: done"; rm -f $$log; \
+	else rc=$$?; echo "== $$script --quick FAILED ($$rc):"; tail -n 20 $$log; rm -f $$log; exit $$rc; fi
 
 bench-codec: $(STAMP)
 	$(PY) bench/bench_codec.py
@@ -63,17 +100,33 @@ bench-ingest: $(STAMP)
 bench-sync: $(STAMP)
 	$(PY) bench/bench_sync.py
 
+## make bench-api: API latency (tools/perf_sanity.py --spawn) against /health measured on the same server.
+bench-api: $(STAMP)
+	$(PY) bench/bench_api.py
+
+## make bench-bus: the live bus (PostgreSQL NOTIFY, Redis, NATS) fanned out to 4 processes; bench/results/bus.json.
+bench-bus: $(STAMP)
+	$(PY) bench/bench_bus.py
+
+## make bench-storage: bytes on disk per record through the real write paths; bench/results/storage.json.
+bench-storage: $(STAMP)
+	$(PY) bench/bench_storage.py
+
 bench-login: $(STAMP)
-	$(PY) bench/bench_login_timing.py --output bench/results/login_timing.json
+	$(PY) bench/bench_login_timing.py
+
+## make bench-growth: growth curves (connections, rate, vehicles, history, disk) as growth.json and PNG plots.
+bench-growth: $(STAMP)
+	$(PY) bench/bench_growth.py
 
 ## make bench-fleet-page: the fleet page with 5,000 vehicles in headless Chromium (first render, main-thread time).
 bench-fleet-page: $(STAMP) $(WEB_VENDOR) system-deps
 	$(PY) bench/bench_fleet_page.py
 
-## make bench-live: 1,000 WebSocket fleet viewers with trackers streaming, then the fleet page in Chromium
-## (bench/bench_fleet_page.py). JSON in bench/results/live.json (the page's also in fleet_page.json).
+## make bench-live: 1,000 WebSocket fleet viewers with trackers streaming (bench/results/live.json).
+# The fleet page in Chromium is bench-fleet-page (`bench/bench_live.py` alone runs both).
 bench-live: $(STAMP) $(WEB_VENDOR) system-deps
-	$(PY) bench/bench_live.py
+	$(PY) bench/bench_live.py --skip-fleet-page
 
 ## make canary-status|canary-promote|canary-rollback: compare the canary with stable from their metrics and
 ## move traffic between them (deploy/canary/, docs/OPERATIONS.md; CANARY_* variables, see tools/canary.py).

@@ -1,6 +1,8 @@
 """Benchmark the device codecs (Navtelecom FLEX, Teltonika Codec 8E) against struct.iter_unpack; prints JSON.
 
-Usage: ``python bench/bench_codec.py [--records 20000] [--repeat 5]``
+Usage: ``python bench/bench_codec.py [--records 20000] [--repeat 7] [--quick]``; the result is written by
+``bench/common.py`` to ``bench/results/codec.json`` (and ``codec-<UTC timestamp>.json``); ``--quick`` runs
+2,000 records twice (``codec-quick.json``).
 
 For each full mask (FLEX 1.0 = fields 1-69, 2.0 = 1-122, 3.0 = 1-255) the same record bytes are run
 through, best of ``--repeat`` runs, single thread:
@@ -30,8 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import struct
 import sys
@@ -43,6 +43,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import BenchReport, add_quick_argument
 from fleet.protocol.navtelecom import (
     NavtelecomSession,
     Negotiation,
@@ -58,17 +59,6 @@ from fleet.protocol.teltonika.simulation import TeltonikaModel
 
 VERSIONS = {"1.0": (10, 69), "2.0": (20, 122), "3.0": (30, 255)}
 RECORDS_PER_FRAME = 8
-
-
-def cpu_model() -> str:
-    """Return the CPU model name from /proc/cpuinfo (Linux) or platform.processor()."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def random_wire_value(rng: random.Random, fmt: str) -> Any:
@@ -136,15 +126,20 @@ def make_records(fields: tuple[int, ...], count: int, seed: int = 1) -> list[byt
     return records
 
 
-def best_rate(func: Callable[[], int], repeat: int) -> float:
+SAMPLES: dict[str, list[float]] = {}  # every run's records/s, by "<version>.<stage>", for the report
+
+
+def best_rate(func: Callable[[], int], repeat: int, key: str = "") -> float:
     """Return the best records/s over ``repeat`` runs of ``func`` (which returns its record count)."""
-    best = 0.0
+    rates = []
     for _ in range(repeat):
         start = time.perf_counter()
         n = func()
         elapsed = time.perf_counter() - start
-        best = max(best, n / elapsed)
-    return best
+        rates.append(n / elapsed)
+    if key:
+        SAMPLES[key] = rates
+    return max(rates)
 
 
 def rates_and_ratios(rates: dict[str, float]) -> dict[str, Any]:
@@ -212,14 +207,15 @@ def bench_version(name: str, count: int, repeat: int) -> dict[str, Any]:
         return n
 
     assert decode() == baseline() == through_session() == decode_all_kept() == rows() == count
-    rates = {
-        "baseline_iter_unpack": best_rate(baseline, repeat),
-        "decode": best_rate(decode, repeat),
-        "decode_all_kept": best_rate(decode_all_kept, repeat),
-        "frames_via_session": best_rate(through_session, repeat),
-        "materialise_as_dict": best_rate(materialise, repeat),
-        "rows": best_rate(rows, repeat),
+    stages = {
+        "baseline_iter_unpack": baseline,
+        "decode": decode,
+        "decode_all_kept": decode_all_kept,
+        "frames_via_session": through_session,
+        "materialise_as_dict": materialise,
+        "rows": rows,
     }
+    rates = {key: best_rate(func, repeat, f"flex{name}.{key}") for key, func in stages.items()}
     return {
         "fields": bits,
         "record_bytes": layout.size,
@@ -287,12 +283,13 @@ def bench_teltonika(count: int, repeat: int) -> dict[str, Any]:
         return n
 
     assert baseline() == decode() == through_session() == rows() == count
-    rates = {
-        "baseline_iter_unpack": best_rate(baseline, repeat),
-        "decode": best_rate(decode, repeat),
-        "frames_via_session": best_rate(through_session, repeat),
-        "rows": best_rate(rows, repeat),
+    stages = {
+        "baseline_iter_unpack": baseline,
+        "decode": decode,
+        "frames_via_session": through_session,
+        "rows": rows,
     }
+    rates = {key: best_rate(func, repeat, f"teltonika_8e.{key}") for key, func in stages.items()}
     return {
         "codec": "8E",
         "io_elements": len(io),
@@ -303,32 +300,40 @@ def bench_teltonika(count: int, repeat: int) -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--records", type=int, default=20000)
     parser.add_argument("--repeat", type=int, default=7)
+    add_quick_argument(parser)
     args = parser.parse_args()
+    if args.quick:
+        args.records, args.repeat = 2000, 2
+    report = BenchReport(
+        "codec",
+        quick=args.quick,
+        parameters={"records": args.records, "repeat": args.repeat, "records_per_frame": RECORDS_PER_FRAME},
+    )
+    report.note("records/s are the best of `repeat` runs (single thread); every run is in `samples`")
     results = {name: bench_version(name, args.records, args.repeat) for name in VERSIONS}
     results["teltonika_8e"] = bench_teltonika(args.records, args.repeat)
-    flex20 = results["2.0"]["records_per_second"]["decode"]
-    report = {
-        "machine": {
-            "cpu_model": cpu_model(),
-            "cores": os.cpu_count(),
-            "python": sys.version.split()[0],
-            "implementation": platform.python_implementation(),
-            "platform": platform.platform(),
-        },
-        "results": results,
-        "targets": {
-            "decode_at_least_half_of_baseline": all(
-                r["ratio_to_baseline"]["decode"] >= 0.5 for name, r in results.items() if name in VERSIONS
-            ),
-            "flex20_decode_at_least_200k_per_s": flex20 >= 200_000,
-        },
-    }
-    print(json.dumps(report, indent=2))
+    for key, rates in SAMPLES.items():
+        report.add_samples(f"{key}_records_per_s", rates, digits=0)
+    for name, result in results.items():
+        label = name if name == "teltonika_8e" else f"flex{name}"
+        rates = result["records_per_second"]
+        report.add_baseline(f"{label}.iter_unpack_records_per_s", rates["baseline_iter_unpack"])
+        for stage, value in result["ratio_to_baseline"].items():
+            report.ratios[f"{label}.{stage}_to_iter_unpack"] = value
+    for name in VERSIONS:
+        report.add_target(
+            f"flex{name}.decode_to_iter_unpack", results[name]["ratio_to_baseline"]["decode"], 0.5
+        )
+    report.add_target("flex2.0.decode_records_per_s", results["2.0"]["records_per_second"]["decode"], 200_000)
+    report.results = results
+    print(json.dumps(results, indent=2))
+    report.write()
+    return 0 if report.targets_met() else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Live-view benchmark: 1,000 WebSocket fleet viewers on one API process while trackers stream.
 
-    make bench-live            # or: .venv/bin/python bench/bench_live.py [--duration 30] [--output FILE]
+    make bench-live            # or: .venv/bin/python bench/bench_live.py [--duration 30] [--output FILE] [--quick]
+
+Results: ``bench/results/live.json`` and ``live-<UTC timestamp>.json`` (``bench/common.py``); ``--quick``: the
+owners' scenario at a tenth of the size (100 viewers, 100 trackers) for 3 s, no fleet page.
 
 Part 1 (this file). One real `fleet serve --role ingest --role api` process (uvloop) on a fresh embedded
 PostgreSQL (or BENCH_DATABASE_URL); simulated Navtelecom trackers (`fleet.simulate`, FLEX 2.0, one
@@ -72,6 +75,7 @@ from bench_ingest import (  # noqa: E402 - the ingest benchmark's machine, proce
     simulate,
 )
 
+from bench.common import BenchReport, add_quick_argument  # noqa: E402
 from fleet.simulate.engine import SimulationConfig  # noqa: E402
 
 FIRST_IMEI = 870_000_000_000_000
@@ -396,7 +400,7 @@ def fleet_page_part(output_dir: Path) -> dict[str, Any]:
     """Part 2 (the web UI's Chromium benchmark), when it exists."""
     if not FLEET_PAGE_BENCH.exists():
         return {"skipped": f"{FLEET_PAGE_BENCH.relative_to(ROOT)} does not exist yet"}
-    target = output_dir / "fleet_page.json"
+    target = output_dir / "fleet_page.tmp"  # the page's own result lands in fleet_page.json (bench/common.py)
     done = subprocess.run(
         [sys.executable, str(FLEET_PAGE_BENCH), "--output", str(target)], capture_output=True, text=True
     )
@@ -412,10 +416,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of streaming per measurement")
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS), help="default: all")
-    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "live.json")
+    parser.add_argument("--output", type=Path, help="also write the JSON here")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
     parser.add_argument("--skip-fleet-page", action="store_true", help="part 1 only")
+    add_quick_argument(parser)
     args = parser.parse_args()
+    chosen = {name: SCENARIOS[name] for name in args.scenario or list(SCENARIOS)}
+    if (
+        args.quick
+    ):  # the owners' pipeline at a tenth of the size, briefly; the fleet page is its own benchmark
+        chosen = {"owners": replace(SCENARIOS["owners"], viewers=100, accounts=20, trackers=100)}
+        args.duration, args.skip_fleet_page = 3.0, True
+    report = BenchReport(
+        "live",
+        quick=args.quick,
+        parameters={
+            "duration_s": args.duration,
+            "scenarios": {name: scenario.__dict__ for name, scenario in chosen.items()},
+        },
+    )
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
@@ -445,12 +464,12 @@ def main() -> int:
     try:
         results["postgres_version"], CpuMeter.postmaster = asyncio.run(_server_version(owner_dsn))
         scenarios = []
-        for number, name in enumerate(args.scenario or list(SCENARIOS)):
-            server = LiveServer(owner_dsn, app_password, workdir, SCENARIOS[name].fleet_interval)
+        for number, scenario in enumerate(chosen.values()):
+            server = LiveServer(owner_dsn, app_password, workdir, scenario.fleet_interval)
             server.start()  # migrates the database at its first start
             asyncio.run(reset(owner_dsn))
             scenarios.append(
-                run_scenario(server, owner_dsn, SCENARIOS[name], args.duration, FIRST_IMEI + number * 100_000)
+                run_scenario(server, owner_dsn, scenario, args.duration, FIRST_IMEI + number * 100_000)
             )
             server.stop()
         results["scenarios"] = scenarios
@@ -473,13 +492,31 @@ def main() -> int:
             embedded.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     results["fleet_page"] = (
-        {"skipped": "--skip-fleet-page"} if args.skip_fleet_page else fleet_page_part(args.output.parent)
+        {"skipped": "--skip-fleet-page"}
+        if args.skip_fleet_page
+        else fleet_page_part(ROOT / "bench" / "results")
     )
     text = json.dumps(results, indent=2)
     print(text)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text + "\n")
-    return 0
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text + "\n")
+    report.set_postgres_version(results["postgres_version"])
+    report.results["scenarios"] = results["scenarios"]
+    for s in results["scenarios"]:
+        name = s["scenario"]
+        report.add_baseline(f"{name}.server_cpu_s_without_viewers", s["server_cpu_baseline_s"])
+        report.add_target(
+            f"{name}.latency_p99_ms", s["latency_commit_to_receipt_ms"]["p99"], 1000, higher_is_better=False
+        )
+        report.add_target(f"{name}.rss_per_viewer_kib", s["rss_per_viewer_kib"], 50, higher_is_better=False)
+    report.results["summary"] = results["summary"]
+    report.results["fleet_page"] = results["fleet_page"]
+    report.note(
+        "server CPU per delivered message = (server CPU with viewers - the same load without) / messages"
+    )
+    report.write()
+    return 0 if report.targets_met() else 1
 
 
 if __name__ == "__main__":

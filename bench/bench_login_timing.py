@@ -22,7 +22,8 @@ difference); ``old_gap_excluded`` when the whole interval is smaller than the di
 bcrypt at all). On a busy machine the intervals are wide; the samples are kept in ``samples_ms``. Machine,
 load and versions are recorded.
 
-Usage: ``python bench/bench_login_timing.py [--tries 60] [--register-tries 30] [--seed 7] [--output FILE]``
+Usage: ``python bench/bench_login_timing.py [--tries 60] [--register-tries 30] [--seed 7] [--output FILE] [--quick]``;
+results in ``bench/results/login_timing.json`` (``bench/common.py``); ``--quick``: 5 and 2 tries.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ import httpx
 import structlog
 import uvicorn
 
-from bench.bench_codec import cpu_model
+from bench.common import BenchReport, add_quick_argument, cpu_model, postgres_version_async
 from fleet.api.app import create_app
 from fleet.api.server import server_config
 from fleet.config import Settings
@@ -257,14 +258,22 @@ async def measure(args: argparse.Namespace, settings: Settings, db: Database) ->
     return result
 
 
-async def main() -> None:
+async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--tries", type=int, default=60, help="failed sign-ins per account kind")
     parser.add_argument("--register-tries", type=int, default=30, help="registrations per kind")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--output", type=Path)
+    parser.add_argument("--output", type=Path, help="also write the JSON here")
+    add_quick_argument(parser)
     args = parser.parse_args()
+    if args.quick:
+        args.tries, args.register_tries = 5, 2
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    report = BenchReport(
+        "login_timing",
+        quick=args.quick,
+        parameters={"tries": args.tries, "register_tries": args.register_tries, "seed": args.seed},
+    )
 
     workdir = Path(tempfile.mkdtemp(prefix="fleet-bench-login-"))
     embedded = None
@@ -285,6 +294,7 @@ async def main() -> None:
     )
     db = Database(settings)
     await db.start(migrate_schema=True)
+    report.set_postgres_version(await postgres_version_async(dsn))
     try:
         started = time.perf_counter()
         result = await measure(args, settings, db)
@@ -306,7 +316,22 @@ async def main() -> None:
     print(text)
     if args.output:
         args.output.write_text(text + "\n", encoding="utf-8")
+    samples = result["samples_ms"]
+    for kind, values in samples.items():
+        report.add_samples(f"{kind}_ms", values)
+    report.add_baseline("password_active_median_ms", result["login_wrong_password"][REFERENCE]["median_ms"])
+    for kind in samples:
+        if kind in result["login_wrong_password"] and kind != REFERENCE:
+            report.add_ratio(
+                f"{kind}_to_password_active",
+                report.stats[f"{kind}_ms"]["median"],
+                report.stats[f"{REFERENCE}_ms"]["median"],
+            )
+    report.add_target("all_indistinguishable", 1.0 if result["all_indistinguishable"] else 0.0, 1.0)
+    report.results = {k: v for k, v in result.items() if k != "samples_ms"}
+    report.write()
+    return 0 if report.targets_met() else 1
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    sys.exit(asyncio.run(main()))

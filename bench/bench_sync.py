@@ -28,6 +28,9 @@ figure, and the cycles share two cores with PostgreSQL and the vehicles' process
 
 Targets from the issue: the 750,000-row backlog synced in < 10 s; ≥ 50 % of the raw COPY rate.
 
+``--quick``: 50 vehicles, 2 cycles, one baseline run (``sync-quick.json``). Results are written
+by ``bench/common.py`` to ``bench/results/sync.json`` and ``sync-<UTC timestamp>.json``.
+
 Usage: ``python bench/bench_sync.py [--vehicles 1000] [--channels 25] [--backlog 30] [--cycles 4]
 [--repeat 3] [--concurrency 50] [--gps] [--output FILE]``; `--gps` names channels 1 and 2 latitude and
 longitude, so every row time of every vehicle also makes a position (the sync path of a pull vehicle with GPS).
@@ -65,6 +68,7 @@ import asyncpg
 import structlog
 from pydantic import SecretStr
 
+from bench.common import BenchReport, add_quick_argument
 from fleet.config import Settings
 from fleet.db import Database
 from fleet.db.embedded import EmbeddedPostgres
@@ -379,7 +383,7 @@ def machine_info(server_version: str) -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vehicles", type=int, default=1000)
     parser.add_argument("--channels", type=int, default=25)
@@ -395,13 +399,15 @@ def main() -> None:
         help="channels 1 and 2 are latitude/longitude: the sync also stores positions",
     )
     parser.add_argument("--output", type=Path, help="also write the JSON here")
-    args = parser.parse_args()
-    # Warnings and errors only, on stderr: stdout is the JSON result.
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
+    add_quick_argument(parser)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.vehicles, args.cycles, args.repeat = 50, 2, 1
+    return args
 
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Start the vehicles' process, run the cycles and the baselines; return the result."""
     sockets = listening_sockets(args.vehicles)
     ports = [s.getsockname()[1] for s in sockets]
     server = multiprocessing.get_context("fork").Process(
@@ -413,15 +419,48 @@ def main() -> None:
     try:
         import uvloop
 
-        result = uvloop.run(bench(args, ports))
+        return uvloop.run(bench(args, ports))
     finally:
         server.terminate()
         server.join(10)
+
+
+def main() -> int:
+    args = parse_args()
+    # Warnings and errors only, on stderr: stdout is the JSON result.
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+    report = BenchReport("sync", quick=args.quick)
+    result = run(args)
+    report.parameters = result["parameters"]
+    report.set_postgres_version(result["machine"]["postgresql"])
+    report.add_samples("cycle_s", [c["duration_s"] for c in result["cycles"]])
+    report.add_samples("cycle_sync_process_cpu_s", [c["sync_process_cpu_s"] for c in result["cycles"]])
+    report.add_samples("raw_copy_rows_per_s", result["raw_copy_rows_per_s"]["runs"], digits=0)
+    report.add_samples("write_path_rows_per_s", result["write_path_rows_per_s"]["runs"], digits=0)
+    report.add_baseline("raw_copy_rows_per_s", result["raw_copy_rows_per_s"]["median"])
+    report.add_ratio(
+        "sync_to_raw_copy", result["sustained_rows_per_s"], result["raw_copy_rows_per_s"]["median"]
+    )
+    report.add_ratio(
+        "write_path_to_raw_copy",
+        result["write_path_rows_per_s"]["median"],
+        result["raw_copy_rows_per_s"]["median"],
+    )
+    report.add_target(
+        "max_cycle_s", max(c["duration_s"] for c in result["cycles"]), 10, higher_is_better=False
+    )
+    report.add_target("sync_to_raw_copy", report.ratios["sync_to_raw_copy"], 0.5)
+    report.results = result
     text = json.dumps(result, indent=2)
     print(text)
     if args.output:
         args.output.write_text(text + "\n", encoding="utf-8")
+    report.write()
+    return 0 if report.targets_met() else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -353,12 +353,12 @@ class BenchReport:
             partial = path.with_suffix(".json.tmp")
             partial.write_text(text)
             partial.replace(path)
-        if echo:
+        if echo:  # on stderr: stdout carries the benchmark's own JSON
+            where = stamped.relative_to(ROOT) if stamped.is_relative_to(ROOT) else stamped
             print(
-                f"{self.name}: wrote {stamped.relative_to(ROOT) if stamped.is_relative_to(ROOT) else stamped}"
-            )
-            print(
-                f"{self.name}: load average before {machine_load(document, 'before')}, after {machine_load(document, 'after')}"
+                f"{self.name}: wrote {where}; load average before {machine_load(document, 'before')}, "
+                f"after {machine_load(document, 'after')}",
+                file=sys.stderr,
             )
         return stamped, latest
 

@@ -10,6 +10,10 @@ from fleet.db.queries.users import create_user
 from fleet.passwords import hash_password
 
 DEV_ADMIN_EMAIL = "admin@fleet.local"
+# Key of the transaction-level advisory lock that serialises the check below between processes: several
+# `fleet serve` processes started at once on a fresh database (`--workers`, one per role) would otherwise
+# all see no superuser and all but one fail on the duplicate e-mail.
+_ADMIN_LOCK_KEY = 0x666C6565_61646D  # "flee" "adm"
 
 
 async def ensure_development_admin(db: Database, settings: Settings) -> str:
@@ -20,6 +24,7 @@ async def ensure_development_admin(db: Database, settings: Settings) -> str:
         )
     credentials = settings.data_dir / "initial_admin.txt"
     async with db.system() as conn:
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _ADMIN_LOCK_KEY)
         has_admin = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM users WHERE role = 'superuser')")
         if not has_admin:
             password = secrets.token_urlsafe(12)

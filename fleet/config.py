@@ -40,7 +40,7 @@ MIN_SECRET_LENGTH = 16
 # YAML section → prefix of the flat field names. Keys not listed use "<section>_<key>".
 _SECTION_ALIASES: dict[str, dict[str, str]] = {
     "server": {"host": "server_host", "port": "server_port"},
-    "database": {"url": "database_url", "app_url": "database_app_url"},
+    "database": {"url": "database_url", "app_url": "database_app_url", "read_url": "database_read_url"},
     "api": {"host": "api_host", "port": "api_port", "api_key": "api_key", "secret_key": "secret_key"},
 }
 _SECTION_PREFIX = {"database": "db"}
@@ -183,6 +183,8 @@ class Settings(BaseSettings):
     # --- database (seed 000 `database:`) ---------------------------------------------------------
     database_url: str | None = None  # migrations/owner connection; unset with no DB_* → embedded
     database_app_url: str | None = None  # runtime pool; default: database_url with user fleet_app
+    # A streaming replica for history reads (docs/SCALING.md); must connect as fleet_app (RLS applies).
+    database_read_url: str | None = None
     db_host: str | None = None
     db_port: int = 5432
     db_name: str = "fleet"
@@ -205,6 +207,8 @@ class Settings(BaseSettings):
 
     # --- optional services -------------------------------------------------------------------------
     redis_url: str | None = None
+    # The live bus over core NATS pub/sub instead of Redis/PostgreSQL (docs/SCALING.md); wins over REDIS_URL.
+    nats_url: str | None = None
 
     # --- sync service (seed 003) ---------------------------------------------------------------------
     sync_interval_sec: float = Field(30, gt=0)

@@ -18,6 +18,11 @@ import asyncpg
 import pytest
 
 os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="fleet-xdg-"))
+# NATS_URL (set by .ci/run when NATS answers) is for the tests of the NATS bus only, which read it as
+# TEST_NATS_URL: left in place, every other test's settings and `fleet` subprocesses would take NATS as
+# their live bus (it wins over the default), sharing subjects with concurrent runs.
+if "NATS_URL" in os.environ:
+    os.environ["TEST_NATS_URL"] = os.environ.pop("NATS_URL")
 
 from fleet.config import Settings, with_user
 from fleet.db import Database

@@ -338,6 +338,7 @@ async def seed(owner_dsn: str, vehicles: int, day_start: datetime) -> dict[str, 
         )
         copy_sec = time.perf_counter() - started
         await conn.execute("ANALYZE positions")
+        server_version = str(await conn.fetchval("SHOW server_version"))
     finally:
         await conn.close()
     return {
@@ -345,6 +346,7 @@ async def seed(owner_dsn: str, vehicles: int, day_start: datetime) -> dict[str, 
         "vehicle_id": vehicle_ids[0],
         "vehicles": vehicles,
         "copy_sec": round(copy_sec, 2),
+        "postgres_version": server_version,
     }
 
 

@@ -117,6 +117,10 @@ async def api_resources(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
         state = ApiState(
             runtime=runtime, limiter=limiter, trusted_proxies=parse_networks(settings.trusted_proxies)
         )
+        if settings.database_read_url:
+            state.read_db = Database.replica(settings, settings.database_read_url)
+            await state.read_db.start()
+            stack.push_async_callback(state.read_db.close)
         if settings.redis_url and "redis_ping" not in runtime.extras:
             runtime.extras["redis_ping"] = await _redis_ping_factory(settings.redis_url, stack)
         stack.callback(runtime.on_settings_change(limiter.apply_settings))

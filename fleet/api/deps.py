@@ -10,21 +10,33 @@ blocking a user or logging a session out takes effect on the next request.
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
 import asyncpg
+import structlog
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import Counter
 
 from fleet.api.errors import ApiError
 from fleet.api.state import ApiState
 from fleet.auth import tokens
 from fleet.db import Tenant
 from fleet.db.queries import auth as auth_q
+from fleet.errors import DatabaseUnavailable
 from fleet.manage.actor import Actor
 from fleet.ops.metrics_http import AUTH_FAILURES
+
+log = structlog.get_logger(__name__)
+
+READ_REPLICA_FALLBACKS = Counter(
+    "fleet_db_read_replica_fallbacks_total",
+    "History reads answered by the primary because the read replica (DATABASE_READ_URL) failed",
+)
 
 bearer_scheme = HTTPBearer(
     auto_error=False,
@@ -357,6 +369,62 @@ async def _active_user(session: AnySession) -> Principal:
 
 DbConn = Annotated[asyncpg.Connection, Depends(_active_conn)]
 CurrentUser = Annotated[Principal, Depends(_active_user)]
+
+
+async def open_history_session(
+    request: Request, principal: Annotated[Principal, Depends(authenticate)]
+) -> AsyncIterator[asyncpg.Connection]:
+    """The connection of a read-only history handler: on the read replica when DATABASE_READ_URL is set.
+
+    The token is verified on the primary first (a logout or a block must take effect at once, and the
+    replica may lag), in a short transaction that ends before the replica's opens, so a request holds one
+    connection at a time. The replica's transaction carries the same tenant context (READ ONLY): the RLS
+    policies replicate with the schema. Without a replica this is exactly `DbConn`'s one transaction.
+    """
+    state: ApiState = request.app.state.api
+    address = getattr(request.state, "client_address", None)
+    if state.read_db is None:
+        async with state.db.tenant(principal.tenant) as conn:
+            refuse_pending(await verify_session(conn, principal, state, address))
+            yield conn
+        return
+    async with state.db.tenant(principal.tenant) as conn:
+        verified = await verify_session(conn, principal, state, address)
+    refuse_pending(verified)
+    async with AsyncExitStack() as stack:
+        try:
+            conn = await stack.enter_async_context(state.read_db.tenant(verified.tenant, readonly=True))
+        except (
+            OSError,
+            TimeoutError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            DatabaseUnavailable,
+        ) as err:
+            # A replica that is down or restarting must not take history down: the primary answers.
+            _replica_failed(err)
+            conn = await stack.enter_async_context(state.db.tenant(verified.tenant, readonly=True))
+        yield conn
+
+
+_replica_warned_at = 0.0
+REPLICA_WARN_EVERY_SEC = 60.0
+
+
+def _replica_failed(err: BaseException) -> None:
+    """Count a fallback to the primary; log at most once a minute (every history request would)."""
+    global _replica_warned_at
+    READ_REPLICA_FALLBACKS.inc()
+    now = time.monotonic()
+    if now - _replica_warned_at >= REPLICA_WARN_EVERY_SEC:
+        _replica_warned_at = now
+        log.warning("read_replica_unavailable", error=str(err) or type(err).__name__, fallback="primary")
+
+
+# History, exports and latest values (positions, measurements, telemetry, CAN, raw frames, events): reads
+# that tolerate a replica's lag of a fraction of a second. Anything that writes, or must see its own
+# writes, takes `DbConn` (the primary).
+HistoryConn = Annotated[asyncpg.Connection, Depends(open_history_session, scope="function")]
 
 
 def ensure_registration_open(state: ApiState) -> None:

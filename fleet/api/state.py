@@ -40,6 +40,7 @@ class ApiState:
     auth_blocked: LocalBlocks = field(default_factory=LocalBlocks)  # addresses over the auth-failure limit
     oauth: Any = None  # the Authlib OAuth registry, built on first use of Google sign-in
     live: LiveHub | None = None  # the WebSocket streams' hub (fleet.live)
+    read_db: Database | None = None  # the read replica's pool (DATABASE_READ_URL) for history reads
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -24,7 +24,7 @@ from fleet.config import Settings, with_user
 from fleet.db import migrate
 from fleet.db.embedded import EmbeddedPostgres
 from fleet.db.metrics import POOL_ACQUIRE, forget_pool, record_query, watch_pool
-from fleet.errors import DatabaseUnavailable
+from fleet.errors import ConfigError, DatabaseUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -34,7 +34,7 @@ GRAFANA_ROLE = "fleet_grafana"
 _TENANT_ROLES = frozenset({"superuser", "owner"})
 
 
-def _begin_statement(tenant: Tenant) -> str:
+def _begin_statement(tenant: Tenant, readonly: bool = False) -> str:
     """BEGIN plus the transaction-local RLS context, as one statement list (values are validated here).
 
     Nested `conn.transaction()` blocks are not available inside (asyncpg refuses them in a transaction
@@ -44,7 +44,11 @@ def _begin_statement(tenant: Tenant) -> str:
     role = tenant.role or ""
     if role and role not in _TENANT_ROLES:
         raise ValueError(f"unknown tenant role {role!r}")
-    return f"BEGIN; SELECT set_config('app.user_id', '{user}', true), set_config('app.user_role', '{role}', true)"
+    begin = "BEGIN READ ONLY" if readonly else "BEGIN"
+    return (
+        f"{begin}; SELECT set_config('app.user_id', '{user}', true), "
+        f"set_config('app.user_role', '{role}', true)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +93,11 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 class Database:
-    """Owns the embedded server (when used), the migrations and the runtime pool."""
+    """Owns the embedded server (when used), the migrations and the runtime pool.
+
+    `Database.replica(settings, url)` is the read-only variant for `DATABASE_READ_URL`: a pool on a
+    streaming replica, no embedded server, no migrations (the schema, roles and RLS policies replicate).
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -97,10 +105,23 @@ class Database:
         self._pool: asyncpg.Pool | None = None
         self.owner_dsn: str | None = None
         self.app_dsn: str | None = None
+        self.read_only = False
+
+    @classmethod
+    def replica(cls, settings: Settings, url: str) -> Database:
+        """A read pool on `url` (a hot standby, or any server holding the same data)."""
+        db = cls(settings)
+        db.app_dsn = url
+        db.read_only = True
+        return db
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self, migrate_schema: bool | None = None, pool: bool = True) -> None:
         """Resolve the server (embedded or configured), apply migrations, open the `fleet_app` pool."""
+        if self.read_only:
+            await self._open_pool("fleet-read")
+            await self._refuse_rls_bypass()
+            return
         settings = self.settings
         dsn = settings.owner_dsn()
         if dsn is None:
@@ -115,19 +136,41 @@ class Database:
             password = settings.db_app_password.get_secret_value() if settings.db_app_password else None
             self.app_dsn = with_user(dsn, APP_ROLE, password)
         if pool:
-            try:
-                self._pool = await asyncpg.create_pool(
-                    self.app_dsn,
-                    min_size=settings.db_pool_min,
-                    max_size=settings.db_pool_max,
-                    init=_init_connection,
-                    reset=_keep_session,
-                    command_timeout=60,
-                    server_settings={"application_name": "fleet"},
-                )
-            except (OSError, asyncpg.PostgresError) as err:
-                raise DatabaseUnavailable(f"cannot connect as {APP_ROLE}: {err}") from err
-            watch_pool(self._pool)
+            await self._open_pool("fleet")
+
+    async def _open_pool(self, application_name: str) -> None:
+        settings = self.settings
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.app_dsn,
+                min_size=settings.db_pool_min,
+                max_size=settings.db_pool_max,
+                init=_init_connection,
+                reset=_keep_session,
+                command_timeout=60,
+                server_settings={"application_name": application_name},
+            )
+        except (OSError, asyncpg.PostgresError) as err:
+            what = "the read replica (DATABASE_READ_URL)" if self.read_only else f"as {APP_ROLE}"
+            raise DatabaseUnavailable(f"cannot connect {what}: {err}") from err
+        watch_pool(self._pool)
+
+    async def _refuse_rls_bypass(self) -> None:
+        """The read pool must be as confined as the primary's: a role that bypasses RLS is refused."""
+        assert self._pool is not None
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT current_user AS name, rolsuper OR rolbypassrls AS bypass, pg_is_in_recovery() AS standby"
+                " FROM pg_roles WHERE rolname = current_user"
+            )
+        if row is None or row["bypass"]:
+            await self.close()
+            name = row["name"] if row is not None else "an unknown role"
+            raise ConfigError(
+                f"DATABASE_READ_URL connects as {name}, a role that bypasses row-level security; "
+                f"connect as {APP_ROLE}"
+            )
+        log.info("read_replica_connected", role=row["name"], standby=row["standby"])
 
     async def upgrade(self, revision: str = "head") -> None:
         """Apply migrations with the owner connection and set the runtime roles' passwords."""
@@ -155,15 +198,15 @@ class Database:
 
     # --- the query path -------------------------------------------------------------------------
     @asynccontextmanager
-    async def tenant(self, tenant: Tenant) -> AsyncIterator[asyncpg.Connection]:
-        """A connection inside a transaction whose RLS context is `tenant`."""
+    async def tenant(self, tenant: Tenant, readonly: bool = False) -> AsyncIterator[asyncpg.Connection]:
+        """A connection inside a transaction whose RLS context is `tenant` (READ ONLY on a replica)."""
         if self._pool is None:
             raise DatabaseUnavailable("the database pool is not open")
         waited = time.perf_counter()
         async with self._pool.acquire() as conn:
             POOL_ACQUIRE.observe(time.perf_counter() - waited)
             # BEGIN and the context travel in one simple-query round trip (one per request saved).
-            await conn.execute(_begin_statement(tenant))
+            await conn.execute(_begin_statement(tenant, readonly or self.read_only))
             try:
                 yield conn
             except BaseException:

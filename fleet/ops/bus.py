@@ -1,10 +1,13 @@
 """The live bus: small JSON events ("new positions for device X / vehicle Y") from writers to viewers.
 
-Three implementations behind one interface (DESIGN.md §2):
+Four implementations behind one interface (DESIGN.md §2):
 
 * :class:`PostgresBus` (default) - ``pg_notify`` to publish, one dedicated ``LISTEN`` connection per process
   to receive, so any API process sees what any ingest process stored.
 * :class:`RedisBus` (``REDIS_URL`` set) - Redis pub/sub, same semantics.
+* :class:`NatsBus` (``NATS_URL`` set, wins over ``REDIS_URL``) - core NATS pub/sub (no JetStream: the bus
+  is best-effort, persistence would only replay stale positions). Measured against the other two in
+  ``bench/bench_bus.py``; the figures and the choice are in docs/SCALING.md.
 * :class:`InProcessBus` - delivery inside one process only (tests, tools, or a bus-less deployment).
 
 The bus is best-effort by design: the database is the source of truth, a viewer that misses an event
@@ -433,6 +436,93 @@ class RedisBus(LiveBus):
             self._dispatch(channel[len(CHANNEL_PREFIX) :], unpack_message(message["data"]))
 
 
+class NatsBus(LiveBus):
+    """Core NATS pub/sub: one client connection per process publishes and holds every subscription.
+
+    The client reconnects by itself (forever) and re-subscribes after a reconnect; what is published while
+    it is disconnected waits in its bounded pending buffer, beyond which publishing fails and is counted.
+    """
+
+    backend = "nats"
+
+    def __init__(self, url: str, name: str = "fleet") -> None:
+        super().__init__()
+        self._url = url
+        self._name = name
+        self._client: Any = None
+        self._subs: dict[str, Any] = {}
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        async with self._lock:
+            if self._client is not None:
+                return
+            import nats
+
+            self._client = await nats.connect(
+                self._url,
+                name=self._name,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=RECONNECT_MIN_SEC,
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+            )
+
+    async def close(self) -> None:
+        await super().close()
+        client, self._client = self._client, None
+        self._subs.clear()
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.drain(), timeout=5)
+            if not client.is_closed:
+                with contextlib.suppress(Exception):
+                    await client.close()
+
+    async def publish_many(self, topic: str, payloads: list[dict[str, Any]]) -> None:
+        from nats.errors import Error as NatsError
+
+        subject = channel_name(topic)
+        if not payloads:
+            return
+        try:
+            await self.start()
+            for message in pack_messages(payloads):
+                await self._client.publish(subject, message.encode())
+        except (NatsError, OSError, TimeoutError) as err:
+            BUS_DROPPED.labels(self.backend).inc(len(payloads))
+            log.warning("bus_publish_failed", backend=self.backend, error=str(err))
+            return
+        BUS_PUBLISHED.labels(self.backend).inc(len(payloads))
+
+    async def _listen(self, topic: str) -> None:
+        await self.start()
+        async with self._lock:
+            if topic not in self._subs:
+                self._subs[topic] = await self._client.subscribe(channel_name(topic), cb=self._on_message)
+
+    async def _unlisten(self, topic: str) -> None:
+        async with self._lock:
+            sub = self._subs.pop(topic, None)
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
+    async def _on_message(self, msg: Any) -> None:
+        self._dispatch(msg.subject[len(CHANNEL_PREFIX) :], unpack_message(msg.data))
+
+    async def _on_error(self, err: Exception) -> None:
+        log.warning("bus_error", backend=self.backend, error=str(err))
+
+    async def _on_disconnected(self) -> None:
+        if self._client is not None:
+            log.warning("bus_listener_lost", backend=self.backend)
+
+    async def _on_reconnected(self) -> None:
+        log.info("bus_listener_restored", backend=self.backend)
+
+
 # Payloads waiting for the bus per publisher; beyond this the oldest are dropped (the bus is best-effort).
 MAX_PENDING_PAYLOADS = 20000
 
@@ -481,7 +571,10 @@ class LivePublisher:
 
 
 def create_bus(settings: Settings, db: Database | None) -> LiveBus:
-    """Return the bus the configuration asks for: Redis with REDIS_URL, else PostgreSQL, else in-process."""
+    """Return the bus the configuration asks for: NATS with NATS_URL, Redis with REDIS_URL, else PostgreSQL,
+    else in-process."""
+    if settings.nats_url:
+        return NatsBus(settings.nats_url)
     if settings.redis_url:
         return RedisBus(settings.redis_url)
     if db is not None:

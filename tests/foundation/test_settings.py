@@ -48,6 +48,8 @@ ENV_NAMES = (
     "DB_APP_PASSWORD",
     "TRUSTED_PROXIES",
     "REDIS_URL",
+    "NATS_URL",
+    "DATABASE_READ_URL",
 )
 
 
@@ -219,3 +221,20 @@ def test_api_hardening_defaults(clean_env: Path) -> None:
     assert settings.trusted_proxies == []  # no X-Forwarded-* is honoured until an operator names the proxy
     assert settings.map_tile_url == "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
     assert settings.grafana_url is None
+
+
+def test_scale_out_settings(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NATS_URL and DATABASE_READ_URL are off by default; config.yaml names the replica `database.read_url`."""
+    import yaml
+
+    from fleet.ops.bus import NatsBus, PostgresBus, RedisBus, create_bus
+
+    settings = Settings()
+    assert settings.nats_url is None and settings.database_read_url is None
+    flat = flatten_yaml(yaml.safe_load("database:\n  read_url: postgresql://fleet_app@replica/fleet\n"))
+    assert flat == {"database_read_url": "postgresql://fleet_app@replica/fleet"}
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+    assert isinstance(create_bus(Settings(), None), RedisBus)
+    monkeypatch.setenv("NATS_URL", "nats://127.0.0.1:4222")
+    assert isinstance(create_bus(Settings(), None), NatsBus)  # NATS wins: the bus a deployment chose
+    assert isinstance(create_bus(Settings(nats_url=None, redis_url=None), object()), PostgresBus)  # type: ignore[arg-type]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import uuid
 
 import pytest
 from prometheus_client import REGISTRY
 
 from fleet.config import Settings
 from fleet.db import Database
-from fleet.ops.bus import InProcessBus, LiveBus, PostgresBus, RedisBus, pack_messages
+from fleet.ops.bus import InProcessBus, LiveBus, NatsBus, PostgresBus, RedisBus, create_bus, pack_messages
 from fleet.protocol.navtelecom import ack_archive
 
 from .conftest import StartIngest, Tracker, archive_frame, unique_imei, wait_for
@@ -119,6 +120,26 @@ async def test_postgres_bus(db: Database) -> None:
 @pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="REDIS_URL not set")
 async def test_redis_bus() -> None:
     await _roundtrip(RedisBus(os.environ["REDIS_URL"]))
+
+
+@pytest.mark.skipif(not os.environ.get("TEST_NATS_URL"), reason="NATS_URL not set")
+async def test_nats_bus(test_settings: Settings) -> None:
+    """Core NATS: order kept, nothing lost across several wire messages; chosen whenever NATS_URL is set."""
+    url = os.environ["TEST_NATS_URL"]  # NATS_URL, moved aside by tests/conftest.py
+    bus = create_bus(test_settings.model_copy(update={"nats_url": url, "redis_url": "redis://unused"}), None)
+    assert isinstance(bus, NatsBus)
+    topic = f"bus-test-{uuid.uuid4().hex[:8]}"  # subjects of our own on a shared server
+    await bus.start()
+    try:
+        subscription = await bus.subscribe(topic)
+        payloads = [{"device_id": i, "vehicle_id": None, "note": "x" * 50} for i in range(400)]
+        await bus.publish_many(topic, payloads)
+        assert [await subscription.get(within=5) for _ in payloads] == payloads
+        await subscription.close()
+        with pytest.raises(StopAsyncIteration):
+            await subscription.get(within=1)
+    finally:
+        await bus.close()
 
 
 def test_messages_stay_under_the_notify_limit() -> None:

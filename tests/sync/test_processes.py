@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import socket
@@ -19,8 +20,10 @@ import psycopg
 import pytest
 
 from fleet.config import Settings
+from fleet.db import Database
 from tests.sync.conftest import DEFAULT_KEY, VehicleFactory
-from tests.sync.doubles import FakeVehicle, serve
+from tests.sync.doubles import FakeVehicle, serve, serve_many
+from tests.sync.test_lease_backoff import _slow_status
 
 pytestmark = pytest.mark.slow
 
@@ -267,5 +270,86 @@ async def test_agent_and_serve_fill_the_gap_after_an_outage(
     finally:
         for proc in (server, agent):
             if proc is not None and proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+async def test_two_sync_processes_share_the_fleet_through_leases_without_double_fetching(
+    test_settings: Settings, fresh_database: str, tmp_path: Path
+) -> None:
+    """Two `fleet serve --role sync` processes (two nodes) on one database: both work, no vehicle is pulled
+    by both at once, and the windows a vehicle is asked for never overlap (nothing fetched twice)."""
+    assert test_settings.db_app_password is not None
+    migrated = Database(test_settings.model_copy(update={"database_url": fresh_database}))
+    await migrated.start(migrate_schema=True, pool=False)
+    await migrated.close()
+    vehicles = [FakeVehicle(api_key=DEFAULT_KEY) for _ in range(6)]
+    for vehicle in vehicles:  # slow answers keep both workers busy and the leases visible
+        vehicle.overrides["/status"] = _slow_status(vehicle, 0.3)
+    nodes: list[asyncio.subprocess.Process] = []
+    conn = await asyncpg.connect(fresh_database)
+    try:
+        async with serve_many(vehicles) as ports:
+            ids = [
+                await conn.fetchval(
+                    "INSERT INTO vehicles (name, vpn_ip, api_port) VALUES ($1, '127.0.0.1', $2) RETURNING id",
+                    f"node-test-{port}",
+                    port,
+                )
+                for port in ports
+            ]
+            for node in ("a", "b"):
+                data_dir = tmp_path / node
+                data_dir.mkdir()
+                env = _env(
+                    test_settings,
+                    fresh_database,
+                    DATA_DIR=str(data_dir),
+                    DB_MIGRATE_ON_START="0",
+                    SYNC_INTERVAL_SEC="0.5",
+                    SYNC_CONCURRENCY="2",
+                    PULL_TIMEOUT_SEC="5",
+                )
+                nodes.append(await _start(env, "serve", "--role", "sync"))
+            owners: set[str] = set()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60
+            while loop.time() < deadline:
+                owners |= {
+                    r[0]
+                    for r in await conn.fetch(
+                        "SELECT sync_lease_owner FROM vehicles WHERE sync_lease_owner IS NOT NULL"
+                    )
+                }
+                done = await conn.fetchval(
+                    "SELECT count(*) FROM (SELECT vehicle_id FROM sync_journal WHERE status = 'ok'"
+                    " GROUP BY vehicle_id HAVING count(*) >= 3) AS v"
+                )
+                if done == len(ids) and len({o.split(":")[1] for o in owners}) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            for proc in nodes:  # both at once (one SIGTERM each: a second could land after the handler)
+                proc.send_signal(signal.SIGTERM)
+            assert [await asyncio.wait_for(proc.wait(), 30) for proc in nodes] == [0, 0]
+        # Both nodes held leases (the owner names carry their PIDs).
+        assert {o.split(":")[1] for o in owners} == {str(proc.pid) for proc in nodes}
+        journal_counts = dict(
+            await conn.fetch("SELECT vehicle_id, count(*) FROM sync_journal GROUP BY vehicle_id")
+        )
+        for vehicle, vehicle_id in zip(vehicles, ids, strict=True):
+            assert vehicle.max_in_flight == 1  # never pulled by both nodes at once
+            assert vehicle.count("/status") == journal_counts[vehicle_id]  # one pull per journal row
+            windows = sorted(vehicle.windows())
+            assert windows
+            for (_, end), (start, _) in itertools.pairwise(windows):
+                assert start >= end, f"vehicle {vehicle_id}: overlapping windows {windows}"
+            assert await conn.fetchval(
+                "SELECT count(*) = count(DISTINCT (channel_id, time)) FROM measurements WHERE vehicle_id = $1",
+                vehicle_id,
+            )
+    finally:
+        await conn.close()
+        for proc in nodes:
+            if proc.returncode is None:
                 proc.kill()
                 await proc.wait()

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 
 import fleet
-from fleet.api.deps import CurrentUser, DbConn, State
+from fleet.api.deps import CurrentUser, DbConn, HistoryConn, State
 from fleet.api.errors import ApiError
 from fleet.api.params import DeviceRange, DeviceRefParam, Pagination
 from fleet.api.schemas import CanPage, DeviceLast, Page, RawFrame, Stats, TelemetryPage, errors
@@ -93,7 +93,11 @@ def build_router(version: Literal["v1", "v2"]) -> APIRouter:
         summary="Positions of a tracker (default: last 7 days, newest first)",
     )
     async def telemetry(
-        device_id: DeviceRefParam, conn: DbConn, span: DeviceRange, page: Pagination, order: Newest = "desc"
+        device_id: DeviceRefParam,
+        conn: HistoryConn,
+        span: DeviceRange,
+        page: Pagination,
+        order: Newest = "desc",
     ) -> Response:
         device = await _device(conn, device_id)
         return answer(
@@ -114,7 +118,11 @@ def build_router(version: Literal["v1", "v2"]) -> APIRouter:
         summary="Frames received from a tracker, as hex (default: last 7 days, newest first)",
     )
     async def device_raw_frames(
-        device_id: DeviceRefParam, conn: DbConn, span: DeviceRange, page: Pagination, outcome: Outcome = None
+        device_id: DeviceRefParam,
+        conn: HistoryConn,
+        span: DeviceRange,
+        page: Pagination,
+        outcome: Outcome = None,
     ) -> Response:
         device = await _device(conn, device_id)
         return answer(
@@ -156,7 +164,7 @@ def build_router(version: Literal["v1", "v2"]) -> APIRouter:
     )
     async def can_data(
         device_id: DeviceRefParam,
-        conn: DbConn,
+        conn: HistoryConn,
         span: DeviceRange,
         page: Pagination,
         name: Annotated[str | None, Query(max_length=200, description="only this signal")] = None,
@@ -174,7 +182,7 @@ def build_router(version: Literal["v1", "v2"]) -> APIRouter:
         summary="Frames from every visible tracker (default: last 7 days, newest first)",
     )
     async def raw_frames(
-        conn: DbConn, span: DeviceRange, page: Pagination, outcome: Outcome = None
+        conn: HistoryConn, span: DeviceRange, page: Pagination, outcome: Outcome = None
     ) -> Response:
         return answer(
             await devices_q.raw_frames_page(
@@ -203,7 +211,7 @@ async def alias_devices(conn: DbConn, state: State, page: Pagination) -> Respons
     responses={200: {"model": DeviceLast}, **READ_ERRORS},
     summary="Last position of a tracker and the latest value of each CAN signal",
 )
-async def alias_last(imei: DeviceRefParam, conn: DbConn) -> Response:
+async def alias_last(imei: DeviceRefParam, conn: HistoryConn) -> Response:
     device = await _device(conn, imei)
     position = await devices_q.last_position_json(conn, device["id"])
     can = await devices_q.latest_can_json(conn, device["id"], datetime.now(UTC) - LATEST_CAN_LOOKBACK)
@@ -219,7 +227,7 @@ async def alias_last(imei: DeviceRefParam, conn: DbConn) -> Response:
     responses={200: {"model": CanPage}, **READ_ERRORS},
     summary="CAN signals of a tracker (= /api/v2/devices/{device_id}/can-data)",
 )
-async def alias_can(imei: DeviceRefParam, conn: DbConn, span: DeviceRange, page: Pagination) -> Response:
+async def alias_can(imei: DeviceRefParam, conn: HistoryConn, span: DeviceRange, page: Pagination) -> Response:
     device = await _device(conn, imei)
     return Response(
         await devices_q.can_page(

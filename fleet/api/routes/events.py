@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 
-from fleet.api.deps import DbConn
+from fleet.api.deps import HistoryConn
 from fleet.api.errors import ApiError
 from fleet.api.params import DeviceRange, DeviceRefParam, PageParams, Pagination, Range, TimeRange, VehicleId
 from fleet.api.schemas import EventPage, errors
@@ -57,7 +57,7 @@ async def _page(
 )
 async def vehicle_events(
     vehicle_id: VehicleId,
-    conn: DbConn,
+    conn: HistoryConn,
     span: Range,
     page: Pagination,
     kind: Kind = None,
@@ -75,7 +75,7 @@ async def vehicle_events(
 )
 async def device_events(
     device_id: DeviceRefParam,
-    conn: DbConn,
+    conn: HistoryConn,
     span: DeviceRange,
     page: Pagination,
     kind: Kind = None,

@@ -12,7 +12,7 @@ from xml.sax.saxutils import escape
 
 from fastapi import APIRouter, Query, Response
 
-from fleet.api.deps import DbConn, State
+from fleet.api.deps import DbConn, HistoryConn, State
 from fleet.api.errors import ApiError
 from fleet.api.params import Bucket, HistoryPagination, Pagination, Range, VehicleId
 from fleet.api.schemas import (
@@ -125,7 +125,7 @@ async def vehicle_alarms(
 )
 async def vehicle_positions(
     vehicle_id: VehicleId,
-    conn: DbConn,
+    conn: HistoryConn,
     span: Range,
     page: HistoryPagination,
     bucket: Bucket,
@@ -165,7 +165,7 @@ async def vehicle_positions(
 )
 async def vehicle_measurements(
     vehicle_id: VehicleId,
-    conn: DbConn,
+    conn: HistoryConn,
     span: Range,
     page: HistoryPagination,
     bucket: Bucket,
