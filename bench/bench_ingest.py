@@ -19,9 +19,9 @@ after the ACK of the previous one, as real devices do), a quarter of them report
 
 CPU time per record is read from /proc (utime + stime): the server process and its children ("server"),
 our PostgreSQL cluster (postmaster and its children: backends, WAL writer, checkpointer), the simulator
-(its own rusage). ``--runs`` runs (3 by default) give the spread (median, min, max). With ``--extra`` the
-older scenarios run once after them: 10,000 connections, no CAN, Teltonika Codec 8E, 10,000 idle
-connections (RSS per idle connection).
+(its own rusage). ``--runs`` runs (3 by default) give the spread (median, min, max); then 10,000 idle
+connections on a fresh server give the RSS per idle connection (not in --quick). With ``--extra`` the older
+scenarios run once after the runs: 10,000 connections, no CAN, Teltonika Codec 8E.
 
 Results: ``bench/results/ingest-<UTC>.json`` and ``bench/results/ingest.json`` (bench.common.BenchReport);
 ``results.summary`` keeps the keys earlier versions had (``max_records_per_s``, ``ratio_to_raw_copy``,
@@ -558,7 +558,7 @@ def one_run(
 def extra_scenarios(
     server: Server, owner_dsn: str, app_password: str, workdir: Path, duration: float
 ) -> list[Any]:
-    """The scenarios of earlier versions, once: 10,000 connections, no CAN, Teltonika, idle RSS."""
+    """The scenarios of earlier versions, once: 10,000 connections, no CAN, Teltonika."""
     base = 870_000_000_000_000
     out = [
         load_scenario(server, "max_10000", CONNECTIONS_LARGE, 0.0, duration, base),
@@ -582,13 +582,52 @@ def extra_scenarios(
             protocol="teltonika",
         ),
     ]
+    return out
+
+
+def idle_rss(owner_dsn: str, app_password: str, workdir: Path) -> dict[str, Any]:
+    """RSS per idle connection: a fresh server, 10,000 trackers that log in and stay idle."""
     idle_server = Server(owner_dsn, app_password, workdir)
     try:
         idle_server.start()
-        out.append(idle_scenario(idle_server, CONNECTIONS_LARGE, base + 400_000))
+        return idle_scenario(idle_server, CONNECTIONS_LARGE, 870_000_000_000_000 + 400_000)
     finally:
         idle_server.stop()
-    return out
+
+
+def compat_scenarios(runs: list[dict[str, Any]], extra: list[Any]) -> list[dict[str, Any]]:
+    """The ``scenarios`` list of earlier versions (tools/capacity.py reads it): ``max_1000`` and
+    ``half_rate_1000`` with the median over the runs of each figure, then the extra scenarios as measured."""
+    out: list[dict[str, Any]] = []
+    for name, key in (("max_1000", "full"), ("half_rate_1000", "half")):
+        scenarios = [run[key] for run in runs]
+        if not scenarios:
+            continue
+
+        def med(*path: str, scenarios: list[dict[str, Any]] = scenarios) -> float | None:
+            values = []
+            for scenario in scenarios:
+                value: Any = scenario
+                for part in path:
+                    value = value.get(part) if isinstance(value, dict) else None
+                values.append(value)
+            return _median(values)
+
+        out.append(
+            {
+                "scenario": name,
+                "median_of_runs": len(scenarios),
+                "connections": scenarios[0]["connections"],
+                "options": scenarios[0]["options"],
+                "records_per_s": med("records_per_s"),
+                "ack_latency_ms": {p: med("ack_latency_ms", p) for p in ("p50", "p90", "p99", "max")},
+                "cpu": {
+                    f"{group}_us_per_record": med("cpu", f"{group}_us_per_record")
+                    for group in ("server", "postgres", "simulator")
+                },
+            }
+        )
+    return out + list(extra)
 
 
 def _median(values: Sequence[float | None]) -> float | None:
@@ -603,9 +642,7 @@ def main() -> int:
     )
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per load scenario")
     parser.add_argument("--devices", type=int, default=CONNECTIONS_SMALL, help="simulated trackers")
-    parser.add_argument(
-        "--extra", action="store_true", help="also 10,000 connections, no CAN, Teltonika, idle"
-    )
+    parser.add_argument("--extra", action="store_true", help="also 10,000 connections, no CAN, Teltonika")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
     parser.add_argument(
         "--server-env",
@@ -686,6 +723,8 @@ def main() -> int:
             )
         extra = extra_scenarios(server, owner_dsn, app_password, workdir, args.duration) if args.extra else []
         server.stop()
+        if not args.quick:  # the capacity model (tools/capacity.py) reads it
+            extra.append(idle_rss(owner_dsn, app_password, workdir))
     finally:
         for server in servers:
             server.stop()
@@ -777,7 +816,12 @@ def main() -> int:
             summary["rss_per_idle_connection_kib"] = item["rss_per_idle_connection_kib"]
         else:
             summary[f"{name}_records_per_s"] = item["records_per_s"]
-    report.results = {"summary": summary, "runs": runs, "extra_scenarios": extra}
+    report.results = {
+        "summary": summary,
+        "runs": runs,
+        "extra_scenarios": extra,
+        "scenarios": compat_scenarios(runs, extra),
+    }
     report.note(
         "CPU per record: utime+stime from /proc of the server process (and children) and of every process of "
         "the benchmark's own PostgreSQL cluster, divided by records acknowledged in the scenario."
