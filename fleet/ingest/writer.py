@@ -23,10 +23,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import operator
 from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 import asyncpg
 import structlog
@@ -67,10 +68,30 @@ RETRY_MAX_SEC = 5.0
 PARTITION_PAST = timedelta(days=800)
 PARTITION_FUTURE = timedelta(days=62)
 SECONDS_PER_DAY = 86_400
+_DEVICE_TIME = operator.attrgetter("device_time")
+_CAN_TIME = operator.attrgetter("time")
+
+
+def _single_month(times: list[float]) -> tuple[int, int] | None:
+    """The one UTC month all these epoch seconds fall in, or None (min and max run as C loops: a batch's times
+    are mostly in one month)."""
+    try:
+        low, high = min(times), max(times)
+    except TypeError:  # a mix of datetimes and numbers
+        return None
+    first = datetime.fromtimestamp(int(low // SECONDS_PER_DAY) * SECONDS_PER_DAY, UTC)
+    last = datetime.fromtimestamp(int(high // SECONDS_PER_DAY) * SECONDS_PER_DAY, UTC)
+    return (first.year, first.month) if (first.year, first.month) == (last.year, last.month) else None
 
 
 def months_of(times: Iterable[float | datetime]) -> set[tuple[int, int]]:
     """Return the UTC (year, month) pairs of epoch seconds or datetimes (deduplicated by day first)."""
+    if not isinstance(times, list | tuple):
+        times = list(times)
+    if times and not isinstance(times[0], datetime):
+        month = _single_month(cast("list[float]", times))
+        if month is not None:
+            return {month}
     days = set()
     months = set()
     for value in times:
@@ -559,8 +580,8 @@ class BatchWriter:
         can = list(itertools.chain.from_iterable(item.can for item in batch))
         events = list(itertools.chain.from_iterable(item.events for item in batch))
         raw = [item.raw for item in batch if item.raw is not None]
-        wanted = {("positions", *month) for month in months_of(row.device_time for row in positions)}
-        wanted.update(("can_data", *month) for month in months_of(row.time for row in can))
+        wanted = {("positions", *month) for month in months_of(list(map(_DEVICE_TIME, positions)))}
+        wanted.update(("can_data", *month) for month in months_of(list(map(_CAN_TIME, can))))
         wanted.update(("raw_frames", *month) for month in months_of(row.received_at for row in raw))
         await self._partitions.ensure(wanted)
         backend = -1

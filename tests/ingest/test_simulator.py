@@ -87,3 +87,29 @@ def test_the_command_exits_1_with_the_reason() -> None:
     )
     assert result.exit_code == 1
     assert "nothing was acknowledged" in result.output and "could connect" in result.output
+
+
+def test_the_benchmark_mix_a_quarter_of_29_field_trackers_report_can_values() -> None:
+    """Profile 2.0-can and can_share: the load of bench_ingest.py (issue 14), decoded by the server's code."""
+    import random
+    from datetime import UTC, datetime
+
+    from fleet.protocol.navtelecom import NavtelecomSession, RowBuilder, Telemetry, handshake
+    from fleet.protocol.navtelecom.simulation import FLEX_PROFILES, new_device
+
+    assert len(FLEX_PROFILES["2.0-can"][1]) == 29
+    can_rows_per_device = []
+    for number in range(100):
+        imei = f"{860_000_000_000_000 + number:015d}"
+        device = new_device(imei, random.Random(number), flex="2.0-can", can_share=0.25)
+        session = NavtelecomSession()
+        session.feed(handshake(imei))
+        session.feed(device.profile.negotiation)
+        (telemetry,) = session.feed(device.frame([device.record(i, 1_796_400_000 + i) for i in range(1, 11)]))
+        assert isinstance(telemetry, Telemetry)
+        rows = RowBuilder().telemetry(1, telemetry, datetime.now(UTC))
+        assert len(rows.positions) == 10
+        can_rows_per_device.append(len(rows.can))
+    # Exactly 25 of 100 consecutive IMEIs report values (9 signals per record); the others "not available".
+    assert sorted(set(can_rows_per_device)) == [0, 90]
+    assert can_rows_per_device.count(90) == 25

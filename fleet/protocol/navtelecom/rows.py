@@ -41,6 +41,7 @@ from fleet.protocol.rows import (
     can_rows,
     coordinates,
     epoch,
+    make_can,
     make_event,
     make_position,
     real,
@@ -221,7 +222,7 @@ class RowBuilder:
             wire = tuple(
                 (n, v[start] if count == 1 else v[start : start + count]) for n, start, count in plan.can
             )
-            out.can.extend(can_rows(device_id, index, device_time, _flex_can_signals(wire)))
+            out.can.extend([make_can((device_id, index, device_time, *v)) for v in _flex_can_values(wire)])
         if kind is _EVENT:
             details = {"frame": "T", "event_index": event_index}
             out.events.append(
@@ -331,3 +332,11 @@ def _flex_can_signals(wire: tuple[tuple[int, Any], ...]) -> tuple[CanSignal, ...
     slowly changing readings otherwise) and signals are immutable, so sharing results is safe.
     """
     return tuple(flex_can_signals(dict(wire)))
+
+
+@lru_cache(maxsize=1024)
+def _flex_can_values(wire: tuple[tuple[int, Any], ...]) -> tuple[tuple[Any, ...], ...]:
+    """Return the stored part of each CAN row of one record's CAN fields (name, value, value_text, unit,
+    source), memoised like ``_flex_can_signals``: ``can_rows``' checks run once per distinct reading, not
+    once per record."""
+    return tuple(tuple(row[3:]) for row in can_rows(0, None, 0.0, _flex_can_signals(wire)))

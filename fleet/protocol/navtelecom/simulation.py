@@ -43,9 +43,13 @@ _FLEX10_FIELDS = (
 )
 _FLEX20_FIELDS = (*range(1, 21), 29, 37, 45, 69, 70, 71)
 _FLEX30_FIELDS = (*_FLEX20_FIELDS, 163, 164, 206, 207, 223, 238)
+# FLEX 2.0 with the CAN fields a truck tracker reports (29 fields: 1-20 and the nine CAN fields below). A
+# tracker without CAN values sends them as "not available", as a real one with an idle CAN adapter does.
+_FLEX20_CAN_FIELDS = (*range(1, 21), 53, 54, 55, 56, 57, 63, 64, 65, 69)
 FLEX_PROFILES: dict[str, tuple[int, tuple[int, ...]]] = {
     "1.0": (10, _FLEX10_FIELDS),
     "2.0": (20, _FLEX20_FIELDS),
+    "2.0-can": (20, _FLEX20_CAN_FIELDS),
     "3.0": (30, _FLEX30_FIELDS),
 }
 NTCB_HEADER = 16
@@ -184,7 +188,13 @@ class NavtelecomModel:
 
 
 def new_device(imei: str, rng: random.Random, **options: object) -> NavtelecomModel:
-    """The simulation entry point every protocol package provides (see fleet.simulate.engine)."""
-    return NavtelecomModel(
-        imei, rng, flex=str(options.get("flex", "2.0")), can=bool(options.get("can", False))
-    )
+    """The simulation entry point every protocol package provides (see fleet.simulate.engine).
+
+    ``can``: every device reports CAN values; ``can_share`` (0-1): that share of the devices does, picked by
+    IMEI (of 100 consecutive IMEIs, exactly ``round(100 * can_share)``), the others report "not available".
+    """
+    can = bool(options.get("can", False))
+    share = float(options.get("can_share", 0.0))  # type: ignore[arg-type]
+    if share > 0 and int(imei) % 100 < round(100 * share):
+        can = True
+    return NavtelecomModel(imei, rng, flex=str(options.get("flex", "2.0")), can=can)
