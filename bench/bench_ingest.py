@@ -53,7 +53,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import BenchReport, add_quick_argument, spread  # noqa: E402
+from bench.common import BenchReport, add_quick_argument, spread, ticks_by_pid  # noqa: E402
 from fleet.simulate.engine import SimulationConfig, run_simulation_blocking  # noqa: E402
 
 CONNECTIONS_SMALL = 1_000
@@ -74,27 +74,12 @@ TARGETS = {
 # --- CPU from /proc ---------------------------------------------------------------------------------------
 
 
-def _ticks_by_pid() -> dict[int, tuple[int, int]]:
-    """utime + stime ticks and parent PID of every process."""
-    out = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        out[int(entry)] = (int(fields[11]) + int(fields[12]), int(fields[1]))
-    return out
-
-
-def _descendants(root: int, table: dict[int, tuple[int, int]]) -> set[int]:
+def _descendants(root: int, table: dict[int, tuple[int, int, str]]) -> set[int]:
     pids = {root}
     grew = True
     while grew:
         grew = False
-        for pid, (_ticks, parent) in table.items():
+        for pid, (_ticks, parent, _command) in table.items():
             if parent in pids and pid not in pids:
                 pids.add(pid)
                 grew = True
@@ -118,18 +103,18 @@ class CpuMeter:
         self._started = 0.0
 
     def start(self) -> None:
-        self._start = _ticks_by_pid()
+        self._start = ticks_by_pid()
         self._started = time.monotonic()
 
     def stop(self, records: int) -> dict[str, Any]:
-        end = _ticks_by_pid()
+        end = ticks_by_pid()
         hz = os.sysconf("SC_CLK_TCK")
         seconds = time.monotonic() - self._started
         groups = {"server": 0.0, "postgres": 0.0, "simulator": self.simulator_cpu_s, "other": 0.0}
         server = _descendants(self.server_pid, end) if self.server_pid else set()
         ours = _descendants(self.postmaster, end) if self.postmaster else set()
-        for pid, (ticks, _parent) in end.items():
-            used = (ticks - self._start.get(pid, (0, 0))[0]) / hz
+        for pid, (ticks, _parent, _command) in end.items():
+            used = (ticks - self._start.get(pid, (0, 0, ""))[0]) / hz
             if pid in server:
                 groups["server"] += used
             elif pid in ours:

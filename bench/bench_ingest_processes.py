@@ -47,7 +47,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import BenchReport, add_quick_argument  # noqa: E402
+from bench.common import BenchReport, add_quick_argument, ticks_by_pid  # noqa: E402
 from fleet.simulate.engine import SimulationConfig, run_simulation_blocking  # noqa: E402
 
 PROCESS_COUNTS = (1, 2, 4)
@@ -56,24 +56,6 @@ RECORDS_PER_FRAME = 10
 
 
 # --- /proc --------------------------------------------------------------------------------------------------
-def ticks_by_pid() -> dict[int, tuple[int, int, str]]:
-    """pid -> (utime+stime ticks, parent pid, command line)."""
-    out = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            command = (
-                Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            )
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        out[int(entry)] = (int(fields[11]) + int(fields[12]), int(fields[1]), command.strip())
-    return out
-
-
 def descendants(root: int, table: dict[int, tuple[int, int, str]]) -> set[int]:
     found = {root}
     grew = True

@@ -155,7 +155,8 @@ def git_info() -> dict[str, Any]:
     }
 
 
-def _ticks_by_pid() -> dict[int, tuple[int, str]]:
+def ticks_by_pid() -> dict[int, tuple[int, int, str]]:
+    """pid -> (utime + stime clock ticks, parent pid, command line) of every process (from /proc)."""
     out = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -168,7 +169,7 @@ def _ticks_by_pid() -> dict[int, tuple[int, str]]:
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        out[int(entry)] = (int(fields[11]) + int(fields[12]), command.strip())
+        out[int(entry)] = (int(fields[11]) + int(fields[12]), int(fields[1]), command.strip())
     return out
 
 
@@ -176,13 +177,13 @@ def busy_processes(window_s: float = 0.5, limit: int = 5) -> list[str]:
     """Return the processes that used CPU during ``window_s`` (a shared machine skews every figure)."""
     if not Path("/proc/self/stat").exists():
         return []
-    first = _ticks_by_pid()
+    first = ticks_by_pid()
     time.sleep(window_s)
-    second = _ticks_by_pid()
+    second = ticks_by_pid()
     hz = os.sysconf("SC_CLK_TCK")
     busy = []
-    for pid, (ticks, command) in second.items():
-        used = (ticks - first.get(pid, (ticks, ""))[0]) / hz / window_s
+    for pid, (ticks, _parent, command) in second.items():
+        used = (ticks - first.get(pid, (ticks, 0, ""))[0]) / hz / window_s
         if used > 0.05 and pid != os.getpid():
             busy.append((used, f"{used * 100:.0f}% {command[:80]}"))
     return [text for _, text in sorted(busy, reverse=True)[:limit]]
