@@ -74,7 +74,7 @@ TARGETS = {
 # --- CPU from /proc ---------------------------------------------------------------------------------------
 
 
-def _descendants(root: int, table: dict[int, tuple[int, int, str]]) -> set[int]:
+def descendants(root: int, table: dict[int, tuple[int, int, str]]) -> set[int]:
     pids = {root}
     grew = True
     while grew:
@@ -111,8 +111,8 @@ class CpuMeter:
         hz = os.sysconf("SC_CLK_TCK")
         seconds = time.monotonic() - self._started
         groups = {"server": 0.0, "postgres": 0.0, "simulator": self.simulator_cpu_s, "other": 0.0}
-        server = _descendants(self.server_pid, end) if self.server_pid else set()
-        ours = _descendants(self.postmaster, end) if self.postmaster else set()
+        server = descendants(self.server_pid, end) if self.server_pid else set()
+        ours = descendants(self.postmaster, end) if self.postmaster else set()
         for pid, (ticks, _parent, _command) in end.items():
             used = (ticks - self._start.get(pid, (0, 0, ""))[0]) / hz
             if pid in server:
@@ -148,6 +148,8 @@ def rss_bytes(pid: int) -> int:
 
 class Server:
     """`fleet serve --role ingest` in its own process; stopped by PID."""
+
+    stop_timeout = 30.0
 
     def __init__(self, owner_dsn: str, app_password: str, workdir: Path) -> None:
         self.port = free_port()
@@ -217,7 +219,7 @@ class Server:
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(30)
+                self.proc.wait(self.stop_timeout)
             except subprocess.TimeoutExpired:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)

@@ -36,7 +36,6 @@ import secrets
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_ingest import Server, descendants  # noqa: E402
 from bench.common import BenchReport, add_quick_argument, ticks_by_pid  # noqa: E402
 from fleet.simulate.engine import SimulationConfig, run_simulation_blocking  # noqa: E402
 
@@ -55,60 +55,27 @@ CONNECTIONS = 1_000
 RECORDS_PER_FRAME = 10
 
 
-# --- /proc --------------------------------------------------------------------------------------------------
-def descendants(root: int, table: dict[int, tuple[int, int, str]]) -> set[int]:
-    found = {root}
-    grew = True
-    while grew:
-        grew = False
-        for pid, (_ticks, parent, _command) in table.items():
-            if parent in found and pid not in found:
-                found.add(pid)
-                grew = True
-    return found
-
-
 # --- the server -----------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Supervised:
+class Supervised(Server):
     """`fleet serve --workers N --role ingest`, ready when the supervisor says so (FLEET_READY_FD)."""
+
+    stop_timeout = 60.0  # the supervisor stops its children one after another
 
     def __init__(
         self, workers: int | None, owner_dsn: str, app_password: str, workdir: Path, port: int | None = None
     ) -> None:
+        super().__init__(owner_dsn, app_password, workdir)
         self.workers = workers  # None: a plain `fleet serve --role ingest`, no supervisor
-        self.port = port or free_port()
-        self.workdir = workdir
-        self.env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("DB_", "INGEST_", "SERVER_", "TELTONIKA_"))
-        }
+        if port is not None:
+            self.port = port
+        # Only the shared Navtelecom port; every simulated tracker comes from 127.0.0.1, where the per-address
+        # caps (made for carrier NAT addresses) would refuse the login storm of 1,000 devices.
         self.env.update(
-            DATABASE_URL=owner_dsn,
-            DB_APP_PASSWORD=app_password,
-            DB_GRAFANA_PASSWORD=secrets.token_urlsafe(16),
-            DATA_DIR=str(workdir),
-            SECRET_KEY=secrets.token_urlsafe(32),
-            API_KEY=secrets.token_urlsafe(32),
-            ENV="test",
-            LOG_LEVEL="WARNING",
-            LOG_FORMAT="json",
-            SERVER_HOST="127.0.0.1",
             SERVER_PORT=str(self.port),
             TELTONIKA_PORT="0",
-            # Every simulated tracker comes from 127.0.0.1: the per-address caps (made for carrier NAT
-            # addresses, 100 unidentified at once) would refuse the login storm of 1,000 devices.
             INGEST_MAX_CONNECTIONS_PER_ADDRESS="100000",
             INGEST_MAX_UNIDENTIFIED_PER_ADDRESS="100000",
         )
-        self.env.pop("REDIS_URL", None)
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         read_fd, write_fd = os.pipe()
@@ -139,20 +106,6 @@ class Supervised:
         if not line.startswith(b"ready"):
             self.stop()
             raise RuntimeError("supervisor not ready: " + (self.workdir / "server.log").read_text()[-3000:])
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
 
 
 # --- load -------------------------------------------------------------------------------------------------------
