@@ -420,9 +420,10 @@ class LiveHub:
         """Read every vehicle's status facts (skipped while nobody watches)."""
         if self._started and not self._viewers:
             return
+        read_at = time.monotonic()
         async with self.db.system() as conn:
             facts = await vehicle_facts(conn)
-        self.board.load(facts, complete=True)
+        self.board.load(facts, complete=True, read_at=read_at)
 
     def apply_settings(self, settings: Settings) -> None:
         """Use reloaded settings (hot reload): intervals, limits and queue sizes of new viewers."""

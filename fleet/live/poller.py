@@ -145,10 +145,14 @@ class VehiclePoller:
             log.warning("live_poll_failing", vehicle_id=self.vehicle_id, kind=err.kind, error=str(err))
             self._failing = True
         if isinstance(err, PullTimeout | PullUnreachable) and self._reachable is not False:
-            self._reachable = False
-            with contextlib.suppress(Exception):  # the database being down must not stop the poller
+            try:
                 async with self._db.system() as conn:
                     await note_pull_failed(conn, self.vehicle_id)
+            except Exception as db_err:  # the database being down must not stop the poller
+                # Not written: the status sweep would bring the old row back; the next failing poll retries.
+                log.warning("live_poll_status_not_written", vehicle_id=self.vehicle_id, error=str(db_err))
+            else:
+                self._reachable = False
             self._sink.poll_reachability(self.vehicle_id, None, OFFLINE)
 
     async def _answered(self, now: datetime) -> None:

@@ -16,6 +16,7 @@ Every change of the derived state is handed to `on_change` (the hub tells the vi
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ class _Entry:
     sync_status: str | None
     tracker_seen_at: datetime | None
     state: VehicleStatus | None = None
+    reported_at: float = float("-inf")  # monotonic time of this process's last poll report
 
     @property
     def last_activity_at(self) -> datetime | None:
@@ -65,8 +67,12 @@ class StatusBoard:
             return None
         return entry.state, entry.last_activity_at, status_reason(entry.state, entry.sync_status)
 
-    def load(self, facts: Iterable[VehicleFacts], *, complete: bool) -> None:
-        """Take facts read from the database; `complete`: they cover every vehicle (others are forgotten)."""
+    def load(self, facts: Iterable[VehicleFacts], *, complete: bool, read_at: float | None = None) -> None:
+        """Take facts read from the database; `complete`: they cover every vehicle (others are forgotten).
+
+        `read_at` (monotonic, when known) is when the read began: a poll report made here after it is newer than the
+        database row the read saw, so the read's `sync_status` does not overwrite it (the poller wrote it to
+        the database before reporting; the next sweep reads it)."""
         now = datetime.now(UTC)
         seen = set()
         for fact in facts:
@@ -78,7 +84,8 @@ class StatusBoard:
                 )
             else:
                 entry.pull_seen_at = _later(entry.pull_seen_at, fact.pull_seen_at)
-                entry.sync_status = fact.sync_status
+                if read_at is None or entry.reported_at < read_at:
+                    entry.sync_status = fact.sync_status
                 entry.tracker_seen_at = _later(entry.tracker_seen_at, fact.tracker_seen_at)
             self._derive(fact.vehicle_id, entry, now, announce_new=False)
         if complete:
@@ -105,6 +112,7 @@ class StatusBoard:
             entry.pull_seen_at = _later(entry.pull_seen_at, pull_seen_at)
             if sync_status is not None:
                 entry.sync_status = sync_status
+        entry.reported_at = time.monotonic()
         self._derive(vehicle_id, entry, datetime.now(UTC), announce_new=True)
 
     def _derive(self, vehicle_id: int, entry: _Entry, now: datetime, *, announce_new: bool) -> None:
