@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from bench.common import process_ticks  # noqa: E402
 from fleet.config import Settings  # noqa: E402
 from fleet.db import Database  # noqa: E402
 from fleet.ops.bus import LiveBus, NatsBus, PostgresBus, RedisBus  # noqa: E402
@@ -138,18 +139,6 @@ async def subscriber(backend: str, target: str, topics: list[str]) -> dict[str, 
 
 
 # --- publisher (this process) -------------------------------------------------------------------------------
-
-
-def _server_ticks(pids: set[int]) -> dict[int, int]:
-    """CPU ticks (user + system) of each process."""
-    ticks = {}
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks[pid] = int(fields[11]) + int(fields[12])
-    return ticks
 
 
 def _pids_named(name: str) -> set[int]:
@@ -302,10 +291,10 @@ def run_backend(backend: str, target: str, args: argparse.Namespace, workdir: Pa
         await bus.start()
         try:
             await asyncio.sleep(0.5)  # subscriptions settle on the server
-            ticks0 = _server_ticks(server_pids())
+            ticks0 = process_ticks(server_pids())
             phases = await publish_phases(bus, topics, args)
             await asyncio.sleep(1.0)  # let the last events arrive before the markers
-            ticks1 = _server_ticks(server_pids())
+            ticks1 = process_ticks(server_pids())
             server_cpu = sum(t - ticks0.get(pid, 0) for pid, t in ticks1.items()) / hz
             await _end_markers(bus, topics)
         finally:

@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from bench.common import process_ticks  # noqa: E402
 from fleet.config import Settings  # noqa: E402
 from fleet.db import Database  # noqa: E402
 from fleet.ingest import IngestService  # noqa: E402
@@ -79,17 +80,6 @@ def per_row(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _ticks(pids: set[int]) -> dict[int, int]:
-    out = {}
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[pid] = int(fields[11]) + int(fields[12])
-    return out
-
-
 def _postgres_pids(postmaster: int) -> set[int]:
     pids = {postmaster}
     for entry in os.listdir("/proc"):
@@ -109,12 +99,12 @@ class PgCpu:
     postmaster: int | None = None
 
     def start(self) -> None:
-        self._start = _ticks(_postgres_pids(self.postmaster)) if self.postmaster else {}
+        self._start = process_ticks(_postgres_pids(self.postmaster)) if self.postmaster else {}
 
     def stop(self) -> float:
         if not self.postmaster:
             return 0.0
-        end = _ticks(_postgres_pids(self.postmaster))
+        end = process_ticks(_postgres_pids(self.postmaster))
         return sum(t - self._start.get(pid, 0) for pid, t in end.items()) / os.sysconf("SC_CLK_TCK")
 
 

@@ -173,6 +173,18 @@ def ticks_by_pid() -> dict[int, tuple[int, int, str]]:
     return out
 
 
+def process_ticks(pids: set[int]) -> dict[int, int]:
+    """pid -> utime + stime clock ticks of each of ``pids`` still running (from /proc)."""
+    out = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[pid] = int(fields[11]) + int(fields[12])
+    return out
+
+
 def busy_processes(window_s: float = 0.5, limit: int = 5) -> list[str]:
     """Return the processes that used CPU during ``window_s`` (a shared machine skews every figure)."""
     if not Path("/proc/self/stat").exists():
