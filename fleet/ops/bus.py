@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
+import orjson
 import structlog
 from prometheus_client import Counter
 
@@ -65,24 +66,37 @@ def channel_name(topic: str) -> str:
     return CHANNEL_PREFIX + topic
 
 
+# Payload encoding: orjson (the ingest role packs one payload per device and batch). Datetimes and dataclasses
+# go through ``default=str`` as with json.dumps; anything orjson refuses (integers beyond 64 bits...) falls
+# back to the standard library.
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_NON_STR_KEYS
+
+
+def _encode_payload(payload: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(payload, default=str, option=_ORJSON_OPTIONS)
+    except TypeError:
+        return json.dumps(payload, separators=(",", ":"), default=str).encode()
+
+
 def pack_messages(payloads: Iterable[dict[str, Any]], limit: int = MAX_MESSAGE_BYTES) -> list[str]:
     """Pack payloads into JSON arrays of at most ``limit`` bytes each (a larger single payload is dropped)."""
     messages: list[str] = []
-    current: list[str] = []
+    current: list[bytes] = []
     size = 2
     for payload in payloads:
-        text = json.dumps(payload, separators=(",", ":"), default=str)
-        length = len(text.encode()) + 1
+        text = _encode_payload(payload)
+        length = len(text) + 1
         if length + 2 > limit:
             log.warning("bus_payload_too_large", bytes=length)
             continue
         if current and size + length > limit:
-            messages.append("[" + ",".join(current) + "]")
+            messages.append((b"[" + b",".join(current) + b"]").decode())
             current, size = [], 2
         current.append(text)
         size += length
     if current:
-        messages.append("[" + ",".join(current) + "]")
+        messages.append((b"[" + b",".join(current) + b"]").decode())
     return messages
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -24,6 +25,7 @@ from fleet.protocol.navtelecom import (
     layout_for_fields,
 )
 from fleet.protocol.navtelecom.fields import field_spec
+from fleet.protocol.navtelecom.records import FlexRecord
 from fleet.protocol.navtelecom.rows import RowBuilder
 from fleet.protocol.rows import NO_INDEX, to_json
 
@@ -183,3 +185,50 @@ def test_fast_path_matches_record_properties(case: tuple[object, dict[int, objec
         assert (column(row, "latitude"), column(row, "longitude")) == (lat, lon)
     else:
         assert column(row, "latitude") is None and column(row, "longitude") is None
+
+
+def _reference_attributes(record: FlexRecord) -> dict[str, Any]:
+    """FlexRecord.attributes as the layout's recipes define it (the generated dict display must agree)."""
+    values = record.values
+    plans = record.layout.plans
+    out: dict[str, Any] = dict(zip(plans.plain_names, plans.plain_get(values), strict=True))
+    out.update(
+        zip(
+            plans.converted_names,
+            [c(value) for c, value in zip(plans.converters, plans.converted_get(values), strict=True)],
+            strict=True,
+        )
+    )
+    for names, start, count, converter in plans.general:
+        value = values[start] if count == 1 else values[start : start + count]
+        if converter is not None:
+            value = converter(value)
+        if len(names) == 1:
+            out[names[0]] = value
+        else:
+            out.update(zip(names, value, strict=True))
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(1, 255), min_size=1, max_size=80, unique=True),
+    st.sampled_from([TelemetryKind.ARCHIVE, TelemetryKind.EVENT, TelemetryKind.CURRENT]),
+    st.randoms(use_true_random=False),
+)
+def test_generated_attributes_match_the_recipes(fields: list[int], kind: TelemetryKind, rng: Any) -> None:
+    """Attributes (FlexRecord's and the position row's JSON) come from code generated per layout; they hold
+    the same keys, in the same order, with the same values as the recipes and properties they replace."""
+    layout = layout_for_fields(tuple(sorted(fields)))
+    (record,) = layout.decode(bytes(rng.getrandbits(8) for _ in range(layout.size)))
+    expected = _reference_attributes(record)
+    assert repr(list(record.attributes.items())) == repr(list(expected.items()))
+    for name in ("pdop", "odometer_km", "power_v", "battery_v", "inputs", "outputs"):
+        value = getattr(record, name)
+        if value is not None:
+            expected[name] = value
+    if kind is not TelemetryKind.ARCHIVE:
+        expected["frame"] = str(kind)
+    rows_module.coordinates(record.latitude, record.longitude, expected)
+    (row,) = RowBuilder().telemetry(1, Telemetry(kind, [record], b"", b"", 3), NOW).positions
+    assert column(row, "attributes") == to_json(expected)

@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
-from .convert import Converter
+from .convert import Converter, NoneIfNegative, Scale
 from .fields import FIELD_100_SIZES, MAX_FIELD, field_spec
 from .records import FlexRecord, new_flex_record
 
@@ -66,6 +66,84 @@ def _getter(slots: list[int]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
     return itemgetter(*slots)
 
 
+class _Source:
+    """Python source built for one layout, with the constants it refers to (compiled by :func:`_compile`)."""
+
+    def __init__(self) -> None:
+        self.namespace: dict[str, Any] = {}
+
+    def const(self, value: Any) -> str:
+        """Return the name under which ``value`` is visible to the generated code."""
+        name = f"_k{len(self.namespace)}"
+        self.namespace[name] = value
+        return name
+
+
+def _convert_source(source: _Source, converter: Converter, value: str, single: bool) -> str:
+    """Return an expression applying ``converter`` to the expression ``value``.
+
+    The conversions of the common converters are written out (a function call per field costs more than
+    the arithmetic); they are the expressions of ``Scale.compiled`` and ``NoneIfNegative.__call__``, and
+    a test holds the result equal to the converters'. Anything else is called.
+    """
+    if single and type(converter).compiled is Scale.compiled:
+        assert isinstance(converter, Scale)
+        none_if, div, mul = converter.none_if, converter.div, converter.mul
+        if div is not None:
+            converted = f"{value} / {source.const(div)}"
+        elif mul is not None:
+            converted = f"{value} * {source.const(mul)}"
+        else:
+            converted = value
+        if none_if is None:
+            return converted
+        return f"(None if {value} == {source.const(none_if)} else {converted})"
+    if single and type(converter) is NoneIfNegative:
+        return f"(None if {value} < 0 else {value})"
+    return f"{source.const(converter.compiled())}({value})"
+
+
+def _attribute_items(
+    source: _Source, plan: list[tuple[tuple[str, ...], int, int, Converter | None]]
+) -> list[str] | None:
+    """Return the ``"name": expression`` items of a dict display building FlexRecord.attributes from the
+    value tuple ``v``, or None when a field's names do not match its value count (no compiled form).
+
+    A dict display with a repeated key keeps the first position and the last value, as the assignments
+    it replaces did; the items come in the order the attributes always had: single values without a
+    converter, single values with one, then multi-value and multi-name fields.
+    """
+    plain: list[str] = []
+    converted: list[str] = []
+    general: list[str] = []
+    for names, start, count, converter in plan:
+        value = f"v[{start}]" if count == 1 else f"v[{start}:{start + count}]"
+        if len(names) == 1:
+            if converter is None:
+                (plain if count == 1 else general).append(f"{names[0]!r}: {value}")
+            else:
+                expression = _convert_source(source, converter, value, count == 1)
+                (converted if count == 1 else general).append(f"{names[0]!r}: {expression}")
+            continue
+        if converter is None:
+            if count != len(names):
+                return None
+            general.extend(f"{name!r}: v[{start + i}]" for i, name in enumerate(names))
+            continue
+        parts = f"_t{start}"
+        expression = _convert_source(source, converter, value, count == 1)
+        general.append(f"{names[0]!r}: ({parts} := {expression})[0]")
+        general.extend(f"{name!r}: {parts}[{i}]" for i, name in enumerate(names[1:], 1))
+    return plain + converted + general
+
+
+def _compile(source: _Source, text: str, name: str) -> Callable[..., Any]:
+    """Compile the source of one function and return it."""
+    namespace = dict(source.namespace)
+    exec(compile(text, f"<flex layout {name}>", "exec"), namespace)
+    return cast(Callable[..., Any], namespace[name])
+
+
 @dataclass(frozen=True, slots=True)
 class _Plans:
     """Precompiled recipes for FlexRecord.fields and FlexRecord.attributes."""
@@ -79,6 +157,12 @@ class _Plans:
     converters: tuple[Callable[[Any], Any], ...]
     converted_get: Callable[[tuple[Any, ...]], tuple[Any, ...]]
     general: tuple[tuple[tuple[str, ...], int, int, Callable[[Any], Any] | None], ...]  # everything else
+    # The attributes as one generated function of the value tuple: a single dict display (None when the
+    # layout has no compiled form; FlexRecord then builds them from the recipes above). The items and
+    # their constants are kept for code that builds more than the attributes in one function (rows.py).
+    attributes: Callable[[tuple[Any, ...]], dict[str, Any]] | None
+    attribute_items: tuple[str, ...] | None
+    attribute_namespace: dict[str, Any]
 
     @classmethod
     def build(
@@ -102,6 +186,13 @@ class _Plans:
             for names, start, count, conv in plan
             if not (count == 1 and len(names) == 1)
         ]
+        source = _Source()
+        items = _attribute_items(source, plan)
+        attributes = None
+        if items is not None:
+            attributes = _compile(
+                source, "def attributes(v):\n    return {" + ", ".join(items) + "}\n", "attributes"
+            )
         return cls(
             scalar_numbers=tuple(number for number, _ in scalar),
             scalar_get=_getter([start for _, start in scalar]),
@@ -112,6 +203,9 @@ class _Plans:
             converters=tuple(conv.compiled() for _, _, conv in converted),
             converted_get=_getter([start for _, start, _ in converted]),
             general=tuple(general),
+            attributes=attributes,
+            attribute_items=None if items is None else tuple(items),
+            attribute_namespace=source.namespace,
         )
 
 

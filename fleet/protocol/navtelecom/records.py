@@ -168,6 +168,8 @@ class FlexRecord:
         """Return ``{name: converted value}`` for every present field not exposed as a property."""
         values = self.values
         plans = self.layout.plans
+        if plans.attributes is not None:
+            return plans.attributes(values)
         out: dict[str, Any] = dict(zip(plans.plain_names, plans.plain_get(values), strict=True))
         out.update(
             zip(

@@ -26,9 +26,11 @@ properties; a test holds the two equal.
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Callable
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from fleet.can import CanDecoder, CanSignal, flex_can_signals
 from fleet.can.flex import CAN_FIELDS
@@ -38,6 +40,7 @@ from fleet.protocol.rows import (
     NO_INDEX,
     CanRow,
     FrameRows,
+    PositionRow,
     can_rows,
     coordinates,
     epoch,
@@ -50,7 +53,7 @@ from fleet.protocol.rows import (
 
 from .layout import FlexLayout
 from .outputs import TelemetryKind
-from .records import CanFrame, ExtraRecord, FlexRecord, LegacyRecord
+from .records import CanFrame, ExtraRecord, FlexRecord, LegacyRecord, new_flex_record
 from .text import TextEvent, TextPosition
 
 _ARCHIVE = TelemetryKind.ARCHIVE
@@ -83,6 +86,10 @@ class FlexPlan:
     Reading the unpacked tuple directly costs a fraction of the equivalent ``FlexRecord`` properties; the
     scalings are the protocol's (coordinates 1/600000 degree, altitude dm, HDOP 0.1, validity bit 1 and
     satellites bits 2-7 of field 8), and a test holds them equal to the properties for random records.
+
+    ``position(values, device_id, frame, received)`` returns the record's position row: one function
+    generated for the layout (see :func:`_position_source`), the attributes a single dict display, the
+    absent fields' branches resolved when it was generated.
     """
 
     __slots__ = (
@@ -96,6 +103,7 @@ class FlexPlan:
         "lat",
         "lon",
         "nav",
+        "position",
         "speed",
         "time",
     )
@@ -113,6 +121,109 @@ class FlexPlan:
         self.hdop = slot[71]
         # (field, first value slot, value count) of the CAN fields flex_can_signals reads.
         self.can = tuple(span for span in layout.spans if span[0] in _CAN_FIELD_SET)
+        self.position: Callable[[tuple[Any, ...], int, str | None, float], PositionRow] = _position_function(
+            layout, self
+        )
+
+
+def _generic_attributes(values: tuple[Any, ...], layout: FlexLayout) -> dict[str, Any]:
+    return new_flex_record(layout, values, b"").attributes
+
+
+def _position_function(
+    layout: FlexLayout, plan: FlexPlan
+) -> Callable[[tuple[Any, ...], int, str | None, float], PositionRow]:
+    """Generate the function building one record's position row for this layout.
+
+    What it computes is what ``FlexRecord`` properties and ``coordinates``/``real`` give (the test of the
+    fast path holds them equal): the attributes (``FlexRecord.attributes``, then the extra properties
+    of ``_FLEX_EXTRA_PROPERTIES`` that are not None, then ``frame`` for frames other than the archive, then
+    the invalid coordinates), the core columns read from their slots.
+    """
+    slot = layout.slot
+    namespace: dict[str, Any] = {
+        "_new": tuple.__new__,
+        "_PositionRow": PositionRow,
+        "_to_json": to_json,
+        "_coordinates": coordinates,
+        "_isfinite": math.isfinite,
+        "_MAX_UNIX": MAX_UNIX,
+        "_NO_INDEX": NO_INDEX,
+        "_layout": layout,
+        "_generic_attributes": _generic_attributes,
+    }
+    items = layout.plans.attribute_items
+    lines = ["def position(v, device_id, frame, received):"]
+    if items is None:
+        lines.append("    a = _generic_attributes(v, _layout)")
+    else:
+        namespace.update(layout.plans.attribute_namespace)
+        lines.append("    a = {" + ", ".join(items) + "}")
+    # The extra properties, in _FLEX_EXTRA_PROPERTIES order (FlexRecord.pdop ... outputs).
+    if slot[71] >= 0:
+        lines += [f"    p = v[{slot[71] + 1}]", "    if p:", "        a['pdop'] = p / 10"]
+    if slot[15] >= 0:
+        lines.append(f"    a['odometer_km'] = v[{slot[15]}]")
+    if slot[19] >= 0:
+        lines.append(f"    a['power_v'] = v[{slot[19]}] / 1000")
+    if slot[20] >= 0:
+        lines.append(f"    a['battery_v'] = v[{slot[20]}] / 1000")
+    for name, parts in (("inputs", ((29, 0), (30, 8), (126, 16))), ("outputs", ((31, 0), (32, 8)))):
+        bits = [
+            f"(v[{slot[n]}] << {shift})" if shift else f"v[{slot[n]}]" for n, shift in parts if slot[n] >= 0
+        ]
+        if bits:
+            lines.append(f"    a[{name!r}] = " + " | ".join(bits))
+    lines += ["    if frame is not None:", "        a['frame'] = frame"]
+    lines.append(f"    index = v[{plan.index}]" if plan.index >= 0 else "    index = _NO_INDEX")
+    if plan.fix >= 0:
+        lines += [
+            f"    seconds = v[{plan.fix}]",
+            "    fix_time = float(seconds) if 0 < seconds <= _MAX_UNIX else None",
+        ]
+    else:
+        lines.append("    fix_time = None")
+    if plan.time >= 0:
+        lines += [
+            f"    seconds = v[{plan.time}]",
+            "    device_time = (float(seconds) if 0 < seconds <= _MAX_UNIX"
+            " else fix_time if fix_time is not None else received)",
+        ]
+    else:
+        lines.append("    device_time = fix_time if fix_time is not None else received")
+    if plan.lat >= 0 and plan.lon >= 0:
+        lines += [
+            f"    lat = v[{plan.lat}] / 600000",
+            f"    lon = v[{plan.lon}] / 600000",
+            "    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):",
+            "        lat, lon = _coordinates(lat, lon, a)",
+        ]
+    else:
+        lines.append("    lat = lon = None")
+    if plan.speed >= 0:
+        lines += [f"    speed = v[{plan.speed}]", "    if not _isfinite(speed):", "        speed = None"]
+    if plan.hdop >= 0:
+        lines.append(f"    hdop = v[{plan.hdop}]")
+    nav = f"v[{plan.nav}]" if plan.nav >= 0 else None
+    columns = [
+        "device_id",
+        "index",
+        f"v[{plan.event}]" if plan.event >= 0 else "None",
+        "device_time",
+        "fix_time",
+        f"bool({nav} & 2)" if nav else "False",
+        "lat",
+        "lon",
+        f"v[{plan.alt}] / 10" if plan.alt >= 0 else "None",
+        "speed" if plan.speed >= 0 else "None",
+        f"v[{plan.course}]" if plan.course >= 0 else "None",
+        f"{nav} >> 2" if nav else "None",
+        "(hdop / 10 if hdop else None)" if plan.hdop >= 0 else "None",
+        "_to_json(a)",
+    ]
+    lines.append("    return _new(_PositionRow, (" + ", ".join(columns) + "))")
+    exec(compile("\n".join(lines) + "\n", f"<flex position {layout.fields}>", "exec"), namespace)
+    return cast("Callable[[tuple[Any, ...], int, str | None, float], PositionRow]", namespace["position"])
 
 
 class RowBuilder:
@@ -176,48 +287,9 @@ class RowBuilder:
     ) -> None:
         plan = self.plan(record.layout)
         v = record.values
-        attributes = record.attributes
-        for name in _FLEX_EXTRA_PROPERTIES:
-            value = getattr(record, name)
-            if value is not None:
-                attributes[name] = value
-        if kind is not _ARCHIVE:
-            attributes["frame"] = str(kind)
-        index = v[plan.index] if plan.index >= 0 else NO_INDEX
-        event_code = v[plan.event] if plan.event >= 0 else None
-        seconds = v[plan.fix] if plan.fix >= 0 else 0
-        fix_time = float(seconds) if 0 < seconds <= MAX_UNIX else None
-        seconds = v[plan.time] if plan.time >= 0 else 0
-        device_time = (
-            float(seconds) if 0 < seconds <= MAX_UNIX else fix_time if fix_time is not None else received
-        )
-        nav = v[plan.nav] if plan.nav >= 0 else None
-        lat, lon = (
-            coordinates(v[plan.lat] / 600000, v[plan.lon] / 600000, attributes)
-            if plan.lat >= 0 and plan.lon >= 0
-            else (None, None)
-        )
-        hdop = v[plan.hdop] if plan.hdop >= 0 else 0
-        out.positions.append(
-            make_position(
-                (
-                    device_id,
-                    index,
-                    event_code,
-                    device_time,
-                    fix_time,
-                    nav is not None and bool(nav & 2),
-                    lat,
-                    lon,
-                    v[plan.alt] / 10 if plan.alt >= 0 else None,
-                    real(v[plan.speed]) if plan.speed >= 0 else None,
-                    v[plan.course] if plan.course >= 0 else None,
-                    nav >> 2 if nav is not None else None,
-                    hdop / 10 if hdop else None,
-                    to_json(attributes),
-                )
-            )
-        )
+        row = plan.position(v, device_id, None if kind is _ARCHIVE else str(kind), received)
+        out.positions.append(row)
+        index, event_code, device_time = row[1], row[2], row[3]
         if plan.can:
             wire = tuple(
                 (n, v[start] if count == 1 else v[start : start + count]) for n, start, count in plan.can
