@@ -60,6 +60,8 @@ WRITER_CONCURRENCY = 2
 # Records turned into rows between two yields to the event loop: row building runs in the writer task,
 # and other connections (and the other writer's database round trips) must not wait long behind it.
 ROWS_PER_SLICE = 500
+# A queue at least this long when a worker takes a batch is split with the idle workers (see _take).
+SPLIT_MIN_RECORDS = 1000
 RETRY_MIN_SEC = 0.1
 DEVICE_UPDATE_INTERVAL_SEC = 0.2
 RETRY_MAX_SEC = 5.0
@@ -334,6 +336,7 @@ class BatchWriter:
         self.queued_records = 0
         self.queued_bytes = 0
         self.in_flight = 0  # items taken by workers, not yet committed or failed
+        self._committing = 0  # workers writing a batch
         self.paused = False
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -377,7 +380,13 @@ class BatchWriter:
         queue = self._queue
         batch: list[Pending] = []
         records = 0
-        while queue and (not batch or records + _weight(queue[0]) <= self.max_records):
+        limit = self.max_records
+        idle = self._concurrency - self._committing - 1  # other workers free to take a batch now
+        if idle > 0 and self.queued_records >= SPLIT_MIN_RECORDS:
+            # A backlog (after a slow commit, or a burst) is shared with the idle workers: their
+            # transactions run on other PostgreSQL backends at the same time instead of one after the other.
+            limit = min(limit, -(-self.queued_records // (idle + 1)))
+        while queue and (not batch or records + _weight(queue[0]) <= limit):
             item = queue.popleft()
             batch.append(item)
             records += _weight(item)
@@ -464,19 +473,27 @@ class BatchWriter:
                 delay = self._queue[0].enqueued + self.window - loop.time()
                 if delay > 0:
                     # Group commit: let the batch fill until the oldest item has waited one window,
-                    # unless max_records arrive first (submit() wakes us then).
+                    # unless max_records arrive first (submit() wakes us then). A timer sets the event:
+                    # wait_for would wrap the wait in a task of its own, twice per batch and worker.
                     self._wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), delay)
+                    timer = loop.call_later(delay, self._wake.set)
+                    try:
+                        await self._wake.wait()
+                    finally:
+                        timer.cancel()
                     continue
             batch = self._take()
             QUEUE_RECORDS.set(self.queued_records)
             QUEUE_BYTES.set(self.queued_bytes)
             if not batch:
                 continue
+            if self._queue:
+                self._wake.set()  # an idle worker looks at what is left now (a split backlog: takes it)
+            self._committing += 1
             try:
                 await self._commit(batch)
             finally:
+                self._committing -= 1
                 self.in_flight -= len(batch)
                 if not self._queue and not self.in_flight:
                     self._idle.set()
