@@ -34,14 +34,15 @@ from bench.common import BenchReport  # noqa: E402
 from fleet.protocol.rows import RawFrameRow  # noqa: E402
 
 VARIANTS = {
-    "full": "the writer's batch as it is: staging COPY, one INSERT ... ON CONFLICT statement, CAN rows",
-    "no_can": "the same batch without its CAN rows",
+    "full": "the writer's batch as it is: staging COPY, one INSERT ... ON CONFLICT statement, one can_data "
+    "row per record with CAN values",
+    "no_can": "the same batch without its CAN readings",
     "no_raw": "the same batch without its raw frames",
     "positions_only": "positions alone",
     "no_trigger": "full, with the vehicle_last_positions trigger disabled",
-    "compact_can": "no CAN rows; each position carries its signals as a JSON array in its jsonb",
+    "compact_can": "no can_data rows; each position carries its CAN signals as a JSON array in its jsonb",
     "direct_copy": "binary COPY straight into the month's partitions as the owner: no staging, no dedup, "
-    "no trigger, CAN rows unlinked",
+    "no trigger, CAN readings unlinked",
 }
 FRAMES_PER_BATCH = int(os.environ.get("PROFILE_FRAMES_PER_BATCH", "500"))
 RECORDS_PER_FRAME = 10
@@ -131,6 +132,7 @@ async def run(
     shape = {
         "positions": len(data[0]["positions"]),
         "can_rows": len(data[0]["can"]),
+        "can_signals": sum(row.signals.count('"name"') for row in data[0]["can"]),
         "raw_frames": len(data[0]["raw"]),
     }
     print(f"batch: {shape}")
@@ -229,11 +231,9 @@ async def direct_copy(owner: Any, batches: list[dict[str, Any]], vehicles_of: di
                 c.device_id,
                 vehicles_of.get(c.device_id),
                 datetime.fromtimestamp(c.time, UTC),
-                c.name,
-                c.value,
-                c.value_text,
-                c.unit,
-                c.source,
+                -1 if c.record_index is None else c.record_index,
+                c.frame,
+                c.signals,
             )
             for c in batch["can"]
         ]
@@ -264,17 +264,7 @@ async def direct_copy(owner: Any, batches: list[dict[str, Any]], vehicles_of: di
             await owner.copy_records_to_table(
                 f"can_data_p{month}",
                 records=can,
-                columns=[
-                    "id",
-                    "device_id",
-                    "vehicle_id",
-                    "time",
-                    "name",
-                    "value",
-                    "value_text",
-                    "unit",
-                    "source",
-                ],
+                columns=["id", "device_id", "vehicle_id", "time", "record_index", "frame", "signals"],
             )
             await owner.copy_records_to_table(
                 f"raw_frames_p{month}",
@@ -302,23 +292,17 @@ async def direct_copy(owner: Any, batches: list[dict[str, Any]], vehicles_of: di
 
 
 def compact(batch: dict[str, Any]) -> dict[str, Any]:
-    """The batch with each position's CAN signals as one compact JSON array in its row, and no CAN rows.
+    """The batch with each record's CAN reading inside its position's row, and no can_data rows.
 
     What "CAN signals as a compact column of the position" would cost PostgreSQL: the signals travel in
-    the position's jsonb (here inside ``attributes``, under ``can``) instead of one ``can_data`` row each.
+    the position's jsonb (here inside ``attributes``, under ``can``) instead of a ``can_data`` row.
     """
-    import json
-
-    signals: dict[tuple[int, int], list[Any]] = {}
-    for row in batch["can"]:
-        signals.setdefault((row.device_id, row.record_index), []).append(
-            [row.name, row.value, row.value_text, row.unit, row.source]
-        )
+    signals = {(row.device_id, row.record_index): row.signals for row in batch["can"]}
     positions = []
     for row in batch["positions"]:
         found = signals.get((row.device_id, row.record_index))
         if found:
-            row = row._replace(attributes=row.attributes[:-1] + ',"can":' + json.dumps(found) + "}")
+            row = row._replace(attributes=row.attributes[:-1] + ',"can":' + found + "}")
         positions.append(row)
     return {**batch, "positions": positions, "can": []}
 

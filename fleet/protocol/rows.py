@@ -68,16 +68,18 @@ class PositionRow(NamedTuple):
 
 
 class CanRow(NamedTuple):
-    """One row of ``can_data``; ``record_index`` links it to its position (None: no position)."""
+    """One row of ``can_data``: the CAN signals one record or one CAN frame brought (one reading).
+
+    ``record_index`` links a record's reading to its position (None: a CAN frame of its own, which
+    ``frame`` then names, e.g. ``0x18FEF100``; empty for a record). ``signals`` is JSON text: an array of
+    ``{"name", "value" | "value_text", "unit", "source"}`` objects (see :func:`can_signals_json`).
+    """
 
     device_id: int
     record_index: int | None
     time: float
-    name: str
-    value: float | None
-    value_text: str | None
-    unit: str | None
-    source: str
+    frame: str
+    signals: str  # JSON text
 
 
 class EventRow(NamedTuple):
@@ -159,14 +161,14 @@ except ImportError:  # pragma: no cover - depends on the environment
 orjson: Any = _orjson
 
 
-def _to_json_stdlib(data: dict[str, Any]) -> str:
+def _to_json_stdlib(data: dict[str, Any] | list[Any]) -> str:
     try:
         return _ENCODER.encode(data)
     except ValueError:
         return _ENCODER.encode(_finite(data))
 
 
-def to_json(data: dict[str, Any]) -> str:
+def to_json(data: dict[str, Any] | list[Any]) -> str:
     """Serialise attributes for jsonb: compact, bytes as hex, NaN/Infinity (invalid in JSON) as null."""
     if orjson is not None:
         try:
@@ -200,22 +202,35 @@ def epoch(value: datetime | None) -> float | None:
     return None if value is None else value.timestamp()
 
 
-def can_rows(device_id: int, index: int | None, time: float, signals: Iterable[CanSignal]) -> list[CanRow]:
-    """Return the rows of decoded CAN signals; "not available" and non-finite values are not stored."""
-    rows: list[CanRow] = []
+def can_signals_json(signals: Iterable[CanSignal]) -> str | None:
+    """Return the stored form of decoded signals (JSON text), or None when none has a value.
+
+    "Not available" (None) and non-finite values are not stored (the raw frame still has them); a text
+    value goes to ``value_text``, a missing unit is left out.
+    """
+    items: list[dict[str, Any]] = []
     for signal in signals:
         value = signal.value
         if value is None:
-            continue  # "not available": nothing to store (the raw frame still has it)
+            continue
+        item: dict[str, Any] = {"name": signal.name}
         if isinstance(value, str):
-            rows.append(
-                make_can((device_id, index, time, signal.name, None, value, signal.unit, signal.source))
-            )
+            item["value_text"] = value
         else:
             number = float(value)
             if not math.isfinite(number):
                 continue
-            rows.append(
-                make_can((device_id, index, time, signal.name, number, None, signal.unit, signal.source))
-            )
-    return rows
+            item["value"] = number
+        if signal.unit is not None:
+            item["unit"] = signal.unit
+        item["source"] = signal.source
+        items.append(item)
+    return to_json(items) if items else None
+
+
+def can_rows(
+    device_id: int, index: int | None, time: float, signals: Iterable[CanSignal], frame: str = ""
+) -> list[CanRow]:
+    """Return the ``can_data`` row of one reading's decoded signals (none when no signal has a value)."""
+    stored = can_signals_json(signals)
+    return [] if stored is None else [make_can((device_id, index, time, frame, stored))]

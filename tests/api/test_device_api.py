@@ -20,12 +20,20 @@ async def tracker(db: Database, api_settings: Settings) -> Fleet:
     await add_positions(db, fleet, now - timedelta(minutes=10), 30, step=timedelta(seconds=10))
     async with db.system() as conn:
         await conn.executemany(
-            """INSERT INTO can_data (device_id, vehicle_id, time, name, value, unit, source)
-               VALUES ($1, $2, $3, $4, $5, $6, 'j1939:61444')""",
+            """INSERT INTO can_data (device_id, vehicle_id, time, record_index, signals)
+               VALUES ($1, $2, $3, $4, $5)""",
             [
-                (fleet.device_id, fleet.vehicle_id, now - timedelta(minutes=m), name, value + m, unit)
+                (
+                    fleet.device_id,
+                    fleet.vehicle_id,
+                    now - timedelta(minutes=m),
+                    m,
+                    [
+                        {"name": name, "value": value + m, "unit": unit, "source": "j1939:61444"}
+                        for name, value, unit in (("engine_speed", 900.0, "rpm"), ("fuel_level", 50.0, "%"))
+                    ],
+                )
                 for m in range(3)
-                for name, value, unit in (("engine_speed", 900.0, "rpm"), ("fuel_level", 50.0, "%"))
             ],
         )
         await conn.executemany(

@@ -55,8 +55,8 @@ async def two_owners(db: Database, api_settings: Settings) -> tuple[Fleet, Fleet
                 fleet.vehicle_id,
             )
             await conn.execute(
-                """INSERT INTO can_data (device_id, vehicle_id, time, name, value, source)
-                   VALUES ($1, $2, now(), 'engine_speed', 900, 'j1939:61444')""",
+                """INSERT INTO can_data (device_id, vehicle_id, time, signals)
+                   VALUES ($1, $2, now(), '[{"name": "engine_speed", "value": 900, "source": "j1939:61444"}]')""",
                 fleet.device_id,
                 fleet.vehicle_id,
             )

@@ -124,3 +124,70 @@ def test_protocol_state_migration_keeps_the_flex_negotiation(empty_dsn: str) -> 
             "SELECT flex_protocol_version, flex_struct_version, flex_mask FROM devices WHERE imei = '111111111111111'"
         ).fetchone()
     assert row is not None and (row[0], row[1], bytes(row[2])) == (20, 20, bytes.fromhex("fffe300a"))
+
+
+def test_compact_can_migration_regroups_signals_into_readings_and_back(empty_dsn: str) -> None:
+    """Per-signal can_data rows become one row per reading (a record's, a CAN frame's), and come back."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(migrate.alembic_config())
+    revision = next(s for s in scripts.walk_revisions() if "compact_can" in s.path)
+    before = revision.down_revision
+    assert isinstance(before, str)
+    migrate.upgrade(empty_dsn, before)
+    signals = [
+        # name, value, value_text, unit, source, linked to the position
+        ("engine_speed", 900.0, None, "rpm", "FLEX:F53", True),
+        ("fuel_level", 50.0, None, "%", "FLEX:F54", True),
+        ("engine_speed", 621.0, None, "rpm", "J1939:PGN61444:SA0", False),
+        ("engine_torque", 12.0, None, "%", "J1939:PGN61444:SA0", False),
+        ("raw", None, "0102", None, "CAN:0x123", False),
+    ]
+    with psycopg.connect(empty_dsn) as conn:
+        device_id = conn.execute(
+            "INSERT INTO devices (imei) VALUES ('333333333333333') RETURNING id"
+        ).fetchone()
+        assert device_id is not None
+        position = conn.execute(
+            """INSERT INTO positions (device_id, record_index, device_time)
+               VALUES (%s, 5, date_trunc('second', now())) RETURNING id, device_time""",
+            (device_id[0],),
+        ).fetchone()
+        assert position is not None
+        for name, value, text, unit, source, linked in signals:
+            conn.execute(
+                """INSERT INTO can_data (device_id, position_id, time, name, value, value_text, unit, source)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",
+                (device_id[0], position[0] if linked else None, position[1], name, value, text, unit, source),
+            )
+    migrate.upgrade(empty_dsn, revision.revision)
+    with psycopg.connect(empty_dsn) as conn:
+        readings = {
+            (row[0], row[1]): (row[2], row[3])
+            for row in conn.execute(
+                "SELECT record_index, frame, position_id, signals FROM can_data ORDER BY record_index, frame"
+            ).fetchall()
+        }
+    assert set(readings) == {(5, ""), (-1, "J1939:PGN61444:SA0"), (-1, "CAN:0x123")}
+    assert readings[(5, "")] == (
+        position[0],
+        [
+            {"name": "engine_speed", "value": 900.0, "unit": "rpm", "source": "FLEX:F53"},
+            {"name": "fuel_level", "value": 50.0, "unit": "%", "source": "FLEX:F54"},
+        ],
+    )
+    assert [s["name"] for s in readings[(-1, "J1939:PGN61444:SA0")][1]] == ["engine_speed", "engine_torque"]
+    assert readings[(-1, "CAN:0x123")] == (
+        None,
+        [{"name": "raw", "value_text": "0102", "source": "CAN:0x123"}],
+    )
+
+    migrate.downgrade(empty_dsn, before)
+    with psycopg.connect(empty_dsn) as conn:
+        rows = conn.execute(
+            """SELECT name, value, value_text, unit, source, position_id IS NOT NULL FROM can_data
+               ORDER BY source, name"""
+        ).fetchall()
+    assert sorted(rows, key=lambda r: (r[4], r[0])) == sorted(
+        [tuple(s) for s in signals], key=lambda r: (r[4], r[0])
+    )

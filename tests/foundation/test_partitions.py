@@ -66,8 +66,8 @@ async def test_rows_of_any_month_are_kept_and_rehomed(
                 moment,
             )
             await conn.execute(
-                """INSERT INTO can_data (device_id, vehicle_id, time, name, value, source)
-                   VALUES ($1, $2, $3, 'rpm', 1, 't')""",
+                """INSERT INTO can_data (device_id, vehicle_id, time, signals)
+                   VALUES ($1, $2, $3, '[{"name": "rpm", "value": 1, "source": "t"}]')""",
                 device_id,
                 vehicle_id,
                 moment,

@@ -68,8 +68,8 @@ async def _seed_tenant(conn: asyncpg.Connection, tag: str) -> dict[str, int]:
         vehicle_id,
     )
     await conn.execute(
-        """INSERT INTO can_data (device_id, vehicle_id, position_id, time, name, value, source)
-           VALUES ($1, $2, $3, $4, 'engine_speed', 900, 'test')""",
+        """INSERT INTO can_data (device_id, vehicle_id, position_id, time, signals)
+           VALUES ($1, $2, $3, $4, '[{"name": "engine_speed", "value": 900, "source": "test"}]')""",
         device_id,
         vehicle_id,
         position_id,

@@ -85,9 +85,12 @@ def test_flex_record_row() -> None:
     assert column(row, "latitude") == pytest.approx(55.5) and column(row, "longitude") == pytest.approx(37.25)
     assert column(row, "speed") is None  # NaN would be stored as NaN in `real`: treated as unknown
     json.loads(str(column(row, "attributes")))
-    (can,) = out.can
-    assert column(can, "name", CAN_COLUMNS) == "vehicle_speed" and column(can, "value", CAN_COLUMNS) == 57.0
+    (can,) = out.can  # one reading per record, whatever the number of its signals
+    assert json.loads(str(column(can, "signals", CAN_COLUMNS))) == [
+        {"name": "vehicle_speed", "value": 57.0, "unit": "km/h", "source": "FLEX:F69"}
+    ]
     assert column(can, "record_index", CAN_COLUMNS) == 7  # linked to its position
+    assert column(can, "frame", CAN_COLUMNS) == ""
     assert out.events == []  # archive records are not events
 
 

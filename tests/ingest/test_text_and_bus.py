@@ -44,7 +44,12 @@ async def test_text_dialect_frames(db: Database, start_ingest: StartIngest) -> N
         can = {
             (r["name"], r["source"]): r
             for r in await conn.fetch(
-                "SELECT c.* FROM can_data c JOIN devices d ON d.id = c.device_id WHERE d.imei = $1", imei
+                """SELECT s.*, c.frame, c.position_id, c.record_index
+                   FROM can_data c JOIN devices d ON d.id = c.device_id
+                   CROSS JOIN LATERAL jsonb_to_recordset(c.signals)
+                       AS s(name text, value float8, value_text text, unit text, source text)
+                   WHERE d.imei = $1""",
+                imei,
             )
         }
         event = await conn.fetchrow(
@@ -69,7 +74,9 @@ async def test_text_dialect_frames(db: Database, start_ingest: StartIngest) -> N
     assert can[("engine_speed", "J1939:PGN61444:SA0")]["value"] == 621.0
     assert can[("engine_speed", "OBD2:PID0x0C")]["value"] == 1726.0
     assert can[("raw", "CAN:0x123")]["value_text"] == "0102"
-    assert all(row["position_id"] is None for row in can.values())
+    # Frames of their own: no position, each reading named by its CAN identifier.
+    assert all(row["position_id"] is None and row["record_index"] == -1 for row in can.values())
+    assert can[("raw", "CAN:0x123")]["frame"] == "0x123"
     assert (
         event["event_code"] == 7
         and event["description"] == "door opened, rear"

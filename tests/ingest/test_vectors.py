@@ -218,7 +218,7 @@ async def test_go_server_vectors_with_injected_mask(db: Database, start_ingest: 
     for row, vector in zip(rows, [archive_vector, event_vector], strict=True):
         check_record(row, vector["reference"]["records"][0])
 
-    # FLEX CAN fields (53-69) became can_data rows linked to their positions.
+    # FLEX CAN fields (53-69) became one can_data reading per record, linked to its position.
     async def can_stored() -> bool:
         async with db.system() as conn:
             return (
@@ -235,9 +235,10 @@ async def test_go_server_vectors_with_injected_mask(db: Database, start_ingest: 
         signals = {
             r["name"]: r["value"]
             for r in await conn.fetch(
-                """SELECT c.name, c.value FROM can_data c JOIN devices d ON d.id = c.device_id
+                """SELECT s.name, s.value FROM can_data c JOIN devices d ON d.id = c.device_id
                    JOIN positions p ON p.id = c.position_id AND p.device_time = c.time
-                   WHERE d.imei = $1 AND p.record_index = 9""",
+                   CROSS JOIN LATERAL jsonb_to_recordset(c.signals) AS s(name text, value float8)
+                   WHERE d.imei = $1 AND p.record_index = 9 AND c.record_index = 9""",
                 imei,
             )
         }

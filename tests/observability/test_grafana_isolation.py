@@ -57,8 +57,9 @@ async def _seed_vehicle(conn: asyncpg.Connection, tag: str) -> dict[str, Any]:
         at,
     )
     await conn.execute(
-        """INSERT INTO can_data (device_id, vehicle_id, position_id, time, name, value, unit, source)
-           VALUES ($1, $2, $3, $4, 'engine_speed', 900, 'rpm', 'j1939')""",
+        """INSERT INTO can_data (device_id, vehicle_id, position_id, time, record_index, signals)
+           VALUES ($1, $2, $3, $4, 1,
+                   '[{"name": "engine_speed", "value": 900, "unit": "rpm", "source": "j1939"}]')""",
         device_id,
         vehicle_id,
         position_id,

@@ -284,13 +284,14 @@ def test_rows_apply_the_io_table_and_map_can_signals() -> None:
     assert attributes["vin_obd"] == "WVWZZZ1JZXW000001" and attributes["io9999"] == 5
     assert position.hdop == pytest.approx(0.9) and position.valid and position.event_code == 247
     assert position.record_index == telemetry.records[0].fingerprint
-    signals = {(row.name, row.value, row.unit) for row in out.can}
+    (reading,) = out.can  # the record's CAN signals: one can_data row, linked to its position
+    assert reading.record_index == position.record_index and reading.frame == ""
+    stored = json.loads(reading.signals)
+    signals = {(s["name"], s.get("value"), s.get("unit")) for s in stored}
     assert ("engine_speed", 1450.0, "rpm") in signals
     assert ("vehicle_distance", 123456.0, "km") in signals
     assert ("driver_door_open", 1.0, None) in signals and ("hood_open", 1.0, None) in signals
-    assert all(
-        row.source.startswith("TELTONIKA:IO") and row.record_index == position.record_index for row in out.can
-    )
+    assert all(s["source"].startswith("TELTONIKA:IO") for s in stored)
     (event,) = out.events
     assert event.event_type == "alarm" and event.description == "crash_detection"
 

@@ -81,7 +81,11 @@ async def telemetry_page(
     )
 
 
-_CAN_RANGE = "device_id = $1 AND time >= $2 AND time < $3 AND ($4::text IS NULL OR name = $4)"
+# A can_data row is one reading (all the signals one record or CAN frame brought); the API lists signals,
+# so readings are expanded here. `id` is the reading's: the signals of one record share it.
+_SIGNALS = "jsonb_to_recordset(c.signals) AS s(name text, value double precision, value_text text, unit text, source text)"
+_CAN_RANGE = "c.device_id = $1 AND c.time >= $2 AND c.time < $3"
+_CAN_NAME = "($4::text IS NULL OR s.name = $4)"
 
 
 async def can_page(
@@ -96,9 +100,11 @@ async def can_page(
 ) -> bytes:
     return await json_page(
         conn,
-        f"""SELECT id, {iso("time")} AS time, name, value, value_text, unit, source, position_id
-            FROM can_data WHERE {_CAN_RANGE} ORDER BY time DESC, id DESC""",
-        f"SELECT count(*) FROM can_data WHERE {_CAN_RANGE}",
+        f"""SELECT c.id, {iso("c.time")} AS time, s.name, s.value, s.value_text, s.unit, s.source,
+                   c.position_id
+            FROM can_data c CROSS JOIN LATERAL {_SIGNALS}
+            WHERE {_CAN_RANGE} AND {_CAN_NAME} ORDER BY c.time DESC, c.id DESC, s.source, s.name""",
+        f"SELECT count(*) FROM can_data c CROSS JOIN LATERAL {_SIGNALS} WHERE {_CAN_RANGE} AND {_CAN_NAME}",
         device_id,
         start,
         end,
@@ -114,8 +120,9 @@ async def latest_can_json(conn: asyncpg.Connection, device_id: int, since: datet
     items, _ = await json_items(
         conn,
         f"""SELECT name, value, value_text, unit, source, {iso("time")} AS time FROM (
-                SELECT DISTINCT ON (name) name, value, value_text, unit, source, time
-                FROM can_data WHERE device_id = $1 AND time >= $2 ORDER BY name, time DESC) s
+                SELECT DISTINCT ON (s.name) s.name, s.value, s.value_text, s.unit, s.source, c.time
+                FROM can_data c CROSS JOIN LATERAL {_SIGNALS}
+                WHERE c.device_id = $1 AND c.time >= $2 ORDER BY s.name, c.time DESC) x
             ORDER BY name""",
         device_id,
         since,
@@ -175,7 +182,8 @@ async def stats(conn: asyncpg.Connection, *, window_sec: float) -> dict[str, int
                    (SELECT count(*) FROM devices WHERE {DEVICE_ONLINE_SQL}) AS devices_online,
                    (SELECT count(*) FROM positions WHERE device_time >= now() - interval '24 hours')
                        AS positions_24h,
-                   (SELECT count(*) FROM can_data WHERE time >= now() - interval '24 hours') AS can_data_24h,
+                   (SELECT coalesce(sum(jsonb_array_length(signals)), 0) FROM can_data
+                       WHERE time >= now() - interval '24 hours')::bigint AS can_data_24h,
                    (SELECT count(*) FROM events WHERE time >= now() - interval '24 hours') AS events_24h,
                    (SELECT count(*) FROM raw_frames WHERE received_at >= now() - interval '24 hours')
                        AS raw_frames_24h,

@@ -130,7 +130,7 @@ STAGE_SCHEMA = "pg_temp"
 # Versioned names: a session that still holds an older definition is never handed new rows.
 STAGE_POSITIONS = "ingest_stage_positions_v2"
 STAGE_RAW = "ingest_stage_raw_v3"
-STAGE_CAN = "ingest_stage_can_v2"
+STAGE_CAN = "ingest_stage_can_v3"
 STAGE_EVENTS = "ingest_stage_events_v2"
 
 # Column order of the staged rows: the field order of the row types every protocol builds.
@@ -154,8 +154,7 @@ CREATE TEMP TABLE IF NOT EXISTS {STAGE_RAW} (
     outcome text, error text, frame_length integer, frame_sha256 bytea
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS {STAGE_CAN} (
-    device_id bigint, record_index bigint, time double precision, name text, value double precision,
-    value_text text, unit text, source text
+    device_id bigint, record_index bigint, time double precision, frame text, signals text
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS {STAGE_EVENTS} (
     device_id bigint, time double precision, event_code integer, event_type text, description text,
@@ -193,21 +192,20 @@ _POSITION_UPSERT = """
         valid = EXCLUDED.valid, latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude,
         altitude = EXCLUDED.altitude, speed = EXCLUDED.speed, course = EXCLUDED.course,
         satellites = EXCLUDED.satellites, hdop = EXCLUDED.hdop, attributes = EXCLUDED.attributes"""
-# CAN signals of FLEX records are linked to the position they came with. Joining with the rows the INSERT
-# returned (not with `positions`) keeps the lookup inside the batch; a retransmitted position returns no
-# row, and its signals were stored with it the first time.
+# A record's CAN reading is linked to the position it came with. Joining with the rows the INSERT returned
+# (not with `positions`) keeps the lookup inside the batch; a retransmitted position returns no row, and its
+# reading was stored with it the first time.
 _CAN_LINKED = f"""
-    INSERT INTO can_data AS cd (device_id, vehicle_id, position_id, time, name, value, value_text, unit, source)
-    SELECT DISTINCT ON (c.device_id, c.time, c.source, c.name)
-           c.device_id, i.vehicle_id, i.id, i.device_time, c.name, c.value, c.value_text, c.unit, c.source
+    INSERT INTO can_data AS cd (device_id, vehicle_id, position_id, time, record_index, frame, signals)
+    SELECT DISTINCT ON (c.device_id, c.time, c.record_index, c.frame)
+           c.device_id, i.vehicle_id, i.id, i.device_time, c.record_index, c.frame, c.signals::jsonb
     FROM {STAGE_CAN} c
     JOIN ins i ON i.device_id = c.device_id AND i.record_index = c.record_index
               AND i.device_time = to_timestamp(c.time)
-    ORDER BY c.device_id, c.time, c.source, c.name"""
+    ORDER BY c.device_id, c.time, c.record_index, c.frame"""
 _CAN_UPSERT = """
-    ON CONFLICT (device_id, time, source, name) DO UPDATE SET
-        vehicle_id = EXCLUDED.vehicle_id, position_id = EXCLUDED.position_id, value = EXCLUDED.value,
-        value_text = EXCLUDED.value_text, unit = EXCLUDED.unit"""
+    ON CONFLICT (device_id, time, record_index, frame) DO UPDATE SET
+        vehicle_id = EXCLUDED.vehicle_id, position_id = EXCLUDED.position_id, signals = EXCLUDED.signals"""
 _SUMMARY = """
     SELECT device_id, vehicle_id, count(*)::int AS stored, max(device_time) AS last_time,
            ({can_count}) AS can_stored
@@ -226,12 +224,12 @@ raw AS (
     RETURNING 1)"""
 _CAN_STANDALONE_CTE = f"""
 can_free AS (
-    INSERT INTO can_data AS cd (device_id, vehicle_id, time, name, value, value_text, unit, source)
-    SELECT DISTINCT ON (c.device_id, c.time, c.source, c.name)
-           c.device_id, d.vehicle_id, to_timestamp(c.time), c.name, c.value, c.value_text, c.unit, c.source
+    INSERT INTO can_data AS cd (device_id, vehicle_id, time, frame, signals)
+    SELECT DISTINCT ON (c.device_id, c.time, c.frame)
+           c.device_id, d.vehicle_id, to_timestamp(c.time), c.frame, c.signals::jsonb
     FROM {STAGE_CAN} c JOIN dev d ON d.id = c.device_id
     WHERE c.record_index IS NULL
-    ORDER BY c.device_id, c.time, c.source, c.name
+    ORDER BY c.device_id, c.time, c.frame
     {{conflict}}
     RETURNING 1)"""
 _EVENTS_CTE = f"""
@@ -249,7 +247,7 @@ _EVENTS_UPDATE = (
     "UPDATE SET vehicle_id = EXCLUDED.vehicle_id, event_type = EXCLUDED.event_type, "
     "description = EXCLUDED.description, attributes = EXCLUDED.attributes"
 )
-_CAN_NOTHING = "ON CONFLICT (device_id, time, source, name) DO NOTHING"
+_CAN_NOTHING = "ON CONFLICT (device_id, time, record_index, frame) DO NOTHING"
 
 
 @lru_cache(maxsize=64)

@@ -4,10 +4,11 @@ What goes where:
 
 * ``positions`` - every FLEX main record (``~A``, ``~T``, ``~C``), legacy NTCB record (``*>T``/``*>A``) and
   text ``~A``. Core values get columns; everything else decoded goes to ``attributes`` (jsonb).
-* ``can_data`` - CAN values the tracker reports in FLEX fields (via :func:`fleet.can.flex_can_signals`),
-  linked to their position; raw CAN frames of the text dialect (``~T``/``~X``) decoded by
-  :class:`fleet.can.CanDecoder` (an unknown identifier is kept as one ``raw`` row with the data in hex).
-  Signals the vehicle reported as "not available" are not stored (the raw frame still holds them).
+* ``can_data`` - one row per reading: the CAN values a FLEX record carries (via
+  :func:`fleet.can.flex_can_signals`), linked to its position; a raw CAN frame of the text dialect
+  (``~T``/``~X``) decoded by :class:`fleet.can.CanDecoder`, named by its identifier (an unknown identifier
+  is kept as one ``raw`` signal with the data in hex). Signals the vehicle reported as "not available" are
+  not stored (the raw frame still holds them).
 * ``events`` - what the device reported *as* an event: out-of-turn ``~T`` records (alarms, which the device
   sends ahead of its archive), FLEX 2.0 extra records (``~E``/``~X``: cards, keys, RFID tags) and text
   ``~E``. The event code of ordinary archive records stays in ``positions.event_code``: most of them are
@@ -36,9 +37,9 @@ from fleet.protocol.base import Telemetry
 from fleet.protocol.rows import (
     MAX_UNIX,
     NO_INDEX,
-    CanRow,
     FrameRows,
     can_rows,
+    can_signals_json,
     coordinates,
     epoch,
     make_can,
@@ -222,7 +223,9 @@ class RowBuilder:
             wire = tuple(
                 (n, v[start] if count == 1 else v[start : start + count]) for n, start, count in plan.can
             )
-            out.can.extend([make_can((device_id, index, device_time, *v)) for v in _flex_can_values(wire)])
+            signals = _flex_can_json(wire)
+            if signals is not None:
+                out.can.append(make_can((device_id, index, device_time, "", signals)))
         if kind is _EVENT:
             details = {"frame": "T", "event_index": event_index}
             out.events.append(
@@ -315,13 +318,14 @@ class RowBuilder:
 
     def _text_can(self, out: FrameRows, device_id: int, frame: CanFrame, received: float) -> None:
         time = epoch(frame.time) or received
+        width = 8 if frame.extended else 3
+        name = f"0x{frame.can_id:0{width}X}"
         signals = self.can_decoder.decode(frame.can_id, frame.data, frame.extended)
         if signals:
-            out.can.extend(can_rows(device_id, None, time, signals))
+            out.can.extend(can_rows(device_id, None, time, signals, name))
             return
-        width = 8 if frame.extended else 3
-        source = f"CAN:0x{frame.can_id:0{width}X}"
-        out.can.append(CanRow(device_id, None, time, "raw", None, frame.data.hex(), None, source))
+        raw = CanSignal("raw", frame.data.hex(), None, f"CAN:{name}")
+        out.can.extend(can_rows(device_id, None, time, (raw,), name))
 
 
 @lru_cache(maxsize=1024)
@@ -335,8 +339,7 @@ def _flex_can_signals(wire: tuple[tuple[int, Any], ...]) -> tuple[CanSignal, ...
 
 
 @lru_cache(maxsize=1024)
-def _flex_can_values(wire: tuple[tuple[int, Any], ...]) -> tuple[tuple[Any, ...], ...]:
-    """Return the stored part of each CAN row of one record's CAN fields (name, value, value_text, unit,
-    source), memoised like ``_flex_can_signals``: ``can_rows``' checks run once per distinct reading, not
-    once per record."""
-    return tuple(tuple(row[3:]) for row in can_rows(0, None, 0.0, _flex_can_signals(wire)))
+def _flex_can_json(wire: tuple[tuple[int, Any], ...]) -> str | None:
+    """Return the stored signals (JSON text) of one record's CAN fields, memoised like
+    ``_flex_can_signals``: the checks and the encoding run once per distinct reading, not once per record."""
+    return can_signals_json(_flex_can_signals(wire))

@@ -21,8 +21,8 @@ How a record's IO elements are stored (`positions.attributes`, see docs/PROTOCOL
   `io<id>` (bytes as hex).
 * **no reading** values make the attribute `null`, with the raw code in `<name>_error`.
 * Variable-length (NX, Codec 8E) elements: ASCII ones as text, the others as hex.
-* **CAN** elements also become `can_data` rows under the canonical signal names of docs/can.md (source
-  `TELTONIKA:IO<id>`), converted to the canonical unit.
+* **CAN** elements also go to `can_data` (one row per record holding its signals) under the canonical signal
+  names of docs/can.md (source `TELTONIKA:IO<id>`), converted to the canonical unit.
 * **alarm** elements make the record an `events` row (`alarm`) when they triggered it with a non-zero
   value; records of priority 2 (panic) are events too.
 * The IDs are those of the FMB/FMC/FMM ("FMBXXX") family. Other families (FMx6, TAT/TMT/TFT) reuse
