@@ -98,7 +98,7 @@ class FairAcquire:
     asyncpg's pool queues waiters in an `asyncio.Queue`, which is not fair: a waiter woken for a released
     connection can lose it to a caller whose turn to run comes first, and then waits again at the back of
     the queue. Under load a few requests wait many turns: with 20 clients on 10 connections, `GET /vehicles`
-    had a p99 3-4x its p50 (docs/PERFORMANCE.md). A FIFO semaphore as large as the pool, taken before the
+    had a p99 2-4.5x its p50 (docs/PERFORMANCE.md). A FIFO semaphore as large as the pool, taken before the
     pool and given back after, hands a released connection to the longest waiter (`asyncio.Semaphore`
     passes the permit to its first waiter and makes newcomers queue while anyone waits), and the pool
     always has a connection idle for whoever holds a permit.
