@@ -184,16 +184,18 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.add_middleware(SecurityHeaders, settings=settings)
     app.add_middleware(RequestContext)  # outermost: the request id covers everything below
     install_docs(app)
+    # Starlette tries routes in order and each included router costs a few microseconds to rule out, so the
+    # most requested reads come first (no path of the routers moved behind them starts with /vehicles or /ws).
     for router in (
+        live_routes.router,  # before vehicles.router: /vehicles/latest-positions is not /vehicles/{id}
+        vehicles.router,
+        events.vehicle_router,
         health.router,
         metrics.router,
         auth.router,
         google.router,
         grafana.router,
         api_keys.router,
-        live_routes.router,  # before vehicles.router: /vehicles/latest-positions is not /vehicles/{id}
-        vehicles.router,
-        events.vehicle_router,
         admin.router,
         admin_vehicles.router,
         admin_devices.router,

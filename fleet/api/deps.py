@@ -178,7 +178,15 @@ async def authenticate(
     address: ClientAddr,
 ) -> Principal:
     """Identify the caller from `Authorization: Bearer …` and count the request against their API limit."""
-    state: ApiState = request.app.state.api
+    return await _caller(request, request.app.state.api, credentials, address)
+
+
+async def _caller(
+    request: Request,
+    state: ApiState,
+    credentials: HTTPAuthorizationCredentials | None,
+    address: str | None,
+) -> Principal:
     if credentials is None or not credentials.credentials:
         raise _unauthorized("unauthorized", "sign in: send 'Authorization: Bearer <token or API key>'")
     principal = await principal_for(state, credentials.credentials, address=address)
@@ -309,12 +317,19 @@ async def verify_session(
 
 
 async def open_session(
-    request: Request, principal: Annotated[Principal, Depends(authenticate)]
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> AsyncIterator[Session]:
-    """Open the request's transaction as the caller and verify that their token is still good."""
+    """Identify the caller (as `authenticate`), open the request's transaction as them and verify that their
+    token is still good.
+
+    `authenticate` and `client_address` are called here rather than declared as sub-dependencies: the
+    same checks in the same order, with two fewer dependencies for FastAPI to resolve on every request.
+    """
     state: ApiState = request.app.state.api
+    address = await client_address(request)
+    principal = await _caller(request, state, credentials, address)
     async with state.db.tenant(principal.tenant) as conn:
-        address = getattr(request.state, "client_address", None)
         yield Session(await verify_session(conn, principal, state, address), conn)
 
 

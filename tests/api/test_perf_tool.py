@@ -44,5 +44,6 @@ def test_perf_sanity_spawn_small(tmp_path: Path) -> None:
         figures = report["results"][name]
         assert figures["errors"] == 0 and figures["p99_ms"] > 0, name
         assert figures["api_cpu_ms_per_request"] >= 0
+        assert figures["client_cpu_ms_per_request"] >= 0  # the load generator's own CPU
     assert report["results"]["vehicles"]["mean_bytes"] > 0
     assert set(report["targets"]) == {"vehicles_p99_ms", "history_day_ms"}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from fleet.api.errors import ApiError
 from fleet.api.params import parse_bucket
 from fleet.auth import tokens
+from fleet.config import Settings
 from fleet.db import Database
 from fleet.ops.ratelimit import RateLimiter, ThrottledMemoryStorage
 from fleet.passwords import BCRYPT_COST, hash_password_sync
@@ -103,3 +105,36 @@ async def test_sql_timestamps_are_utc_rfc3339_whatever_the_session_says(db: Data
                        {iso("NULL::timestamptz")} AS missing"""
         )
     assert dict(row) == {"frac": "2026-03-10T12:00:00.25Z", "whole": "2026-03-10T12:00:00Z", "missing": None}
+
+
+def test_every_route_identifies_its_caller_once(test_settings: Settings) -> None:
+    """`open_session` runs `authenticate`'s code itself (one dependency less per request), so a route must not
+    also depend on `authenticate` (`HistoryConn`): its request would count twice against the API limit."""
+    from fastapi.routing import APIRoute
+
+    from fleet.api import deps
+    from fleet.api.app import create_app
+
+    def calls(dependant: Any) -> set[Any]:
+        found = {dependant.call}
+        for sub in dependant.dependencies:
+            found |= calls(sub)
+        return found
+
+    def api_routes(routes: list[Any]) -> list[APIRoute]:
+        found = []
+        for route in routes:
+            if isinstance(route, APIRoute):
+                found.append(route)
+            included = getattr(route, "original_router", None)  # FastAPI's included routers
+            if included is not None:
+                found += api_routes(included.routes)
+        return found
+
+    sessions = histories = 0
+    for route in api_routes(create_app(test_settings).routes):
+        used = calls(route.dependant)
+        assert not (deps.open_session in used and deps.authenticate in used), route.path
+        sessions += deps.open_session in used
+        histories += deps.authenticate in used
+    assert sessions > 20 and histories > 3  # both kinds of route were found

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
 
 from fleet.db import Database, Tenant
-from fleet.db.database import _begin_statement
+from fleet.db.database import FairAcquire, _begin_statement
 
 
 async def test_error_inside_rolls_back_and_connection_is_reused(
@@ -47,3 +51,68 @@ def test_context_statement_accepts_only_known_values() -> None:
         _begin_statement(Tenant(1, "admin'; DROP TABLE users; --"))  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         _begin_statement(Tenant("1; --", "owner"))  # type: ignore[arg-type]
+
+
+class _AsyncpgLikePool:
+    """asyncpg's hand-out in miniature: idle connections in an `asyncio.LifoQueue`, waiters on its `get()`."""
+
+    def __init__(self, size: int) -> None:
+        self.idle: asyncio.LifoQueue[str] = asyncio.LifoQueue()
+        for i in range(size):
+            self.idle.put_nowait(f"connection-{i}")
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[str]:
+        conn = await self.idle.get()
+        try:
+            yield conn
+        finally:
+            self.idle.put_nowait(conn)
+
+
+async def _hand_out_order(pool: _AsyncpgLikePool, connection: Any) -> list[str]:
+    """One connection, three callers waiting for it, and a fourth that asks as it is released."""
+    order: list[str] = []
+    late: list[asyncio.Task[None]] = []
+    holding = asyncio.Event()
+    done = asyncio.Event()
+
+    async def use(name: str) -> None:
+        async with connection():
+            order.append(name)
+            if name == "first":
+                holding.set()
+                await done.wait()
+                # Runs before the release below wakes the first waiter.
+                late.append(asyncio.create_task(use("late")))
+
+    first = asyncio.create_task(use("first"))
+    await holding.wait()
+    waiters = [asyncio.create_task(use(f"waiter-{i}")) for i in range(3)]
+    await asyncio.sleep(0.01)
+    done.set()
+    await asyncio.gather(first, *waiters)
+    await asyncio.gather(*late)
+    return order
+
+
+async def test_connections_are_handed_out_first_come_first_served() -> None:
+    """A caller that asks while others wait queues behind them, even when it runs before the woken waiter."""
+    pool = _AsyncpgLikePool(1)
+    # The pool alone: the newcomer takes the connection ahead of the three that were waiting.
+    assert (await _hand_out_order(pool, pool.acquire))[:2] == ["first", "late"]
+    fair = FairAcquire(pool, 1)  # type: ignore[arg-type]
+    assert await _hand_out_order(pool, fair.connection) == [
+        "first",
+        "waiter-0",
+        "waiter-1",
+        "waiter-2",
+        "late",
+    ]
+
+
+async def test_pool_connections_come_through_the_fair_queue(db: Database) -> None:
+    assert await db.ping()
+    async with db.tenant(Tenant.system()) as conn:
+        assert await conn.fetchval("SELECT 1") == 1
+    assert db.pool_stats["size"] >= 1
