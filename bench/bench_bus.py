@@ -381,7 +381,7 @@ def main() -> int:
     parser.add_argument("--output-dir", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
 
-    from bench_ingest import machine_info
+    from bench.common import machine_info
 
     results: dict[str, Any] = {
         "benchmark": "bus",

@@ -78,9 +78,8 @@ os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="fleet-xdg-"))
 
 import asyncpg  # noqa: E402
 import httpx  # noqa: E402
-from bench_ingest import machine_info  # noqa: E402
 
-from bench.common import BenchReport, add_quick_argument  # noqa: E402
+from bench.common import BenchReport, add_quick_argument, machine_info  # noqa: E402
 from fleet.db.embedded import EmbeddedPostgres  # noqa: E402
 from fleet.ops.bus import channel_name, pack_messages  # noqa: E402
 from fleet.simulate.engine import SimulationConfig, run_simulation_blocking  # noqa: E402

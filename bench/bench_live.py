@@ -70,12 +70,11 @@ from bench_ingest import (  # noqa: E402 - the ingest benchmark's machine, proce
     CpuMeter,
     Server,
     _server_version,
-    machine_info,
     rss_bytes,
     simulate,
 )
 
-from bench.common import BenchReport, add_quick_argument  # noqa: E402
+from bench.common import BenchReport, add_quick_argument, machine_info  # noqa: E402
 from fleet.simulate.engine import SimulationConfig  # noqa: E402
 
 FIRST_IMEI = 870_000_000_000_000

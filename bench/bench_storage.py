@@ -265,7 +265,7 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "storage.json")
     args = parser.parse_args()
 
-    from bench_ingest import machine_info
+    from bench.common import machine_info
 
     workdir = Path(tempfile.mkdtemp(prefix="fleet-bench-storage-"))
     (workdir / "data").mkdir()
