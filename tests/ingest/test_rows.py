@@ -25,7 +25,6 @@ from fleet.protocol.navtelecom import (
     layout_for_fields,
 )
 from fleet.protocol.navtelecom.fields import field_spec
-from fleet.protocol.navtelecom.records import FlexRecord
 from fleet.protocol.navtelecom.rows import RowBuilder
 from fleet.protocol.rows import NO_INDEX, to_json
 
@@ -190,29 +189,6 @@ def test_fast_path_matches_record_properties(case: tuple[object, dict[int, objec
         assert column(row, "latitude") is None and column(row, "longitude") is None
 
 
-def _reference_attributes(record: FlexRecord) -> dict[str, Any]:
-    """FlexRecord.attributes as the layout's recipes define it (the generated dict display must agree)."""
-    values = record.values
-    plans = record.layout.plans
-    out: dict[str, Any] = dict(zip(plans.plain_names, plans.plain_get(values), strict=True))
-    out.update(
-        zip(
-            plans.converted_names,
-            [c(value) for c, value in zip(plans.converters, plans.converted_get(values), strict=True)],
-            strict=True,
-        )
-    )
-    for names, start, count, converter in plans.general:
-        value = values[start] if count == 1 else values[start : start + count]
-        if converter is not None:
-            value = converter(value)
-        if len(names) == 1:
-            out[names[0]] = value
-        else:
-            out.update(zip(names, value, strict=True))
-    return out
-
-
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(st.integers(1, 255), min_size=1, max_size=80, unique=True),
@@ -224,7 +200,7 @@ def test_generated_attributes_match_the_recipes(fields: list[int], kind: Telemet
     the same keys, in the same order, with the same values as the recipes and properties they replace."""
     layout = layout_for_fields(tuple(sorted(fields)))
     (record,) = layout.decode(bytes(rng.getrandbits(8) for _ in range(layout.size)))
-    expected = _reference_attributes(record)
+    expected = record.recipe_attributes()
     assert repr(list(record.attributes.items())) == repr(list(expected.items()))
     for name in ("pdop", "odometer_km", "power_v", "battery_v", "inputs", "outputs"):
         value = getattr(record, name)

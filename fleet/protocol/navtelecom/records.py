@@ -166,10 +166,16 @@ class FlexRecord:
     @property
     def attributes(self) -> dict[str, Any]:
         """Return ``{name: converted value}`` for every present field not exposed as a property."""
-        values = self.values
         plans = self.layout.plans
         if plans.attributes is not None:
-            return plans.attributes(values)
+            return plans.attributes(self.values)
+        return self.recipe_attributes()
+
+    def recipe_attributes(self) -> dict[str, Any]:
+        """The attributes built step by step from the layout's recipes: the fallback for a layout without
+        generated code, and the reference the generated code is tested against."""
+        values = self.values
+        plans = self.layout.plans
         out: dict[str, Any] = dict(zip(plans.plain_names, plans.plain_get(values), strict=True))
         out.update(
             zip(
