@@ -97,21 +97,27 @@ def test_migration_errors_do_not_leak_passwords(empty_dsn: str) -> None:
     assert secret not in str(info.value)
 
 
-def test_protocol_state_migration_keeps_the_flex_negotiation(empty_dsn: str) -> None:
-    """devices.flex_* move into devices.protocol_state and back, nothing lost."""
+def _revision_and_before(name: str) -> tuple[str, str]:
+    """The revision whose file name holds `name`, and the one before it."""
     from alembic.script import ScriptDirectory
 
     scripts = ScriptDirectory.from_config(migrate.alembic_config())
-    revision = next(s for s in scripts.walk_revisions() if "protocols_and_commands" in s.path)
-    before = revision.down_revision
+    script = next(s for s in scripts.walk_revisions() if name in s.path)
+    before = script.down_revision
     assert isinstance(before, str)
+    return script.revision, before
+
+
+def test_protocol_state_migration_keeps_the_flex_negotiation(empty_dsn: str) -> None:
+    """devices.flex_* move into devices.protocol_state and back, nothing lost."""
+    revision, before = _revision_and_before("protocols_and_commands")
     migrate.upgrade(empty_dsn, before)
     with psycopg.connect(empty_dsn) as conn:
         conn.execute(
             """INSERT INTO devices (imei, flex_protocol_version, flex_struct_version, flex_mask)
                VALUES ('111111111111111', 20, 20, '\\xfffe300a'::bytea), ('222222222222222', NULL, NULL, NULL)"""
         )
-    migrate.upgrade(empty_dsn, revision.revision)
+    migrate.upgrade(empty_dsn, revision)
     with psycopg.connect(empty_dsn) as conn:
         rows = dict(conn.execute("SELECT imei, protocol_state FROM devices ORDER BY imei").fetchall())
     assert rows == {
@@ -128,12 +134,7 @@ def test_protocol_state_migration_keeps_the_flex_negotiation(empty_dsn: str) -> 
 
 def test_compact_can_migration_regroups_signals_into_readings_and_back(empty_dsn: str) -> None:
     """Per-signal can_data rows become one row per reading (a record's, a CAN frame's), and come back."""
-    from alembic.script import ScriptDirectory
-
-    scripts = ScriptDirectory.from_config(migrate.alembic_config())
-    revision = next(s for s in scripts.walk_revisions() if "compact_can" in s.path)
-    before = revision.down_revision
-    assert isinstance(before, str)
+    revision, before = _revision_and_before("compact_can")
     migrate.upgrade(empty_dsn, before)
     signals = [
         # name, value, value_text, unit, source, linked to the position
@@ -160,7 +161,7 @@ def test_compact_can_migration_regroups_signals_into_readings_and_back(empty_dsn
                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",
                 (device_id[0], position[0] if linked else None, position[1], name, value, text, unit, source),
             )
-    migrate.upgrade(empty_dsn, revision.revision)
+    migrate.upgrade(empty_dsn, revision)
     with psycopg.connect(empty_dsn) as conn:
         readings = {
             (row[0], row[1]): (row[2], row[3])
