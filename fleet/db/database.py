@@ -86,6 +86,15 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
+# Settings of every pooled session. `backend_flush_after`: a backend that writes out dirty buffers (the
+# ingest writers evict them by the gigabyte: a day of positions does not fit in shared_buffers) asks the
+# kernel to start writing every 256 kB, as the checkpointer does by default on Linux, instead of leaving
+# gigabytes of dirty pages in the page cache. Without it, a commit's WAL fsync on ext4 waited for that
+# backlog: 200-500 ms ACK stalls at half load in a third of the runs (docs/PERFORMANCE.md). A user setting,
+# so no superuser is needed and it applies to a configured server too.
+SESSION_SETTINGS = {"backend_flush_after": "256kB"}
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     conn.add_query_logger(record_query)
     for typename in ("json", "jsonb"):
@@ -177,7 +186,7 @@ class Database:
                 init=_init_connection,
                 reset=_keep_session,
                 command_timeout=60,
-                server_settings={"application_name": application_name},
+                server_settings={"application_name": application_name, **SESSION_SETTINGS},
             )
         except (OSError, asyncpg.PostgresError) as err:
             what = "the read replica (DATABASE_READ_URL)" if self.read_only else f"as {APP_ROLE}"
