@@ -340,7 +340,9 @@ class _Device:
             else:
                 result.records_sent += count
                 self.sent_once = True
-            ack = await asyncio.wait_for(reader.readexactly(ack_size), timeout)
+            # asyncio.timeout, not wait_for: wait_for wraps the read in a task of its own, once per frame.
+            async with asyncio.timeout(timeout):
+                ack = await reader.readexactly(ack_size)
             expected = model.ack(count)
             if ack != expected:
                 raise ValueError(f"expected ACK {expected.hex()}, got {ack.hex()}")
