@@ -181,3 +181,5 @@ async def test_bad_ranges(http: httpx.AsyncClient, tracked: Fleet) -> None:
     assert (
         await http.get("/vehicles", params={"limit": 1001}, headers=tracked.owner.headers)
     ).status_code == 422
+    # The caller is checked before the parameters: no token and a bad page is a 401, not a 422.
+    assert (await http.get("/vehicles", params={"limit": 0})).status_code == 401

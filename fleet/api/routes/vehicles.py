@@ -10,11 +10,11 @@ import json
 from typing import Annotated, Literal
 from xml.sax.saxutils import escape
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
-from fleet.api.deps import DbConn, HistoryConn, State
+from fleet.api.deps import ApiState, DbConn, HistoryConn, State
 from fleet.api.errors import ApiError
-from fleet.api.params import Bucket, HistoryPagination, Pagination, Range, VehicleId
+from fleet.api.params import Bucket, HistoryPagination, PageLimit, PageOffset, Pagination, Range, VehicleId
 from fleet.api.schemas import (
     AlarmPage,
     MeasurementPage,
@@ -41,10 +41,15 @@ def json_response(body: bytes | str) -> Response:
     responses={200: {"model": VehiclePage}, **READ_ERRORS},
     summary="Vehicles visible to the caller (all for a superuser, assigned ones for an owner), with status",
 )
-async def list_vehicles(conn: DbConn, state: State, page: Pagination) -> Response:
+async def list_vehicles(
+    request: Request, conn: DbConn, limit: PageLimit = 100, offset: PageOffset = 0
+) -> Response:
+    # The most requested path: the state and the page come without dependencies of their own (the same
+    # parameters and checks, in the same order: the session first).
+    state: ApiState = request.app.state.api
     window = vehicle_views.online_window_sec(state.settings.sync_interval_sec)
     return json_response(
-        await vehicle_views.vehicles_page(conn, window_sec=window, limit=page.limit, offset=page.offset)
+        await vehicle_views.vehicles_page(conn, window_sec=window, limit=limit, offset=offset)
     )
 
 
