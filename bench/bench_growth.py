@@ -377,14 +377,6 @@ async def disk_sizes(dsn: str, measurement_rows: int) -> dict[str, Any]:
             "SELECT count(*) AS n, avg(octet_length(data)) AS payload FROM raw_frames WHERE outcome = 'ok'"
         )
         tables["raw_frames"]["avg_payload_bytes"] = round(float(frames["payload"] or 0), 1)
-        # Records of one device in the same second share their CAN rows (the key is device, time, source, name):
-        # the rows per CAN-reporting record at 1 record/s or slower are the rows per distinct (device, time).
-        instants = int(
-            await conn.fetchval("SELECT count(*) FROM (SELECT DISTINCT device_id, time FROM can_data) t")
-        )
-        tables["can_data"]["rows_per_reporting_instant"] = (
-            round(tables["can_data"]["rows"] / instants, 2) if instants else None
-        )
         return tables
     finally:
         await conn.close()
@@ -419,7 +411,10 @@ def part_disk(args: argparse.Namespace, server: Any, dsn: str) -> dict[str, Any]
     tables = asyncio.run(disk_sizes(dsn, 25 * (HOUR if not args.quick else 600)))
     version = postgres_version(dsn)
     acked = tables["positions"]["rows"]
-    can_per_can_record = tables["can_data"]["rows_per_reporting_instant"] or 0.0
+    # Only this load reports CAN values (the other parts' trackers do not), and each record that carries them
+    # stores one reading (migration 0008: one can_data row per record, whatever its number of signals).
+    can_acked = with_can["raw"]["records_acked"]
+    can_per_can_record = round(tables["can_data"]["rows"] / can_acked, 3) if can_acked else 0.0
     records_per_frame = 10
     measurement = tables["measurements"]["bytes_per_row"] or 0.0
     return {
