@@ -89,9 +89,10 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 # Settings of every pooled session. `backend_flush_after`: a backend that writes out dirty buffers (the
 # ingest writers evict them by the gigabyte: a day of positions does not fit in shared_buffers) asks the
 # kernel to start writing every 256 kB, as the checkpointer does by default on Linux, instead of leaving
-# gigabytes of dirty pages in the page cache. Without it, a commit's WAL fsync on ext4 waited for that
-# backlog: 200-500 ms ACK stalls at half load in a third of the runs (docs/PERFORMANCE.md). A user setting,
-# so no superuser is needed and it applies to a configured server too.
+# gigabytes of dirty pages in the page cache. Without it, commits on ext4 waited for that backlog (truncating
+# the staging tables, the WAL fsync): half-load ACK p99 over 250 ms in 2 of 10 runs, 1 of 16 with it
+# (docs/INGEST.md, third pass). A user setting, so no superuser is needed and it applies to a configured
+# server too.
 SESSION_SETTINGS = {"backend_flush_after": "256kB"}
 
 
