@@ -82,21 +82,25 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
     The default reset (RESET ALL, UNLISTEN *, CLOSE ALL, advisory unlock) costs a round trip per
     request; this code never changes session state outside a transaction (the tenant context is
-    transaction-local), and it keeps per-backend temp staging tables on purpose.
+    transaction-local) except for `SESSION_SETTINGS` when a connection opens, which must last, and it
+    keeps per-backend temp staging tables on purpose.
     """
 
 
-# Settings of every pooled session. `backend_flush_after`: a backend that writes out dirty buffers (the
-# ingest writers evict them by the gigabyte: a day of positions does not fit in shared_buffers) asks the
-# kernel to start writing every 256 kB, as the checkpointer does by default on Linux, instead of leaving
-# gigabytes of dirty pages in the page cache. Without it, commits on ext4 waited for that backlog (truncating
-# the staging tables, the WAL fsync): half-load ACK p99 over 250 ms in 2 of 10 runs, 1 of 16 with it
-# (docs/INGEST.md, third pass). A user setting, so no superuser is needed and it applies to a configured
-# server too.
+# Settings of every pooled session, applied by `SET` when a connection opens (not as startup parameters, which a
+# connection pooler such as PgBouncer refuses unless told to ignore them). `backend_flush_after`: a backend
+# that writes out dirty buffers (the ingest writers evict them by the gigabyte: a day of positions does not fit
+# in shared_buffers) asks the kernel to start writing every 256 kB, as the checkpointer does by default on
+# Linux, instead of leaving gigabytes of dirty pages in the page cache. Without it, commits on ext4 waited for
+# that backlog (truncating the staging tables, the WAL fsync): half-load ACK p99 over 250 ms in 2 of 10 runs,
+# 1 of 16 with it (docs/INGEST.md, third pass). A user setting: no superuser needed, and it applies to a
+# configured server too.
 SESSION_SETTINGS = {"backend_flush_after": "256kB"}
+_SET_SESSION = "; ".join(f"SET {name} = '{value}'" for name, value in SESSION_SETTINGS.items())
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.execute(_SET_SESSION)
     conn.add_query_logger(record_query)
     for typename in ("json", "jsonb"):
         await conn.set_type_codec(typename, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
@@ -187,7 +191,7 @@ class Database:
                 init=_init_connection,
                 reset=_keep_session,
                 command_timeout=60,
-                server_settings={"application_name": application_name, **SESSION_SETTINGS},
+                server_settings={"application_name": application_name},
             )
         except (OSError, asyncpg.PostgresError) as err:
             what = "the read replica (DATABASE_READ_URL)" if self.read_only else f"as {APP_ROLE}"
