@@ -125,3 +125,19 @@ async def test_retention_drops_whole_old_partitions(
     # The current month is untouched.
     current = datetime.now(UTC).strftime("%Y%m")
     assert await owner_conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"raw_frames_p{current}")
+
+
+async def test_telemetry_partitions_are_vacuumed_gently(owner_conn: asyncpg.Connection) -> None:
+    # Migration 0009: insert-triggered autovacuum rewriting fresh pages at full speed stalled ingest commits.
+    far = datetime(2091, 3, 15, tzinfo=UTC)  # a month no other test creates: a partition made here and now
+    assert await owner_conn.fetchval("SELECT fleet_ensure_partition('positions', $1)", far)
+    try:
+        rows = await owner_conn.fetch(
+            """SELECT c.relname, c.reloptions FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+               WHERE i.inhparent::regclass::text IN ('measurements', 'positions', 'raw_frames', 'can_data')"""
+        )
+        assert any(row["relname"] == "positions_p209103" for row in rows)
+        for row in rows:  # the new one, those made earlier and the default partitions
+            assert "autovacuum_vacuum_cost_delay=10" in (row["reloptions"] or []), row["relname"]
+    finally:
+        await owner_conn.execute("DROP TABLE IF EXISTS positions_p209103")
