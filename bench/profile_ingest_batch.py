@@ -41,6 +41,7 @@ VARIANTS = {
     "positions_only": "positions alone",
     "no_trigger": "full, with the vehicle_last_positions trigger disabled",
     "compact_can": "no can_data rows; each position carries its CAN signals as a JSON array in its jsonb",
+    "plain_insert": "full, with plain INSERTs (no ON CONFLICT) for positions and linked CAN readings",
     "direct_copy": "binary COPY straight into the month's partitions as the owner: no staging, no dedup, "
     "no trigger, CAN readings unlinked",
 }
@@ -163,7 +164,10 @@ async def run(
             if variant == "compact_can":
                 batch = compact(batch)
             async with conn.transaction():
-                await ingest.store_batch(conn, staging_ready=True, **_kw(batch))
+                if variant == "plain_insert":
+                    await plain_insert(conn, batch)
+                else:
+                    await ingest.store_batch(conn, staging_ready=True, **_kw(batch))
             records += len(batch["positions"])
         cpu = backend_cpu(pid) - cpu0
         wall = time.perf_counter() - t0
@@ -289,6 +293,21 @@ async def direct_copy(owner: Any, batches: list[dict[str, Any]], vehicles_of: di
         f"{'direct_copy':16s} backend CPU {cpu / records * 1e6:6.1f} us/record, wall {wall / records * 1e6:6.1f} us/record"
     )
     return round(cpu / records * 1e6, 2)
+
+
+async def plain_insert(conn: Any, batch: dict[str, Any]) -> None:
+    """The writer's batch statement without its ON CONFLICT clauses (what a batch with no retransmission
+    could cost when it need not be checked for duplicates)."""
+    from fleet.db.queries import ingest
+
+    kw = _kw(batch)
+    await ingest.stage(conn, ingest.STAGE_POSITIONS, ingest.POSITION_COLUMNS, kw["positions"])
+    await ingest.stage(conn, ingest.STAGE_RAW, ingest.RAW_COLUMNS, kw["raw_frames"])
+    await ingest.stage(conn, ingest.STAGE_CAN, ingest.CAN_COLUMNS, kw["can"])
+    statement = ingest.batch_statement(True, bool(kw["can"]), False, False, True, False)
+    statement = statement.replace(" ON CONFLICT (device_id, record_index, device_time) DO NOTHING", "")
+    statement = statement.replace(ingest._CAN_NOTHING, "")
+    await conn.fetch(statement, list({r.device_id for r in kw["positions"]}))
 
 
 def compact(batch: dict[str, Any]) -> dict[str, Any]:

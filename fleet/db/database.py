@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import asyncpg
@@ -106,6 +107,53 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(typename, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+# --- the ingest writer's connections ----------------------------------------------------------------------------
+# The writer COPYs rows straight into partitions (fleet.db.queries.ingest.store_batch_direct), and binary COPY
+# encodes each value with the connection's codec for the column's type. Its rows carry times as float epoch
+# seconds and JSON as pre-serialised text: asyncpg's own timestamptz encoder wants a datetime (building one and
+# encoding it costs ~1 us a value, two per record), and the pool's json codecs would serialise the text again.
+# So the writer has a pool of its own (`Database.open_writer_pool`) whose connections keep asyncpg's jsonb codec
+# (text in, as is) and encode timestamptz from floats as well as datetimes.
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_PG_EPOCH_UNIX = 946_684_800.0
+_MICROSECOND = timedelta(microseconds=1)
+_PG_INFINITY = 0x7FFF_FFFF_FFFF_FFFF
+_PG_MINUS_INFINITY = -0x8000_0000_0000_0000
+
+
+def encode_timestamptz(value: float | datetime) -> tuple[int]:
+    """Microseconds since 2000-01-01 UTC, from epoch seconds or a datetime (naive: local time, as asyncpg).
+
+    Epoch seconds are converted as `to_timestamp(float8)` does (subtract the epoch difference, scale, round
+    half to even), so a time written here and the same time written through `to_timestamp()` compare equal.
+    """
+    if isinstance(value, datetime):
+        return ((value.astimezone(UTC) - _PG_EPOCH) // _MICROSECOND,)
+    return (round((value - _PG_EPOCH_UNIX) * 1_000_000.0),)
+
+
+def decode_timestamptz(value: tuple[int]) -> datetime:
+    """An aware UTC datetime, as asyncpg returns (infinities as datetime.max / datetime.min)."""
+    microseconds = value[0]
+    if microseconds == _PG_INFINITY:
+        return datetime.max.replace(tzinfo=UTC)
+    if microseconds == _PG_MINUS_INFINITY:
+        return datetime.min.replace(tzinfo=UTC)
+    return _PG_EPOCH + timedelta(microseconds=microseconds)
+
+
+async def _init_writer_connection(conn: asyncpg.Connection) -> None:
+    await conn.execute(_SET_SESSION)
+    conn.add_query_logger(record_query)
+    await conn.set_type_codec(
+        "timestamptz",
+        schema="pg_catalog",
+        encoder=encode_timestamptz,
+        decoder=decode_timestamptz,
+        format="tuple",
+    )
+
+
 class FairAcquire:
     """A pool's connections handed out in the order callers asked for them.
 
@@ -146,6 +194,8 @@ class Database:
         self._embedded: EmbeddedPostgres | None = None
         self._pool: asyncpg.Pool | None = None
         self._queue: FairAcquire | None = None  # the pool's connections, first come first served
+        self._writer_pool: asyncpg.Pool | None = None  # the ingest writer's own (open_writer_pool)
+        self._writer_queue: FairAcquire | None = None
         self.owner_dsn: str | None = None
         self.app_dsn: str | None = None
         self.read_only = False
@@ -181,14 +231,13 @@ class Database:
         if pool:
             await self._open_pool("fleet")
 
-    async def _open_pool(self, application_name: str) -> None:
-        settings = self.settings
+    async def _create_pool(self, application_name: str, size: int, min_size: int, init: Any) -> asyncpg.Pool:
         try:
-            self._pool = await asyncpg.create_pool(
+            pool = await asyncpg.create_pool(
                 self.app_dsn,
-                min_size=settings.db_pool_min,
-                max_size=settings.db_pool_max,
-                init=_init_connection,
+                min_size=min_size,
+                max_size=size,
+                init=init,
                 reset=_keep_session,
                 command_timeout=60,
                 server_settings={"application_name": application_name},
@@ -196,8 +245,23 @@ class Database:
         except (OSError, asyncpg.PostgresError) as err:
             what = "the read replica (DATABASE_READ_URL)" if self.read_only else f"as {APP_ROLE}"
             raise DatabaseUnavailable(f"cannot connect {what}: {err}") from err
+        watch_pool(pool)
+        return pool
+
+    async def _open_pool(self, application_name: str) -> None:
+        settings = self.settings
+        self._pool = await self._create_pool(
+            application_name, settings.db_pool_max, settings.db_pool_min, _init_connection
+        )
         self._queue = FairAcquire(self._pool, settings.db_pool_max)
-        watch_pool(self._pool)
+
+    async def open_writer_pool(self, size: int) -> None:
+        """Open the ingest writer's pool of ``size`` connections (see `encode_timestamptz`); `writer()` uses it."""
+        if self._writer_queue is None and self.app_dsn is not None and not self.read_only:
+            self._writer_pool = await self._create_pool(
+                "fleet-ingest-writer", size, 0, _init_writer_connection
+            )
+            self._writer_queue = FairAcquire(self._writer_pool, size)
 
     async def _refuse_rls_bypass(self) -> None:
         """The read pool must be as confined as the primary's: a role that bypasses RLS is refused."""
@@ -227,27 +291,31 @@ class Database:
         await asyncio.to_thread(migrate.upgrade, self.owner_dsn, revision, passwords)
 
     async def close(self) -> None:
-        """Close the pool (waiting for in-flight transactions), then stop the embedded server."""
-        if self._pool is not None:
-            forget_pool(self._pool)
-            try:
-                await asyncio.wait_for(self._pool.close(), timeout=10)
-            except TimeoutError:
-                log.warning("db_pool_close_timeout")
-                self._pool.terminate()
-            self._pool = None
-            self._queue = None
+        """Close the pools (waiting for in-flight transactions), then stop the embedded server."""
+        for pool in (self._writer_pool, self._pool):
+            if pool is not None:
+                forget_pool(pool)
+                try:
+                    await asyncio.wait_for(pool.close(), timeout=10)
+                except TimeoutError:
+                    log.warning("db_pool_close_timeout")
+                    pool.terminate()
+        self._pool = self._writer_pool = None
+        self._queue = self._writer_queue = None
         if self._embedded is not None:
             await asyncio.to_thread(self._embedded.stop)
             self._embedded = None
 
     # --- the query path -------------------------------------------------------------------------
     @asynccontextmanager
-    async def tenant(self, tenant: Tenant, readonly: bool = False) -> AsyncIterator[asyncpg.Connection]:
+    async def tenant(
+        self, tenant: Tenant, readonly: bool = False, *, queue: FairAcquire | None = None
+    ) -> AsyncIterator[asyncpg.Connection]:
         """A connection inside a transaction whose RLS context is `tenant` (READ ONLY on a replica)."""
-        if self._queue is None:
+        queue = queue or self._queue
+        if queue is None:
             raise DatabaseUnavailable("the database pool is not open")
-        async with self._queue.connection() as conn:
+        async with queue.connection() as conn:
             # BEGIN and the context travel in one simple-query round trip (one per request saved).
             await conn.execute(_begin_statement(tenant, readonly or self.read_only))
             try:
@@ -264,6 +332,14 @@ class Database:
     def system(self) -> Any:
         """Shortcut for `tenant(Tenant.system())`, the context of background services."""
         return self.tenant(Tenant.system())
+
+    @property
+    def has_writer_pool(self) -> bool:
+        return self._writer_queue is not None
+
+    def writer(self) -> Any:
+        """`system()` on the ingest writer's pool (`open_writer_pool`), or on the main pool when it is not open."""
+        return self.tenant(Tenant.system(), queue=self._writer_queue)
 
     async def ping(self) -> bool:
         """True when a query round-trips through the pool."""

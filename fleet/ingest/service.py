@@ -157,6 +157,8 @@ class IngestService:
                 f"known: {', '.join(protocols())}"
             )
         self._budget_descriptors()
+        # The writer's own connections (timestamptz from epoch seconds, jsonb from text: its direct COPYs).
+        await self.db.open_writer_pool(writer_module.WRITER_CONCURRENCY)
         self.writer = BatchWriter(
             self.db,
             self.stats,

@@ -52,6 +52,16 @@ BATCH_SECONDS = Histogram(
     "Time to write and commit one batch",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+BATCH_PATHS = Counter(
+    "fleet_ingest_batches_total",
+    "Committed batches, by write path (direct: COPY into the month's partitions; staging: through the parents)",
+    ["path"],
+)
+DIRECT_FALLBACKS = Counter(
+    "fleet_ingest_direct_fallbacks_total",
+    "Batches a direct COPY was refused for and that took the staging path, by reason",
+    ["reason"],
+)
 BATCH_FAILURES = Counter("fleet_ingest_batch_failures_total", "Batch commits that failed, by kind", ["kind"])
 QUEUE_RECORDS = Gauge("fleet_ingest_queue_records", "Records waiting for the writer")
 QUEUE_BYTES = Gauge("fleet_ingest_queue_bytes", "Frame bytes waiting for the writer")
@@ -88,6 +98,8 @@ class IngestStats:
         self.last_batch_records = 0
         self.max_batch_records = 0
         self.batch_failures: Tally[str] = Tally()
+        self.batch_paths: Tally[str] = Tally()
+        self.direct_fallbacks: Tally[str] = Tally()
         self.backpressure_episodes = 0
         self.devices_registered = 0
         self.raw_limited: Tally[str] = Tally()  # excerpt, dropped
@@ -152,6 +164,14 @@ class IngestStats:
             self.duplicates += count
             DUPLICATES.inc(count)
 
+    def batch_path(self, path: str) -> None:
+        self.batch_paths[path] += 1
+        BATCH_PATHS.labels(path).inc()
+
+    def direct_fallback(self, reason: str) -> None:
+        self.direct_fallbacks[reason] += 1
+        DIRECT_FALLBACKS.labels(reason).inc()
+
     def batch_failure(self, kind: str) -> None:
         self.batch_failures[kind] += 1
         BATCH_FAILURES.labels(kind).inc()
@@ -189,5 +209,7 @@ class IngestStats:
                 "max_records": self.max_batch_records,
                 "mean_records": round(self.batch_records_total / self.batches, 1) if self.batches else 0,
                 "failures": dict(self.batch_failures),
+                "paths": dict(self.batch_paths),
+                "direct_fallbacks": dict(self.direct_fallbacks),
             },
         }

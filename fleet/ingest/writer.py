@@ -38,7 +38,9 @@ from fleet.db.queries.ingest import (
     DeviceSummary,
     apply_device_updates,
     ensure_partition,
+    partition_name,
     store_batch,
+    store_batch_direct,
 )
 from fleet.errors import DatabaseUnavailable
 from fleet.ingest.stats import BACKPRESSURE_ACTIVE, QUEUE_BYTES, QUEUE_RECORDS, IngestStats
@@ -70,8 +72,14 @@ RETRY_MAX_SEC = 5.0
 PARTITION_PAST = timedelta(days=800)
 PARTITION_FUTURE = timedelta(days=62)
 SECONDS_PER_DAY = 86_400
+# After a direct COPY met a retransmitted record, batches take the staging path (which skips duplicates) for a
+# while: retransmissions come in waves (devices reconnecting after an outage resend what was not acknowledged).
+DIRECT_PAUSE_AFTER_DUPLICATE_SEC = 5.0
+# After PostgreSQL refused the direct COPY itself (a partition dropped or not open to the writer), longer.
+DIRECT_PAUSE_AFTER_REFUSAL_SEC = 60.0
 _DEVICE_TIME = operator.attrgetter("device_time")
 _CAN_TIME = operator.attrgetter("time")
+_CAN_RECORD = operator.attrgetter("record_index")
 
 
 def _single_month(times: list[float]) -> tuple[int, int] | None:
@@ -196,6 +204,16 @@ class PartitionCache:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._known: set[tuple[str, int, int]] = set()
+        self._exists: set[tuple[str, int, int]] = set()  # months seen to have a partition of their own
+
+    def exists(self, table: str, year: int, month: int) -> bool:
+        """True when ``table`` has a partition of its own for that month (not the default partition)."""
+        return (table, year, month) in self._exists
+
+    def forget(self) -> None:
+        """Check every month again (a partition was found missing: retention may have dropped it)."""
+        self._known.clear()
+        self._exists.clear()
 
     async def ensure(self, wanted: set[tuple[str, int, int]]) -> None:
         missing = wanted - self._known
@@ -225,6 +243,7 @@ class PartitionCache:
             if created:
                 log.info("ingest_partition_created", table=table, month=f"{year}-{month:02d}")
             self._known.add((table, year, month))
+            self._exists.add((table, year, month))
 
 
 class DeviceStateWriter:
@@ -345,6 +364,7 @@ class BatchWriter:
         self._stopping = False
         self._give_up_at: float | None = None
         self._partitions = PartitionCache(db)
+        self._direct_after = 0.0  # loop time before which batches take the staging path (see _direct_plan)
         self._failing_since: float | None = None
         self._loop = asyncio.get_running_loop()
 
@@ -597,13 +617,86 @@ class BatchWriter:
         can = list(itertools.chain.from_iterable(item.can for item in batch))
         events = list(itertools.chain.from_iterable(item.events for item in batch))
         raw = [item.raw for item in batch if item.raw is not None]
-        wanted = {("positions", *month) for month in months_of(list(map(_DEVICE_TIME, positions)))}
-        wanted.update(("can_data", *month) for month in months_of(list(map(_CAN_TIME, can))))
-        wanted.update(("raw_frames", *month) for month in months_of(row.received_at for row in raw))
-        await self._partitions.ensure(wanted)
+        months = {
+            "positions": months_of(list(map(_DEVICE_TIME, positions))),
+            "can_data": months_of(list(map(_CAN_TIME, can))),
+            "raw_frames": months_of(row.received_at for row in raw),
+        }
+        await self._partitions.ensure({(table, *month) for table, found in months.items() for month in found})
+        plan = self._direct_plan(positions, can, events, months)
+        outcome = None
+        if plan is not None:
+            outcome = await self._write_direct(positions, raw, can, plan)
+        if outcome is None:
+            outcome = await self._write_staged(positions, raw, can, events)
+            self._stats.batch_path("staging")
+        else:
+            self._stats.batch_path("direct")
+        stats = self._stats
+        stats.stored("positions", outcome.positions_stored)
+        stats.duplicate(len(positions) - outcome.positions_stored)
+        stats.stored("raw_frames", len(raw))
+        stats.stored("events", len(events))
+        stats.stored("can_data", len(can))
+        return outcome
+
+    def _direct_plan(
+        self,
+        positions: list[PositionRow],
+        can: list[CanRow],
+        events: list[EventRow],
+        months: dict[str, set[tuple[int, int]]],
+    ) -> dict[str, str] | None:
+        """The partition of each table when the batch can be COPYed straight into them, else None.
+
+        That takes the writer's own connections (`Database.writer()`), positions of one month, CAN readings
+        that all belong to records, no events, a partition of its own for each table's month, and no recent
+        refusal (``_direct_after``).
+        """
+        if not positions or events or not self._db.has_writer_pool or self._loop.time() < self._direct_after:
+            return None
+        if can and None in map(_CAN_RECORD, can):
+            return None
+        plan = {}
+        for table, found in months.items():
+            if len(found) > 1:
+                return None
+            for year, month in found:
+                if not self._partitions.exists(table, year, month):
+                    return None
+                plan[table] = partition_name(table, year, month)
+        return plan
+
+    async def _write_direct(
+        self, positions: list[PositionRow], raw: list[RawFrameRow], can: list[CanRow], plan: dict[str, str]
+    ) -> BatchOutcome | None:
+        """Write the batch by COPY into its partitions; None when PostgreSQL refused it for the staging path."""
+        try:
+            async with self._db.writer() as conn:
+                return await store_batch_direct(
+                    conn, positions=positions, raw_frames=raw, can=can, partitions=plan
+                )
+        except asyncpg.UniqueViolationError:
+            # A retransmitted record (or the same record twice in one batch): nothing was stored, and the
+            # staging path skips what is already there.
+            reason, pause = "duplicate", DIRECT_PAUSE_AFTER_DUPLICATE_SEC
+        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError):
+            # A value PostgreSQL refuses: the staging path finds the frame that carries it (_isolate).
+            reason, pause = "data", 0.0
+        except (asyncpg.InsufficientPrivilegeError, asyncpg.UndefinedTableError) as err:
+            reason, pause = "refused", DIRECT_PAUSE_AFTER_REFUSAL_SEC
+            self._partitions.forget()
+            log.warning("ingest_direct_copy_refused", error=str(err), retry_in_s=pause)
+        self._stats.direct_fallback(reason)
+        self._direct_after = self._loop.time() + pause
+        return None
+
+    async def _write_staged(
+        self, positions: list[PositionRow], raw: list[RawFrameRow], can: list[CanRow], events: list[EventRow]
+    ) -> BatchOutcome:
         backend = -1
         try:
-            async with self._db.system() as conn:
+            async with self._db.writer() as conn:
                 backend = conn.get_server_pid()
                 outcome = await store_batch(
                     conn,
@@ -618,12 +711,6 @@ class BatchWriter:
             raise
         # Only a committed CREATE TEMP TABLE lasts: remember the backend after the commit.
         self._staged_backends.add(backend)
-        stats = self._stats
-        stats.stored("positions", outcome.positions_stored)
-        stats.duplicate(len(positions) - outcome.positions_stored)
-        stats.stored("raw_frames", len(raw))
-        stats.stored("events", len(events))
-        stats.stored("can_data", len(can))
         return outcome
 
     def _committed(self, batch: list[Pending], outcome: BatchOutcome, seconds: float) -> None:

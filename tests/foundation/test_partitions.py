@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import pytest
 
 from fleet.config import Settings
 from fleet.db import Database
@@ -141,3 +142,48 @@ async def test_telemetry_partitions_are_vacuumed_gently(owner_conn: asyncpg.Conn
             assert "autovacuum_vacuum_cost_delay=10" in (row["reloptions"] or []), row["relname"]
     finally:
         await owner_conn.execute("DROP TABLE IF EXISTS positions_p209103")
+
+
+async def test_partitions_take_appends_only_in_the_system_context(
+    owner_conn: asyncpg.Connection, app_dsn: str
+) -> None:
+    # Migration 0010: the ingest writer COPYs into month partitions; nothing else is opened by it.
+    far = datetime(2092, 5, 15, tzinfo=UTC)  # a partition made here and now, by fleet_ensure_partition
+    assert await owner_conn.fetchval("SELECT fleet_ensure_partition('positions', $1)", far)
+    device = await owner_conn.fetchval(
+        "INSERT INTO devices (imei) VALUES ($1) RETURNING id", f"part{uuid.uuid4().hex[:12]}"
+    )
+    append = (
+        "INSERT INTO {table} (id, device_id, record_index, device_time)"
+        " VALUES (nextval(pg_get_serial_sequence('positions', 'id')), $1, $2, $3)"
+    )
+    conn = await asyncpg.connect(app_dsn)
+    try:
+        for role in ("", "owner"):  # no context, an owner's context: refused by the partition's guard
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="system context"):
+                async with conn.transaction():
+                    await conn.execute(
+                        "SELECT set_config('app.user_role', $1, true), set_config('app.user_id', '1', true)",
+                        role,
+                    )
+                    await conn.execute(append.format(table="positions_p209205"), device, 1, far)
+        for statement in (
+            "SELECT count(*) FROM positions_p209205",
+            "UPDATE positions_p209205 SET valid = true",
+            "DELETE FROM positions_p209205",
+            append.format(table="positions_default"),  # the default partition stays closed
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                async with conn.transaction():
+                    await conn.execute("SELECT set_config('app.user_role', 'superuser', true)")
+                    await conn.execute(statement, *((device, 1, far) if "$1" in statement else ()))
+        async with conn.transaction():  # the system context appends
+            await conn.execute("SELECT set_config('app.user_role', 'superuser', true)")
+            await conn.execute(append.format(table="positions_p209205"), device, 2, far)
+        assert (
+            await owner_conn.fetchval("SELECT record_index FROM positions WHERE device_id = $1", device) == 2
+        )
+    finally:
+        await conn.close()
+        await owner_conn.execute("DROP TABLE IF EXISTS positions_p209205")
+        await owner_conn.execute("DELETE FROM devices WHERE id = $1", device)

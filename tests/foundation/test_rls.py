@@ -209,7 +209,7 @@ async def test_app_role_cannot_bypass_rls(
             await conn.execute("DROP POLICY vehicles_read ON vehicles")
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute("SET ROLE postgres")
-        # Partitions are reachable only through their RLS-protected parent.
+        # Partitions are read only through their RLS-protected parent (the ingest writer may append: 0010).
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.fetchval("SELECT count(*) FROM positions_default")
         await conn.execute("SET row_security = off")

@@ -13,6 +13,11 @@ A batch is written in one transaction:
    device deleted meanwhile are dropped instead of failing the batch;
 3. the positions statement returns one summary row per device (stored count, last fix) for the live bus.
 
+Most batches take a shorter way (``store_batch_direct``, migration 0010): binary COPY straight into the month's
+partitions, which the staging path remains the fallback of - for a batch holding a retransmitted record
+(the COPY hits the unique key and the transaction is rolled back), events, CAN frames of their own, rows of
+several months or of a month without a partition.
+
 Redecoding uses the same staging with ``DO UPDATE`` instead, so that a fixed decoder's values replace
 the old ones and running it twice changes nothing.
 """
@@ -20,15 +25,19 @@ the old ones and running it twice changes nothing.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
+from operator import attrgetter
 from typing import Any
 
 import asyncpg
 
 from fleet.protocol.rows import CanRow, EventRow, PositionRow, RawFrameRow
+
+_DEVICE_TIME = attrgetter("device_time")
 
 # --- device registry ------------------------------------------------------------------------------------
 
@@ -380,6 +389,170 @@ def _summaries(rows: Sequence[asyncpg.Record], positions: Sequence[PositionRow])
             )
         )
     return out
+
+
+# --- direct appends -----------------------------------------------------------------------------------------------
+
+POSITION_DIRECT_COLUMNS = ("id", "vehicle_id", *POSITION_COLUMNS)
+CAN_DIRECT_COLUMNS = ("id", "position_id", "vehicle_id", *CAN_COLUMNS)
+RAW_DIRECT_COLUMNS = ("id", "vehicle_id", *RAW_COLUMNS)
+
+# One round trip before the COPYs: the batch's devices (their vehicles now, as the staging path's join), ids from
+# the tables' own sequences (a CAN reading needs its position's id before either is sent), and the fleet map's
+# newest position per vehicle - what the `positions_last_on_insert` trigger does for INSERTs through the parent,
+# which a COPY into a partition does not fire. Vehicles are locked in vehicle order, as the trigger does.
+_DIRECT_PREPARE = """
+WITH dev AS MATERIALIZED (SELECT id, vehicle_id FROM devices WHERE id = ANY($1::bigint[])),
+last AS (
+    INSERT INTO vehicle_last_positions AS l
+           (vehicle_id, device_id, time, latitude, longitude, altitude, speed, course, satellites, valid)
+    SELECT DISTINCT ON (d.vehicle_id) d.vehicle_id, n.device_id, to_timestamp(n.time), n.latitude, n.longitude,
+           n.altitude, n.speed, n.course, n.satellites, n.valid
+    FROM unnest($2::bigint[], $3::float8[], $4::float8[], $5::float8[], $6::float8[], $7::real[], $8::real[],
+                $9::smallint[], $10::boolean[])
+         AS n(device_id, time, latitude, longitude, altitude, speed, course, satellites, valid)
+    JOIN dev d ON d.id = n.device_id
+    WHERE d.vehicle_id IS NOT NULL
+    ORDER BY d.vehicle_id, n.time DESC
+    ON CONFLICT (vehicle_id) DO UPDATE SET
+        device_id = EXCLUDED.device_id, time = EXCLUDED.time, latitude = EXCLUDED.latitude,
+        longitude = EXCLUDED.longitude, altitude = EXCLUDED.altitude, speed = EXCLUDED.speed,
+        course = EXCLUDED.course, satellites = EXCLUDED.satellites, valid = EXCLUDED.valid, updated_at = now()
+    WHERE EXCLUDED.time >= l.time)
+SELECT (SELECT array_agg(id) FROM dev) AS devices,
+       (SELECT array_agg(vehicle_id) FROM dev) AS vehicles,
+       array(SELECT nextval(s.seq) FROM (SELECT pg_get_serial_sequence('positions', 'id')::regclass AS seq) s,
+             generate_series(1, $11)) AS position_ids,
+       array(SELECT nextval(s.seq) FROM (SELECT pg_get_serial_sequence('can_data', 'id')::regclass AS seq) s,
+             generate_series(1, $12)) AS can_ids,
+       array(SELECT nextval(s.seq) FROM (SELECT pg_get_serial_sequence('raw_frames', 'id')::regclass AS seq) s,
+             generate_series(1, $13)) AS raw_ids"""
+
+
+def partition_name(table: str, year: int, month: int) -> str:
+    """The monthly partition ``fleet_ensure_partition`` creates for ``table``."""
+    return f"{table}_p{year:04d}{month:02d}"
+
+
+async def store_batch_direct(
+    conn: asyncpg.Connection,
+    *,
+    positions: Sequence[PositionRow],
+    raw_frames: Sequence[RawFrameRow],
+    can: Sequence[CanRow],
+    partitions: Mapping[str, str],
+) -> BatchOutcome:
+    """Write one batch inside the caller's transaction by binary COPY into the named partitions.
+
+    The caller guarantees: ``partitions`` names the partition holding every row of each table given rows,
+    every CAN reading belongs to a position of the batch, and the connection encodes timestamptz from epoch
+    seconds and jsonb from text (`Database.writer()`). Nothing here deduplicates: a retransmitted record fails
+    the COPY with a unique violation, and the caller writes the batch with ``store_batch`` instead, in a new
+    transaction. Rows of devices that no longer exist are dropped, as the staging path's join drops them.
+    """
+    device_ids = {row.device_id for row in positions}
+    device_ids.update(row.device_id for row in raw_frames if row.device_id is not None)
+    newest: dict[int, PositionRow] = {}
+    for row in positions:
+        best = newest.get(row.device_id)
+        if best is None or row.device_time > best.device_time:
+            newest[row.device_id] = row
+    located = [fix for fix in (_located(row, positions) for row in newest.values()) if fix is not None]
+    prepared = await conn.fetchrow(
+        _DIRECT_PREPARE,
+        list(device_ids),
+        *_last_position_columns(located),
+        len(positions),
+        len(can),
+        len(raw_frames),
+    )
+    vehicle_of: dict[int, int | None] = dict(
+        zip(prepared["devices"] or (), prepared["vehicles"] or (), strict=True)
+    )
+    if len(vehicle_of) < len(device_ids):  # a device deleted meanwhile: its rows go
+        positions = [row for row in positions if row.device_id in vehicle_of]
+        can = [row for row in can if row.device_id in vehicle_of]
+        raw_frames = [row for row in raw_frames if row.device_id is None or row.device_id in vehicle_of]
+    position_rows = [
+        (number, vehicle_of[row.device_id], *row)
+        for number, row in zip(prepared["position_ids"], positions, strict=False)
+    ]
+    can_rows: list[tuple[Any, ...]] = []
+    if can:
+        # (device, record index, device time) -> position id; the row tuples are (id, vehicle, *PositionRow).
+        position_of: dict[tuple[Any, ...], int] = {(row[2], row[3], row[5]): row[0] for row in position_rows}
+        for number, reading in zip(prepared["can_ids"], can, strict=False):
+            position = position_of.get((reading.device_id, reading.record_index, reading.time))
+            if position is not None:
+                can_rows.append((number, position, vehicle_of[reading.device_id], *reading))
+    raw_rows = [
+        (number, None if row.device_id is None else vehicle_of.get(row.device_id), *row)
+        for number, row in zip(prepared["raw_ids"], raw_frames, strict=False)
+    ]
+    if position_rows:
+        await conn.copy_records_to_table(
+            partitions["positions"], records=position_rows, columns=POSITION_DIRECT_COLUMNS
+        )
+    if can_rows:
+        await conn.copy_records_to_table(partitions["can_data"], records=can_rows, columns=CAN_DIRECT_COLUMNS)
+    if raw_rows:
+        await conn.copy_records_to_table(
+            partitions["raw_frames"], records=raw_rows, columns=RAW_DIRECT_COLUMNS
+        )
+    summaries = []
+    for device_id, stored in Counter(row.device_id for row in positions).items():
+        fix = newest[device_id]
+        summaries.append(
+            DeviceSummary(
+                device_id,
+                vehicle_of[device_id],
+                stored,
+                datetime.fromtimestamp(fix.device_time, UTC),
+                fix.latitude,
+                fix.longitude,
+                fix.speed,
+                fix.course,
+                fix.altitude,
+                fix.satellites,
+                fix.valid,
+            )
+        )
+    return BatchOutcome(len(position_rows), len(can_rows), summaries)
+
+
+def _located(newest: PositionRow, positions: Sequence[PositionRow]) -> PositionRow | None:
+    """The device's newest position with coordinates: ``newest`` itself, nearly always."""
+    if newest.latitude is not None and newest.longitude is not None:
+        return newest
+    candidates = [
+        row
+        for row in positions
+        if row.device_id == newest.device_id and row.latitude is not None and row.longitude is not None
+    ]
+    return max(candidates, key=_DEVICE_TIME) if candidates else None
+
+
+def _last_position_columns(rows: Sequence[PositionRow]) -> list[list[Any]]:
+    """The newest-position arrays of ``_DIRECT_PREPARE`` ($2 ... $10), one list per column."""
+    columns: list[list[Any]] = [[] for _ in range(9)]
+    for r in rows:
+        for column, value in zip(
+            columns,
+            (
+                r.device_id,
+                r.device_time,
+                r.latitude,
+                r.longitude,
+                r.altitude,
+                r.speed,
+                r.course,
+                r.satellites,
+                r.valid,
+            ),
+            strict=True,
+        ):
+            column.append(value)
+    return columns
 
 
 # --- partitions -------------------------------------------------------------------------------------------
