@@ -41,6 +41,8 @@ VARIANTS = {
     "positions_only": "positions alone",
     "no_trigger": "full, with the vehicle_last_positions trigger disabled",
     "compact_can": "no can_data rows; each position carries its CAN signals as a JSON array in its jsonb",
+    "direct": "the writer's direct path (fleet.db.queries.ingest.store_batch_direct): ids, vehicles and the fleet "
+    "map in one statement, then binary COPY into this month's partitions as fleet_app",
     "plain_insert": "full, with plain INSERTs (no ON CONFLICT) for positions and linked CAN readings",
     "direct_copy": "binary COPY straight into the month's partitions as the owner: no staging, no dedup, "
     "no trigger, CAN readings unlinked",
@@ -129,6 +131,20 @@ async def run(
     pid = conn.get_server_pid()
     print("backend pid", pid, flush=True)
     await conn.execute("SET app.user_role = 'superuser'")
+    from fleet.db.database import decode_timestamptz, encode_timestamptz
+
+    # As the writer's own pool (fleet.db.database._init_writer_connection): times from epoch seconds.
+    await conn.set_type_codec(
+        "timestamptz",
+        schema="pg_catalog",
+        encoder=encode_timestamptz,
+        decoder=decode_timestamptz,
+        format="tuple",
+    )
+    month = datetime.now(UTC)
+    partitions = {
+        t: ingest.partition_name(t, month.year, month.month) for t in ("positions", "can_data", "raw_frames")
+    }
     data = build_batches(ids, batches * (len(variants) + 1))
     shape = {
         "positions": len(data[0]["positions"]),
@@ -152,7 +168,7 @@ async def run(
             value = await direct_copy(owner, [next(used) for _ in range(batches)], vehicles_of)
             measured.setdefault(variant, []).append(value)
             continue
-        cpu0, t0, records = backend_cpu(pid), time.perf_counter(), 0
+        cpu0, t0, records, client0 = backend_cpu(pid), time.perf_counter(), 0, time.process_time()
         for _ in range(batches):
             batch = next(used)
             if variant == "no_can":
@@ -166,15 +182,26 @@ async def run(
             async with conn.transaction():
                 if variant == "plain_insert":
                     await plain_insert(conn, batch)
+                elif variant == "direct":
+                    await ingest.store_batch_direct(
+                        conn,
+                        positions=batch["positions"],
+                        can=batch["can"],
+                        raw_frames=batch["raw"],
+                        partitions=partitions,
+                    )
                 else:
                     await ingest.store_batch(conn, staging_ready=True, **_kw(batch))
             records += len(batch["positions"])
         cpu = backend_cpu(pid) - cpu0
         wall = time.perf_counter() - t0
+        client = time.process_time() - client0
         print(
-            f"{variant:16s} backend CPU {cpu / records * 1e6:6.1f} us/record, wall {wall / records * 1e6:6.1f} us/record"
+            f"{variant:16s} backend CPU {cpu / records * 1e6:6.1f} us/record, wall {wall / records * 1e6:6.1f}"
+            f" us/record, client CPU {client / records * 1e6:5.1f} us/record"
         )
         measured.setdefault(variant, []).append(round(cpu / records * 1e6, 2))
+        measured.setdefault(f"{variant}_client", []).append(round(client / records * 1e6, 2))
         if variant == "no_trigger":
             await owner.execute("ALTER TABLE positions ENABLE TRIGGER positions_last_on_insert")
     if explain:

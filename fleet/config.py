@@ -179,6 +179,8 @@ class Settings(BaseSettings):
     ingest_queue_high_water: int = Field(50000, ge=1)  # records queued → pause reading sockets
     ingest_queue_low_water: int = Field(10000, ge=0)  # resume below this
     ingest_store_raw_frames: bool = True
+    # Batches COPYed straight into the month's partitions (docs/INGEST.md); false: always the staging path.
+    ingest_direct_copy: bool = True
 
     # --- database (seed 000 `database:`) ---------------------------------------------------------
     database_url: str | None = None  # migrations/owner connection; unset with no DB_* → embedded

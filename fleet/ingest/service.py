@@ -158,7 +158,8 @@ class IngestService:
             )
         self._budget_descriptors()
         # The writer's own connections (timestamptz from epoch seconds, jsonb from text: its direct COPYs).
-        await self.db.open_writer_pool(writer_module.WRITER_CONCURRENCY)
+        if settings.ingest_direct_copy:
+            await self.db.open_writer_pool(writer_module.WRITER_CONCURRENCY)
         self.writer = BatchWriter(
             self.db,
             self.stats,
