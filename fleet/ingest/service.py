@@ -171,6 +171,7 @@ class IngestService:
             on_committed=self._on_committed,
             on_events=self._on_events,
             concurrency=writer_module.WRITER_CONCURRENCY,
+            direct=settings.ingest_direct_copy,
         )
         self.writer.start()
         if self.bus is not None:

@@ -332,8 +332,10 @@ class BatchWriter:
         concurrency: int = WRITER_CONCURRENCY,
         high_water_bytes: int = QUEUE_HIGH_WATER_BYTES,
         low_water_bytes: int = QUEUE_LOW_WATER_BYTES,
+        direct: bool = True,
     ) -> None:
         self._db = db
+        self._direct = direct  # INGEST_DIRECT_COPY
         self._stats = stats
         # Backends (server PIDs) whose session has the staging tables: saves a statement per batch.
         self._staged_backends: set[int] = set()
@@ -653,7 +655,9 @@ class BatchWriter:
         that all belong to records, no events, a partition of its own for each table's month, and no recent
         refusal (``_direct_after``).
         """
-        if not positions or events or not self._db.has_writer_pool or self._loop.time() < self._direct_after:
+        if not (self._direct and positions and self._db.has_writer_pool) or events:
+            return None
+        if self._loop.time() < self._direct_after:
             return None
         if can and None in map(_CAN_RECORD, can):
             return None

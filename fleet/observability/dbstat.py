@@ -66,6 +66,19 @@ WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
 ORDER BY 1
 """
 
+# Partitions fleet_app may write to directly (migration 0010: INSERT only, for the ingest writer's COPY), and
+# whether each carries the trigger that limits that to the system context.
+OPEN_PARTITIONS_SQL = """
+SELECT c.relname AS partition,
+       has_table_privilege('fleet_app', c.oid, 'SELECT') OR has_table_privilege('fleet_app', c.oid, 'UPDATE')
+           OR has_table_privilege('fleet_app', c.oid, 'DELETE') AS beyond_insert,
+       EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = 'append_guard'
+               AND t.tgenabled <> 'D') AS guarded
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND c.relispartition AND has_table_privilege('fleet_app', c.oid, 'INSERT')
+ORDER BY 1
+"""
+
 ROLES_SQL = """
 SELECT rolname AS role, rolsuper AS superuser, rolbypassrls AS bypass_rls, rolcreaterole AS create_role,
        (SELECT count(*) FROM information_schema.role_table_grants g WHERE g.grantee = r.rolname) AS table_grants

@@ -145,6 +145,23 @@ async def check_database(conn: asyncpg.Connection) -> list[Finding]:
         )
     else:
         findings.append(Finding("rls", "ok", f"enabled and forced on all {len(tables)} tables"))
+    partitions = await dbstat.rows(conn, dbstat.OPEN_PARTITIONS_SQL)
+    loose = [p["partition"] for p in partitions if p["beyond_insert"] or not p["guarded"]]
+    if loose:
+        findings.append(
+            Finding(
+                "rls",
+                "fail",
+                "partitions fleet_app can read, change or append to outside the system context: "
+                + ", ".join(loose),
+            )
+        )
+    else:
+        findings.append(
+            Finding(
+                "rls", "ok", f"{len(partitions)} partitions take guarded appends from fleet_app, nothing more"
+            )
+        )
     roles = {r["role"]: r for r in await dbstat.rows(conn, dbstat.ROLES_SQL)}
     for role in ("fleet_app", "fleet_grafana"):
         row = roles.get(role)

@@ -187,3 +187,23 @@ async def test_partitions_take_appends_only_in_the_system_context(
         await conn.close()
         await owner_conn.execute("DROP TABLE IF EXISTS positions_p209205")
         await owner_conn.execute("DELETE FROM devices WHERE id = $1", device)
+
+
+async def test_security_check_flags_a_partition_opened_beyond_guarded_appends(
+    owner_conn: asyncpg.Connection,
+) -> None:
+    from fleet.observability.security import check_database
+
+    def partition_findings(findings: list) -> list:
+        return [f for f in findings if f.area == "rls" and "partition" in f.detail]
+
+    (finding,) = partition_findings(await check_database(owner_conn))
+    assert finding.status == "ok", finding.detail
+    far = datetime(2093, 7, 15, tzinfo=UTC)
+    assert await owner_conn.fetchval("SELECT fleet_ensure_partition('raw_frames', $1)", far)
+    try:
+        await owner_conn.execute("ALTER TABLE raw_frames_p209307 DISABLE TRIGGER append_guard")
+        (finding,) = partition_findings(await check_database(owner_conn))
+        assert finding.status == "fail" and "raw_frames_p209307" in finding.detail
+    finally:
+        await owner_conn.execute("DROP TABLE IF EXISTS raw_frames_p209307")

@@ -180,3 +180,17 @@ async def test_service_copies_batches_and_falls_back_for_retransmissions(
 
 async def _has(service: object, path: str) -> bool:
     return bool(service.stats.batch_paths[path])  # type: ignore[attr-defined]
+
+
+async def test_direct_copy_can_be_turned_off(db: Database, start_ingest: StartIngest) -> None:
+    service = await start_ingest(ingest_direct_copy=False)
+    imei = unique_imei()
+    tracker = await Tracker.connect(service.ports["navtelecom"])
+    await tracker.login(imei)
+    for first in (1, 11):
+        await tracker.send(archive_frame(first, 10))
+        assert await tracker.read(4) == ack_archive(10)
+    await tracker.close()
+    assert service.stats.batch_paths["direct"] == 0 and service.stats.batch_paths["staging"] >= 2
+    async with db.system() as conn:
+        assert len(await positions_of(conn, imei)) == 20
