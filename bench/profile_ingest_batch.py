@@ -131,16 +131,9 @@ async def run(
     pid = conn.get_server_pid()
     print("backend pid", pid, flush=True)
     await conn.execute("SET app.user_role = 'superuser'")
-    from fleet.db.database import decode_timestamptz, encode_timestamptz
+    from fleet.db.database import use_writer_codecs
 
-    # As the writer's own pool (fleet.db.database._init_writer_connection): times from epoch seconds.
-    await conn.set_type_codec(
-        "timestamptz",
-        schema="pg_catalog",
-        encoder=encode_timestamptz,
-        decoder=decode_timestamptz,
-        format="tuple",
-    )
+    await use_writer_codecs(conn)  # as the writer's own pool: times from epoch seconds
     month = datetime.now(UTC)
     partitions = {
         t: ingest.partition_name(t, month.year, month.month) for t in ("positions", "can_data", "raw_frames")

@@ -142,9 +142,8 @@ def decode_timestamptz(value: tuple[int]) -> datetime:
     return _PG_EPOCH + timedelta(microseconds=microseconds)
 
 
-async def _init_writer_connection(conn: asyncpg.Connection) -> None:
-    await conn.execute(_SET_SESSION)
-    conn.add_query_logger(record_query)
+async def use_writer_codecs(conn: asyncpg.Connection) -> None:
+    """Give ``conn`` the writer's codecs: `timestamptz` from epoch seconds or datetimes (jsonb keeps asyncpg's)."""
     await conn.set_type_codec(
         "timestamptz",
         schema="pg_catalog",
@@ -152,6 +151,12 @@ async def _init_writer_connection(conn: asyncpg.Connection) -> None:
         decoder=decode_timestamptz,
         format="tuple",
     )
+
+
+async def _init_writer_connection(conn: asyncpg.Connection) -> None:
+    await conn.execute(_SET_SESSION)
+    conn.add_query_logger(record_query)
+    await use_writer_codecs(conn)
 
 
 class FairAcquire:
