@@ -53,6 +53,8 @@ from fleet.simulate.engine import SimulationConfig, run_simulation_blocking  # n
 PROCESS_COUNTS = (1, 2, 4)
 CONNECTIONS = 1_000
 RECORDS_PER_FRAME = 10
+# Settings given to every server of the run (--server-env), e.g. INGEST_DIRECT_COPY=false.
+SERVER_ENV: dict[str, str] = {}
 
 
 # --- the server -----------------------------------------------------------------------------------------------
@@ -76,6 +78,7 @@ class Supervised(Server):
             INGEST_MAX_CONNECTIONS_PER_ADDRESS="100000",
             INGEST_MAX_UNIDENTIFIED_PER_ADDRESS="100000",
         )
+        self.env.update(SERVER_ENV)
 
     def start(self) -> None:
         read_fd, write_fd = os.pipe()
@@ -308,7 +311,15 @@ def main() -> int:
     parser.add_argument("--counts", default=",".join(map(str, PROCESS_COUNTS)), help="e.g. 1,2,4")
     parser.add_argument("--output-dir", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for every server (e.g. INGEST_DIRECT_COPY=false); repeatable",
+    )
     args = parser.parse_args()
+    SERVER_ENV.update(dict(item.split("=", 1) for item in args.server_env))
     duration = 5.0 if args.quick else args.duration
     counts = [int(item) for item in args.counts.split(",") if item.strip()]
 
@@ -336,6 +347,7 @@ def main() -> int:
             "process_counts": counts,
             "database": "embedded" if embedded else "DATABASE_URL",
             "how": "fleet serve --workers N --role ingest; one simulator process at the maximum rate",
+            "server_env": args.server_env,
         },
     )
     migrate_req = Path("/proc/sys/net/ipv4/tcp_migrate_req")

@@ -54,8 +54,8 @@ BATCH_SECONDS = Histogram(
 )
 BATCH_PATHS = Counter(
     "fleet_ingest_batches_total",
-    "Committed batches, by write path (direct: COPY into the month's partitions; staging: through the parents)",
-    ["path"],
+    "Committed batches, by write mode (direct: COPY into the month's partitions; staging: through the parents)",
+    ["mode"],
 )
 DIRECT_FALLBACKS = Counter(
     "fleet_ingest_direct_fallbacks_total",
@@ -209,7 +209,7 @@ class IngestStats:
                 "max_records": self.max_batch_records,
                 "mean_records": round(self.batch_records_total / self.batches, 1) if self.batches else 0,
                 "failures": dict(self.batch_failures),
-                "paths": dict(self.batch_paths),
+                "modes": dict(self.batch_paths),
                 "direct_fallbacks": dict(self.direct_fallbacks),
             },
         }
