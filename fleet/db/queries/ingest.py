@@ -419,8 +419,8 @@ last AS (
         longitude = EXCLUDED.longitude, altitude = EXCLUDED.altitude, speed = EXCLUDED.speed,
         course = EXCLUDED.course, satellites = EXCLUDED.satellites, valid = EXCLUDED.valid, updated_at = now()
     WHERE EXCLUDED.time >= l.time)
-SELECT (SELECT array_agg(id) FROM dev) AS devices,
-       (SELECT array_agg(vehicle_id) FROM dev) AS vehicles,
+SELECT (SELECT array_agg(id ORDER BY id) FROM dev) AS devices,
+       (SELECT array_agg(vehicle_id ORDER BY id) FROM dev) AS vehicles,
        array(SELECT nextval(s.seq) FROM (SELECT pg_get_serial_sequence('positions', 'id')::regclass AS seq) s,
              generate_series(1, $11)) AS position_ids,
        array(SELECT nextval(s.seq) FROM (SELECT pg_get_serial_sequence('can_data', 'id')::regclass AS seq) s,
