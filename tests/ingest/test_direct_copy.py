@@ -10,6 +10,7 @@ import pytest
 from fleet.db import Database
 from fleet.db.database import encode_timestamptz
 from fleet.db.queries.ingest import BatchOutcome, partition_name, store_batch, store_batch_direct
+from fleet.ingest import IngestService
 from fleet.protocol.navtelecom import ack_archive
 from fleet.protocol.rows import CanRow, PositionRow, RawFrameRow
 
@@ -178,8 +179,8 @@ async def test_service_copies_batches_and_falls_back_for_retransmissions(
         assert [row["record_index"] for row in await positions_of(conn, imei)] == list(range(1, 16))
 
 
-async def _has(service: object, path: str) -> bool:
-    return bool(service.stats.batch_paths[path])  # type: ignore[attr-defined]
+async def _has(service: IngestService, mode: str) -> bool:
+    return bool(service.stats.batch_paths[mode])
 
 
 async def test_direct_copy_can_be_turned_off(db: Database, start_ingest: StartIngest) -> None:

@@ -370,25 +370,31 @@ def _summaries(rows: Sequence[asyncpg.Record], positions: Sequence[PositionRow])
         last = wanted.get(row.device_id)
         if last is not None and abs(row.device_time - last) < 1e-3:
             newest[row.device_id] = row
-    out = []
-    for r in rows:
-        fix = newest.get(r["device_id"])
-        out.append(
-            DeviceSummary(
-                r["device_id"],
-                r["vehicle_id"],
-                r["stored"],
-                r["last_time"],
-                fix.latitude if fix else None,
-                fix.longitude if fix else None,
-                fix.speed if fix else None,
-                fix.course if fix else None,
-                fix.altitude if fix else None,
-                fix.satellites if fix else None,
-                fix.valid if fix else None,
-            )
-        )
-    return out
+    return [
+        _summary(r["device_id"], r["vehicle_id"], r["stored"], r["last_time"], newest.get(r["device_id"]))
+        for r in rows
+    ]
+
+
+def _summary(
+    device_id: int, vehicle_id: int | None, stored: int, last_time: datetime, fix: PositionRow | None
+) -> DeviceSummary:
+    """A device's summary with the values of its newest stored fix (None: not known)."""
+    if fix is None:
+        return DeviceSummary(device_id, vehicle_id, stored, last_time, None, None, None, None)
+    return DeviceSummary(
+        device_id,
+        vehicle_id,
+        stored,
+        last_time,
+        fix.latitude,
+        fix.longitude,
+        fix.speed,
+        fix.course,
+        fix.altitude,
+        fix.satellites,
+        fix.valid,
+    )
 
 
 # --- direct appends -----------------------------------------------------------------------------------------------
@@ -500,24 +506,16 @@ async def store_batch_direct(
         await conn.copy_records_to_table(
             partitions["raw_frames"], records=raw_rows, columns=RAW_DIRECT_COLUMNS
         )
-    summaries = []
-    for device_id, stored in Counter(row.device_id for row in positions).items():
-        fix = newest[device_id]
-        summaries.append(
-            DeviceSummary(
-                device_id,
-                vehicle_of[device_id],
-                stored,
-                datetime.fromtimestamp(fix.device_time, UTC),
-                fix.latitude,
-                fix.longitude,
-                fix.speed,
-                fix.course,
-                fix.altitude,
-                fix.satellites,
-                fix.valid,
-            )
+    summaries = [
+        _summary(
+            device_id,
+            vehicle_of[device_id],
+            stored,
+            datetime.fromtimestamp(newest[device_id].device_time, UTC),
+            newest[device_id],
         )
+        for device_id, stored in Counter(row.device_id for row in positions).items()
+    ]
     return BatchOutcome(len(position_rows), len(can_rows), summaries)
 
 
@@ -533,27 +531,16 @@ def _located(newest: PositionRow, positions: Sequence[PositionRow]) -> PositionR
     return max(candidates, key=_DEVICE_TIME) if candidates else None
 
 
+_LAST_POSITION_FIELDS = attrgetter(
+    "device_id", "device_time", "latitude", "longitude", "altitude", "speed", "course", "satellites", "valid"
+)
+
+
 def _last_position_columns(rows: Sequence[PositionRow]) -> list[list[Any]]:
     """The newest-position arrays of ``_DIRECT_PREPARE`` ($2 ... $10), one list per column."""
-    columns: list[list[Any]] = [[] for _ in range(9)]
-    for r in rows:
-        for column, value in zip(
-            columns,
-            (
-                r.device_id,
-                r.device_time,
-                r.latitude,
-                r.longitude,
-                r.altitude,
-                r.speed,
-                r.course,
-                r.satellites,
-                r.valid,
-            ),
-            strict=True,
-        ):
-            column.append(value)
-    return columns
+    if not rows:
+        return [[] for _ in range(9)]
+    return [list(column) for column in zip(*map(_LAST_POSITION_FIELDS, rows), strict=True)]
 
 
 # --- partitions -------------------------------------------------------------------------------------------
