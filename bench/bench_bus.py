@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Live-bus benchmark: PostgreSQL LISTEN/NOTIFY, Redis pub/sub and core NATS, fanned out to K processes.
 
-    make bench-bus     # or: .venv/bin/python bench/bench_bus.py [--subscribers 4] [--duration 10]
+    make bench-bus     # or: .venv/bin/python bench/bench_bus.py [--subscribers 4] [--duration 10] [--quick]
 
 What the bus carries in production: the ingest writer publishes one small JSON payload per device and
 committed batch (``fleet.ingest.service.live_event``, ~300 bytes) with ``publish_many``, and every API
@@ -27,7 +27,9 @@ CPU seconds of the publisher, the subscribers and the bus server (the postmaster
 ``redis-server`` / ``nats-server`` process) are reported per 1,000 delivered events. The machine is shared:
 the load average before and after is in the result; compare backends within one run.
 
-Prints one JSON document, also written to ``bench/results/bus-<UTC>.json`` and ``bench/results/bus.json``.
+Prints one JSON document (``bench/common.py``'s format, the figures under ``results``), also written to
+``bench/results/bus-<UTC>.json`` and ``bench/results/bus.json``. ``--quick``: 2 subscribers, 2 s at 1,000
+events/s, a burst of 5,000 and 200 single publishes (``bus-quick*.json``).
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench.common import process_ticks  # noqa: E402
+from bench.common import BenchReport, add_quick_argument, process_ticks  # noqa: E402
 from fleet.config import Settings  # noqa: E402
 from fleet.db import Database  # noqa: E402
 from fleet.ops.bus import LiveBus, NatsBus, PostgresBus, RedisBus  # noqa: E402
@@ -379,15 +380,16 @@ def main() -> int:
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/12"))
     parser.add_argument("--nats-url", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
     parser.add_argument("--output-dir", type=Path, default=ROOT / "bench" / "results")
+    add_quick_argument(parser)
     args = parser.parse_args()
+    if args.quick:
+        args.subscribers, args.duration, args.rate, args.burst, args.single = 2, 2.0, 1000.0, 5_000, 200
 
-    from bench.common import machine_info
-
-    results: dict[str, Any] = {
-        "benchmark": "bus",
-        "started_at": datetime.now(UTC).isoformat(),
-        "machine": machine_info(),
-        "parameters": {
+    report = BenchReport(
+        "bus",
+        quick=args.quick,
+        results_dir=args.output_dir,
+        parameters={
             "subscribers": args.subscribers,
             "paced_rate_events_per_s": args.rate,
             "paced_duration_s": args.duration,
@@ -397,8 +399,8 @@ def main() -> int:
             "payload_bytes": len(json.dumps({**SAMPLE, "seq": 1, "t": time.monotonic()})),
             "database": "BENCH_DATABASE_URL" if args.database_url else "embedded",
         },
-        "backends": {},
-    }
+    )
+    results: dict[str, Any] = {"backends": {}}
     workdir = Path(tempfile.mkdtemp(prefix="fleet-bench-bus-"))
     embedded = None
     try:
@@ -415,6 +417,7 @@ def main() -> int:
             await db.close()
 
         asyncio.run(migrate())  # creates the fleet_app role the PostgreSQL bus connects as
+        report.set_postgres_version(owner_dsn)
         targets = {"postgres": owner_dsn, "redis": args.redis_url, "nats": args.nats_url}
         for backend in args.backend or BACKENDS:
             try:
@@ -425,14 +428,9 @@ def main() -> int:
         if embedded is not None:
             embedded.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    results["machine"]["loadavg_at_end"] = os.getloadavg()
-    results["finished_at"] = datetime.now(UTC).isoformat()
-    text = json.dumps(results, indent=2)
-    print(text)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    (args.output_dir / f"bus-{stamp}.json").write_text(text + "\n")
-    (args.output_dir / "bus.json").write_text(text + "\n")
+    report.results = results
+    report.write()
+    print(json.dumps(report.document(), indent=2, default=str))
     return 0
 
 

@@ -48,7 +48,8 @@ Targets (issue 9): first render ≤ 2 s; ≤ 150 ms of main thread per second wh
 
 Usage: ``python bench/bench_fleet_page.py [--vehicles 5000] [--loads 3] [--window 15] [--feed both]
 [--output FILE] [--quick]``; results in ``bench/results/fleet_page.json`` (``bench/common.py``); ``--quick``: 300
-vehicles, one load, the bus window only, 2 s windows (``fleet_page-quick.json``).
+vehicles, one load, the bus window only, 2 s windows and message counts, 3 s of bus warm-up
+(``fleet_page-quick.json``).
 """
 
 from __future__ import annotations
@@ -208,7 +209,8 @@ async def seed_positions(pool: ProcessPoolExecutor, dsn: str, port: int, vehicle
     return summary
 
 
-BUS_WARMUP_S = 8.0  # the feeder's first full seconds before the window opens
+BUS_WARMUP_S = 8.0  # the feeder's first full seconds before the window opens (--bus-warmup)
+COUNT_S = 5.0  # messages are counted this long before and after each main-thread window (--count)
 BUS_SLICES_PER_S = 10  # the feeder publishes a tenth of the fleet every 100 ms, as ingestion's commits would
 
 
@@ -363,11 +365,11 @@ async def count_messages(cdp: Any, seconds: float) -> dict[str, float]:
     return {kind: round(n / seconds, 1) for kind, n in sorted(counts.items())}
 
 
-async def measure_window(cdp: Any, browser_cdp: Any, seconds: float) -> dict[str, Any]:
-    """Messages counted for 5 s, main-thread time for `seconds`, messages counted for 5 s again."""
-    before = await count_messages(cdp, 5.0)
+async def measure_window(cdp: Any, browser_cdp: Any, seconds: float, count_s: float) -> dict[str, Any]:
+    """Messages counted for `count_s`, main-thread time for `seconds`, messages counted for `count_s` again."""
+    before = await count_messages(cdp, count_s)
     busy: dict[str, Any] = await main_thread(cdp, browser_cdp, seconds)
-    after = await count_messages(cdp, 5.0)
+    after = await count_messages(cdp, count_s)
     kinds = set(before) | set(after)
     busy["messages_per_s"] = {
         kind: round((before.get(kind, 0) + after.get(kind, 0)) / 2, 1) for kind in sorted(kinds)
@@ -416,24 +418,27 @@ async def run_browser(
         cdp = await context.new_cdp_session(page)
         await cdp.send("Performance.enable", {"timeDomain": "timeTicks"})
         browser_cdp = await browser.new_browser_cdp_session()
-        idle = await measure_window(cdp, browser_cdp, args.window)
+        idle = await measure_window(cdp, browser_cdp, args.window, args.count)
         screenshot = ROOT / "test-artifacts" / "screenshots" / "bench-fleet-page.png"
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         result: dict[str, Any] = {"loads": loads, "idle": idle}
         loop = asyncio.get_running_loop()
         if args.feed in ("bus", "both"):
-            feeding = loop.run_in_executor(pool, feed_bus_blocking, dsn, BUS_WARMUP_S + args.window + 12)
-            await asyncio.sleep(BUS_WARMUP_S)
-            result["moving_bus"] = await measure_window(cdp, browser_cdp, args.window)
+            # The feeder outlasts the window and both message counts around it by 2 s.
+            feed_s = args.bus_warmup + args.window + 2 * args.count + 2
+            feeding = loop.run_in_executor(pool, feed_bus_blocking, dsn, feed_s)
+            await asyncio.sleep(args.bus_warmup)
+            result["moving_bus"] = await measure_window(cdp, browser_cdp, args.window, args.count)
             await page.screenshot(path=str(screenshot))
             result["bus_feeder"] = await feeding
-            await asyncio.sleep(3)  # the last coalesced updates drain before the next window
+            if args.feed == "both":
+                await asyncio.sleep(3)  # the last coalesced updates drain before the next window
         if args.feed in ("trackers", "both"):
             moving = asyncio.ensure_future(
                 simulate(pool, simulation(device_port, args.vehicles, args.warmup + args.window + args.tail))
             )
             await asyncio.sleep(args.warmup)  # every tracker logged in and sending once a second
-            result["moving"] = await measure_window(cdp, browser_cdp, args.window)
+            result["moving"] = await measure_window(cdp, browser_cdp, args.window, args.count)
             await page.screenshot(path=str(screenshot))
             result["simulator"] = await moving
         await browser.close()
@@ -612,6 +617,12 @@ def main() -> int:
         "--warmup", type=float, default=20.0, help="seconds for every tracker to log in and send"
     )
     parser.add_argument(
+        "--bus-warmup", type=float, default=BUS_WARMUP_S, help="seconds the bus feeds before its window"
+    )
+    parser.add_argument(
+        "--count", type=float, default=COUNT_S, help="seconds messages are counted before and after a window"
+    )
+    parser.add_argument(
         "--feed",
         choices=("both", "bus", "trackers"),
         default="both",
@@ -629,7 +640,7 @@ def main() -> int:
     if args.quick:
         # The message counts take 5 s before and after the window: the tail must cover them.
         args.vehicles, args.loads, args.window, args.warmup, args.tail = 300, 1, 2.0, 3.0, 11.0
-        args.feed = "bus"
+        args.feed, args.bus_warmup, args.count = "bus", 3.0, 2.0
     report = BenchReport(
         "fleet_page",
         quick=args.quick,
@@ -637,6 +648,8 @@ def main() -> int:
             "vehicles": args.vehicles,
             "loads": args.loads,
             "window_s": args.window,
+            "count_s": args.count,
+            "bus_warmup_s": args.bus_warmup,
             "feed": args.feed,
         },
     )

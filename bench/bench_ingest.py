@@ -645,7 +645,7 @@ def main() -> int:
     args = parser.parse_args()
     baseline_rows = BASELINE_ROWS
     if args.quick:
-        args.runs, args.duration, args.devices, args.extra = 1, 5.0, 200, False
+        args.runs, args.duration, args.devices, args.extra = 1, 3.0, 200, False
         baseline_rows = 20_000
 
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -703,7 +703,7 @@ def main() -> int:
         server.env.update(dict(item.split("=", 1) for item in args.server_env))
         servers.append(server)
         server.start()
-        load_scenario(server, "warmup", 100, 0.0, 3.0, 861_000_000_000_000)
+        load_scenario(server, "warmup", 100, 0.0, 1.5 if args.quick else 3.0, 861_000_000_000_000)
         for number in range(1, args.runs + 1):
             runs.append(
                 one_run(server, owner_dsn, number, args.duration, args.devices, baseline_rows, args.profile)

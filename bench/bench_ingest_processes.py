@@ -21,7 +21,7 @@ were refused (none may be: the port always has a listener) and how many ended be
 
 Results (bench/common.py): bench/results/ingest_processes.json (``results.by_processes`` has records_per_s,
 p99_ack_ms, cpu_us_per_record_server and cpu_us_per_record_postgres per process count) and a timestamped
-copy; ``--quick`` writes ingest_processes-quick*.json instead.
+copy; ``--quick`` (1 and 2 processes, 3 s each) writes ingest_processes-quick*.json instead.
 """
 
 from __future__ import annotations
@@ -140,13 +140,19 @@ def run_count(
     postmaster: int,
     duration: float,
     base: int,
+    warmup_s: float = 2.0,
 ) -> dict[str, Any]:
     server = Supervised(workers, owner_dsn, app_password, workdir)
     load_before = os.getloadavg()
     server.start()
     try:
         warmup = SimulationConfig(
-            port=server.port, devices=100, rate=0.0, duration=2.0, first_imei=base, duration_from_login=True
+            port=server.port,
+            devices=100,
+            rate=0.0,
+            duration=warmup_s,
+            first_imei=base,
+            duration_from_login=True,
         )
         simulate(warmup)
         config = SimulationConfig(
@@ -307,8 +313,11 @@ async def _server_facts(owner_dsn: str) -> tuple[str, str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=15.0, help="seconds of load per process count")
-    add_quick_argument(parser)  # 5 s of load per process count, a slower handover storm
-    parser.add_argument("--counts", default=",".join(map(str, PROCESS_COUNTS)), help="e.g. 1,2,4")
+    add_quick_argument(parser)  # 1 and 2 processes, 3 s of load each, a slower handover storm
+    parser.add_argument(
+        "--counts",
+        help=f"process counts, e.g. 1,2,4 (default {','.join(map(str, PROCESS_COUNTS))}; quick: 1,2)",
+    )
     parser.add_argument("--output-dir", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
     parser.add_argument(
@@ -320,8 +329,9 @@ def main() -> int:
     )
     args = parser.parse_args()
     SERVER_ENV.update(dict(item.split("=", 1) for item in args.server_env))
-    duration = 5.0 if args.quick else args.duration
-    counts = [int(item) for item in args.counts.split(",") if item.strip()]
+    duration = 3.0 if args.quick else args.duration
+    chosen = args.counts or ("1,2" if args.quick else ",".join(map(str, PROCESS_COUNTS)))
+    counts = [int(item) for item in chosen.split(",") if item.strip()]
 
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -374,14 +384,25 @@ def main() -> int:
         runs = []
         for number, workers in enumerate(counts):
             base = 870_000_000_000_000 + number * 100_000
-            runs.append(run_count(workers, owner_dsn, app_password, workdir, postmaster, duration, base))
+            runs.append(
+                run_count(
+                    workers,
+                    owner_dsn,
+                    app_password,
+                    workdir,
+                    postmaster,
+                    duration,
+                    base,
+                    1.0 if args.quick else 2.0,
+                )
+            )
         results["runs"] = runs
         results["handover"] = handover(
             owner_dsn,
             app_password,
             workdir,
             rate=500.0 if args.quick else 2000.0,
-            seconds=4.0 if args.quick else 6.0,
+            seconds=2.0 if args.quick else 6.0,
         )
         results["by_processes"] = {
             str(run["ingest_processes"]): {

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Bytes on disk per stored record, through the real write paths, on a fresh database.
 
-    make bench-storage     # or: .venv/bin/python bench/bench_storage.py [--trackers 200] [--records 100]
+    make bench-storage     # or: .venv/bin/python bench/bench_storage.py [--trackers 200] [--records 100] [--quick]
 
 A fresh embedded PostgreSQL (or ``--database-url``, which must be an empty database) is migrated, then:
 
@@ -16,7 +16,9 @@ divided by its rows: bytes per record for the capacity model (``tools/capacity.p
 include page and index fill overheads a larger table has too; the partitions' fixed overhead (a few empty
 pages per index) is reported apart and left out of the per-row figure.
 
-Prints one JSON document, also written to ``bench/results/storage.json``.
+Prints one JSON document (``bench/common.py``'s format, the figures under ``results``), also written to
+``bench/results/storage-<UTC>.json`` and ``bench/results/storage.json``. ``--quick``: 20 trackers × 20 records,
+2 vehicles × 60 s, records sent within 3 s (``storage-quick*.json``).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench.common import process_ticks  # noqa: E402
+from bench.common import BenchReport, add_quick_argument, process_ticks  # noqa: E402
 from fleet.config import Settings  # noqa: E402
 from fleet.db import Database  # noqa: E402
 from fleet.ingest import IngestService  # noqa: E402
@@ -160,8 +162,8 @@ async def trackers_part(
                 protocol="navtelecom",
                 options={"flex": "2.0", "can": can},
                 devices=args.trackers,
-                rate=args.trackers * args.records / 10.0,  # every tracker's records within 10 s
-                duration=10.0,
+                rate=args.trackers * args.records / args.window,  # every tracker's records within the window
+                duration=args.window,
                 deliver_backlog=True,
                 records_per_frame=1,
                 first_imei=first_imei,
@@ -180,7 +182,7 @@ async def trackers_part(
         "can": can,
         "records": records,
         "records_acked": result.records_acked,
-        "records_per_s": round(records / 10.0),
+        "records_per_s": round(records / args.window),
         # PostgreSQL's CPU while storing them (one record per frame, grouped by the writer's commit window).
         "postgres_us_per_record": round(pg_cpu / records * 1e6, 1),
         "tables": tables,
@@ -261,15 +263,36 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=100, help="records per tracker")
     parser.add_argument("--vehicles", type=int, default=20, help="pull vehicles")
     parser.add_argument("--seconds", type=int, default=600, help="1 Hz samples per channel and vehicle")
+    parser.add_argument(
+        "--window", type=float, default=10.0, help="seconds the trackers send their records in"
+    )
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
-    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "storage.json")
+    parser.add_argument("--output-dir", type=Path, default=ROOT / "bench" / "results")
+    add_quick_argument(parser)
     args = parser.parse_args()
+    if args.quick:
+        args.trackers, args.records, args.vehicles, args.seconds, args.window = 20, 20, 2, 60, 3.0
 
-    from bench.common import machine_info
-
+    report = BenchReport(
+        "storage",
+        quick=args.quick,
+        results_dir=args.output_dir,
+        parameters={
+            "trackers": args.trackers,
+            "records_per_tracker": args.records,
+            "records_per_frame": 1,
+            "window_s": args.window,
+            "flex": "2.0",
+            "pull_vehicles": args.vehicles,
+            "channels": CHANNELS,
+            "seconds": args.seconds,
+            "database": "BENCH_DATABASE_URL" if args.database_url else "embedded",
+        },
+    )
     workdir = Path(tempfile.mkdtemp(prefix="fleet-bench-storage-"))
     (workdir / "data").mkdir()
     embedded = None
+    results: dict[str, Any] = {}
     try:
         owner_dsn = args.database_url
         if owner_dsn is None:
@@ -277,31 +300,15 @@ def main() -> int:
 
             embedded = EmbeddedPostgres(workdir / "pg")
             owner_dsn = embedded.start()
-        results: dict[str, Any] = {
-            "benchmark": "storage",
-            "started_at": datetime.now(UTC).isoformat(),
-            "machine": machine_info(),
-            "parameters": {
-                "trackers": args.trackers,
-                "records_per_tracker": args.records,
-                "records_per_frame": 1,
-                "flex": "2.0",
-                "pull_vehicles": args.vehicles,
-                "channels": CHANNELS,
-                "seconds": args.seconds,
-                "database": "BENCH_DATABASE_URL" if args.database_url else "embedded",
-            },
-        }
+        report.set_postgres_version(owner_dsn)
         results.update(asyncio.run(run(args, owner_dsn, workdir)))
     finally:
         if embedded is not None:
             embedded.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    results["finished_at"] = datetime.now(UTC).isoformat()
-    text = json.dumps(results, indent=2)
-    print(text)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text + "\n")
+    report.results = results
+    report.write()
+    print(json.dumps(report.document(), indent=2, default=str))
     return 0
 
 

@@ -34,3 +34,20 @@ def test_names_imported_from_other_benchmarks_exist(script: Path, monkeypatch: p
         assert hasattr(module, name), (
             f"{script.name} imports {name} from {module_name}, which has no such name"
         )
+
+
+def _make_list(name: str) -> list[str]:
+    """The words of a `NAME := ...` variable of the Makefile (continuation lines joined)."""
+    text = (BENCH.parent / "Makefile").read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        if line.startswith(f"{name} :="):
+            return line.split(":=", 1)[1].split()
+    raise AssertionError(f"no {name} in the Makefile")
+
+
+def test_every_benchmark_runs_in_bench_quick_with_a_quick_mode() -> None:
+    """`make bench-quick` is the smoke test of the benchmarks: none may be skipped or missing from it."""
+    scripts = sorted(path.name for path in BENCH.glob("bench_*.py"))
+    assert sorted(Path(word).name for word in _make_list("BENCH_QUICK_SCRIPTS")) == scripts
+    for name in scripts:
+        assert "add_quick_argument(parser)" in (BENCH / name).read_text(), f"{name} has no --quick mode"
