@@ -162,20 +162,23 @@ async def run(
             measured.setdefault(variant, []).append(value)
             continue
         cpu0, t0, records, client0 = backend_cpu(pid), time.perf_counter(), 0, time.process_time()
+        # "direct+no_can": the direct path with the batch trimmed as the variant after the "+" trims it.
+        path, _, trim = variant.partition("+")
+        trim = trim or variant
         for _ in range(batches):
             batch = next(used)
-            if variant == "no_can":
+            if trim == "no_can":
                 batch = {**batch, "can": []}
-            if variant == "no_raw":
+            if trim == "no_raw":
                 batch = {**batch, "raw": []}
-            if variant == "positions_only":
+            if trim == "positions_only":
                 batch = {**batch, "can": [], "raw": []}
             if variant == "compact_can":
                 batch = compact(batch)
             async with conn.transaction():
                 if variant == "plain_insert":
                     await plain_insert(conn, batch)
-                elif variant == "direct":
+                elif path == "direct":
                     await ingest.store_batch_direct(
                         conn,
                         positions=batch["positions"],
