@@ -52,6 +52,8 @@ from fleet.simulate.engine import SimulationConfig, run_simulation_blocking  # n
 
 PROCESS_COUNTS = (1, 2, 4)
 CONNECTIONS = 1_000
+# What the trackers send (--can-share: the issue-14 mix of bench_ingest.py, FLEX 2.0 with the CAN fields).
+LOAD_OPTIONS: dict[str, Any] = {"flex": "2.0"}
 RECORDS_PER_FRAME = 10
 # Settings given to every server of the run (--server-env), e.g. INGEST_DIRECT_COPY=false.
 SERVER_ENV: dict[str, str] = {}
@@ -158,7 +160,7 @@ def run_count(
         config = SimulationConfig(
             port=server.port,
             protocol="navtelecom",
-            options={"flex": "2.0"},
+            options=dict(LOAD_OPTIONS),
             devices=CONNECTIONS,
             rate=0.0,
             duration=duration,
@@ -327,7 +329,15 @@ def main() -> int:
         metavar="NAME=VALUE",
         help="a setting for every server (e.g. INGEST_DIRECT_COPY=false); repeatable",
     )
+    parser.add_argument(
+        "--can-share",
+        type=float,
+        help="trackers reporting CAN values (0-1): the 29-field FLEX 2.0 profile of bench_ingest.py; "
+        "default: FLEX 2.0 without CAN fields",
+    )
     args = parser.parse_args()
+    if args.can_share is not None:
+        LOAD_OPTIONS.update(flex="2.0-can", can_share=args.can_share)
     SERVER_ENV.update(dict(item.split("=", 1) for item in args.server_env))
     duration = 3.0 if args.quick else args.duration
     chosen = args.counts or ("1,2" if args.quick else ",".join(map(str, PROCESS_COUNTS)))
@@ -350,7 +360,8 @@ def main() -> int:
         results_dir=args.output_dir,
         parameters={
             "protocol": "navtelecom",
-            "flex": "2.0",
+            "flex": LOAD_OPTIONS["flex"],
+            "can_share": LOAD_OPTIONS.get("can_share", 0.0),
             "records_per_frame": RECORDS_PER_FRAME,
             "connections": CONNECTIONS,
             "duration_s": duration,
