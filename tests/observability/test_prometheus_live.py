@@ -172,6 +172,7 @@ async def test_prometheus_scrapes_the_server_and_evaluates_the_rules(
         # Scraped: the best of the last minute (with a 1 s interval the timeout is 1 s, and one scrape of a loaded
         # machine - the whole suite running - may miss it; the ratio below needs successful scrapes anyway).
         up = await _query(api, 'max_over_time(up{job="fleet"}[1m])')
+        worst = await _query(api, 'min_over_time(up{job="fleet"}[1m])')
     assert up and up[0]["value"][1] == "1"
     # /health 200s, /health 503s and Prometheus's own scrapes of /metrics: the ratio is real and between.
     assert ratio, "the recording rule produced no sample"
@@ -180,4 +181,10 @@ async def test_prometheus_scrapes_the_server_and_evaluates_the_rules(
     # Both alerts evaluated true on these samples; they wait out their `for` in state pending.
     assert alerts.get("FleetApi5xxSpike") in ("pending", "firing"), alerts
     assert alerts.get("FleetApiErrorsBudgetBurnFast") in ("pending", "firing"), alerts
-    assert "FleetServerDown" not in alerts
+    # The healthy server is not reported down - unless a scrape really missed its 1 s timeout, in which case
+    # the rule is right to start waiting out its 2 minutes (pending, never firing within this test).
+    scrapes_all_answered = bool(worst) and worst[0]["value"][1] == "1"
+    if scrapes_all_answered:
+        assert "FleetServerDown" not in alerts, alerts
+    else:
+        assert alerts.get("FleetServerDown") in (None, "pending"), alerts
