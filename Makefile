@@ -58,7 +58,7 @@ format: $(STAMP)
 BENCH_TARGETS := bench-codec bench-ingest bench-sync bench-api bench-login bench-live bench-fleet-page bench-growth \
         bench-bus bench-storage
 # Longest first: bench-quick runs three at a time (much of a quick run waits on process and database start-up,
-# browser windows and fsync; the CPU of all of them together is about 90 s of one 2-core host's 2 x 120 s).
+# browser windows and fsync: all eleven used about 155 s of CPU, PostgreSQL's not counted, in 113 s on 2 cores).
 BENCH_QUICK_SCRIPTS := bench/bench_growth.py bench/bench_fleet_page.py bench/bench_ingest_processes.py \
         bench/bench_ingest.py bench/bench_bus.py bench/bench_live.py bench/bench_login_timing.py \
         bench/bench_api.py bench/bench_storage.py bench/bench_codec.py bench/bench_sync.py

@@ -638,7 +638,7 @@ def main() -> int:
     add_quick_argument(parser)
     args = parser.parse_args()
     if args.quick:
-        # The message counts take 5 s before and after the window: the tail must cover them.
+        # The bus window only: the trackers' window (whose --tail must cover its message counts) is not run.
         args.vehicles, args.loads, args.window, args.warmup, args.tail = 300, 1, 2.0, 3.0, 11.0
         args.feed, args.bus_warmup, args.count = "bus", 3.0, 2.0
     report = BenchReport(
