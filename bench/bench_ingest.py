@@ -44,6 +44,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -99,8 +100,9 @@ class CpuMeter:
         self.server_pid = server_pid
         self.simulator_pid: int | None = None
         self.simulator_cpu_s = 0.0
-        self._start: dict[int, tuple[int, int]] = {}
+        self._start: dict[int, tuple[int, int, str]] = {}
         self._started = 0.0
+        self.excluded: set[int] = set()  # PIDs not to count (the writer sampler's backend)
 
     def start(self) -> None:
         self._start = ticks_by_pid()
@@ -115,6 +117,8 @@ class CpuMeter:
         ours = descendants(self.postmaster, end) if self.postmaster else set()
         for pid, (ticks, _parent, _command) in end.items():
             used = (ticks - self._start.get(pid, (0, 0, ""))[0]) / hz
+            if pid in self.excluded:
+                continue
             if pid in server:
                 groups["server"] += used
             elif pid in ours:
@@ -128,6 +132,121 @@ class CpuMeter:
                 {f"{k}_us_per_record": round(v / records * 1e6, 1) for k, v in groups.items() if k != "other"}
             )
         return out
+
+
+class WriterSampler:
+    """What the ingest writer's PostgreSQL connections are doing, sampled from `pg_stat_activity` (--sample-writers).
+
+    A thread of this process polls every ``interval`` seconds over a connection of its own, whose backend the
+    CPU meter leaves out. For the connections named ``fleet-ingest-writer`` it counts, per sample, how many
+    are executing (active, no wait event), waiting for the server process (inside a transaction but idle, or
+    in a COPY waiting for its data: `ClientRead`), waiting on WAL or data files, or idle between
+    transactions; the result is the mean number of connections in each state over the load. The polling costs
+    PostgreSQL and a core a little, so it is off by default and the headline runs go without it.
+    """
+
+    def __init__(self, owner_dsn: str, interval: float = 0.01) -> None:
+        self.owner_dsn = owner_dsn
+        self.interval = interval
+        self.backend_pid: int | None = None
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._samples = 0
+        self._states: dict[str, int] = {}
+        self._waits: dict[str, int] = {}
+        self._error: str | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    async def _run(self) -> None:
+        import asyncpg
+
+        try:
+            conn = await asyncpg.connect(self.owner_dsn)
+        except (OSError, asyncpg.PostgresError) as err:
+            self._error = str(err)
+            self._ready.set()
+            return
+        try:
+            self.backend_pid = int(await conn.fetchval("SELECT pg_backend_pid()"))
+            self._ready.set()
+            query = await conn.prepare(
+                "SELECT state, wait_event_type, wait_event FROM pg_stat_activity"
+                " WHERE application_name = 'fleet-ingest-writer'"
+            )
+            while not self._stop.is_set():
+                rows = await query.fetch()
+                self._samples += 1
+                for row in rows:
+                    state = _writer_state(row["state"], row["wait_event_type"], row["wait_event"])
+                    self._states[state] = self._states.get(state, 0) + 1
+                    if row["state"] == "active" and row["wait_event"]:
+                        wait = f"{row['wait_event_type']}:{row['wait_event']}"
+                        self._waits[wait] = self._waits.get(wait, 0) + 1
+                await asyncio.sleep(self.interval)
+        finally:
+            await conn.close()
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        if self._error is not None or not self._samples:
+            return {"error": self._error or "no samples"}
+        samples = self._samples
+        return {
+            "samples": samples,
+            "interval_s": self.interval,
+            "mean_connections": {k: round(v / samples, 2) for k, v in sorted(self._states.items())},
+            "wait_events": {
+                k: round(v / samples, 3) for k, v in sorted(self._waits.items(), key=lambda kv: -kv[1])[:8]
+            },
+        }
+
+
+def _writer_state(state: str | None, wait_type: str | None, wait: str | None) -> str:
+    if state == "idle in transaction":
+        return "waiting_for_server"
+    if state != "active":
+        return "idle"
+    if wait is None:
+        return "executing"
+    if wait == "ClientRead":
+        return "waiting_for_server"
+    if wait_type == "IO" or (wait and wait.startswith("WAL")):
+        return "io"
+    return "other_wait"
+
+
+def cpu_budget(full: dict[str, Any], copy: dict[str, Any]) -> dict[str, Any]:
+    """The ratio to COPY split into the CPU cost per record and how much of the machine the load kept busy.
+
+    The COPY baseline is one backend on one core; the ingest path is three processes sharing every core. At
+    full use of ``cores`` the rate could reach cores / (CPU per record), which against the COPY's rate gives
+    the ratio the CPU cost alone allows (``ceiling_ratio_to_raw_copy``); the measured ratio falls short of it
+    by the share of the cores the closed loop left idle (``cores_used / cores``).
+    """
+    cpu = full.get("cpu", {})
+    parts = [cpu.get(f"{group}_us_per_record") for group in ("server", "postgres", "simulator")]
+    copy_row = copy.get("postgres_us_per_row")
+    cores = os.cpu_count() or 1
+    if None in parts or not copy_row or not copy.get("rows_per_s"):
+        return {}
+    total = sum(float(part) for part in parts if part is not None)
+    ceiling = cores / total * 1e6
+    used = sum(cpu.get(f"{group}_cores", 0.0) for group in ("server", "postgres", "simulator"))
+    return {
+        "cores": cores,
+        "cores_used": round(used, 2),
+        "us_per_record": round(total, 1),
+        "in_copy_rows": round(total / copy_row, 2),
+        "ceiling_records_per_s": round(ceiling),
+        "ceiling_ratio_to_raw_copy": round(ceiling / copy["rows_per_s"], 3),
+    }
 
 
 # --- processes ----------------------------------------------------------------------------------------------
@@ -395,10 +514,18 @@ def load_scenario(
     options: dict[str, Any] | None = None,
     protocol: str = "navtelecom",
     can: bool | None = None,
+    sample_dsn: str | None = None,
 ) -> dict[str, Any]:
     """One load; ``options`` default to the issue-14 mix, ``can`` (earlier callers) means FLEX 2.0 with or
-    without CAN values on every tracker."""
+    without CAN values on every tracker; with ``sample_dsn`` the writer's connections are sampled
+    (`WriterSampler`)."""
     meter = CpuMeter(server.pid)
+    sampler = None
+    if sample_dsn is not None:
+        sampler = WriterSampler(sample_dsn)
+        sampler.start()
+        if sampler.backend_pid is not None:
+            meter.excluded.add(sampler.backend_pid)
     if options is None:
         options = (
             {"flex": FLEX_PROFILE, "can_share": CAN_SHARE} if can is None else {"flex": "2.0", "can": can}
@@ -420,6 +547,7 @@ def load_scenario(
     load_before = os.getloadavg()[0]
     summary = simulate(config, meter)
     cpu = meter.stop(summary["records_acked"])
+    writers = sampler.stop() if sampler is not None else None
     result = {
         "scenario": name,
         "protocol": protocol,
@@ -441,6 +569,8 @@ def load_scenario(
         "loadavg_1m_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "cpu": cpu,
     }
+    if writers is not None:
+        result["writer_connections"] = writers
     print(json.dumps(result), file=sys.stderr, flush=True)
     return result
 
@@ -494,6 +624,7 @@ def one_run(
     devices: int,
     baseline_rows: int,
     profile: Path | None = None,
+    sample_writers: bool = False,
 ) -> dict[str, Any]:
     """One run: the COPY baseline, the full load, then half of that load (fresh IMEIs each time)."""
     baseline = asyncio.run(raw_copy_baseline(owner_dsn, baseline_rows, can=False))
@@ -521,7 +652,9 @@ def one_run(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-    full = load_scenario(server, "full", devices, 0.0, duration, base)
+    full = load_scenario(
+        server, "full", devices, 0.0, duration, base, sample_dsn=owner_dsn if sample_writers else None
+    )
     if spy is not None:
         spy.wait(60)
     half = load_scenario(
@@ -539,6 +672,7 @@ def one_run(
             "ok": stored >= full["records_acked"],
         },
         "ratio_to_raw_copy": round((full["records_per_s"] or 0.0) / baseline["rows_per_s"], 3),
+        "cpu_budget": cpu_budget(full, baseline),
     }
 
 
@@ -641,6 +775,11 @@ def main() -> int:
     parser.add_argument(
         "--profile", type=Path, help="py-spy profile (collapsed stacks) of the server in the first full load"
     )
+    parser.add_argument(
+        "--sample-writers",
+        action="store_true",
+        help="sample the writer's PostgreSQL connections every 10 ms during the full loads (costs a little)",
+    )
     add_quick_argument(parser)
     args = parser.parse_args()
     baseline_rows = BASELINE_ROWS
@@ -669,6 +808,7 @@ def main() -> int:
             "database": "DATABASE_URL" if args.database_url else "embedded",
             "synchronous_commit": "on",
             "server_env": args.server_env,
+            "sample_writers": args.sample_writers,
         },
     )
     workdir = Path(tempfile.mkdtemp(prefix="fleet-bench-ingest-"))
@@ -706,7 +846,16 @@ def main() -> int:
         load_scenario(server, "warmup", 100, 0.0, 1.5 if args.quick else 3.0, 861_000_000_000_000)
         for number in range(1, args.runs + 1):
             runs.append(
-                one_run(server, owner_dsn, number, args.duration, args.devices, baseline_rows, args.profile)
+                one_run(
+                    server,
+                    owner_dsn,
+                    number,
+                    args.duration,
+                    args.devices,
+                    baseline_rows,
+                    args.profile,
+                    args.sample_writers,
+                )
             )
         extra = extra_scenarios(server, owner_dsn, app_password, workdir, args.duration) if args.extra else []
         server.stop()
@@ -745,6 +894,10 @@ def main() -> int:
         "half_postgres_us_per_record": ("half", "cpu", "postgres_us_per_record"),
         "half_ack_p50_ms": ("half", "ack_latency_ms", "p50"),
         "half_ack_p99_ms": ("half", "ack_latency_ms", "p99"),
+        "full_cores_used": ("cpu_budget", "cores_used"),
+        "full_cpu_us_per_record": ("cpu_budget", "us_per_record"),
+        "full_cpu_in_copy_rows": ("cpu_budget", "in_copy_rows"),
+        "ceiling_ratio_to_raw_copy": ("cpu_budget", "ceiling_ratio_to_raw_copy"),
     }
     for key, path in keys.items():
         report.add_samples(key, series(path))
