@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from bench.bench_ingest import _server_version  # noqa: E402
 from bench.common import BenchReport, add_quick_argument, process_ticks  # noqa: E402
 from fleet.config import Settings  # noqa: E402
 from fleet.db import Database  # noqa: E402
@@ -107,20 +108,6 @@ class PgCpu:
             return 0.0
         end = process_ticks(_postgres_pids(self.postmaster))
         return sum(t - self._start.get(pid, 0) for pid, t in end.items()) / os.sysconf("SC_CLK_TCK")
-
-
-async def find_postmaster(owner_dsn: str) -> int | None:
-    import asyncpg
-
-    conn = await asyncpg.connect(owner_dsn)
-    try:
-        backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
-    finally:
-        await conn.close()
-    try:
-        return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])  # noqa: ASYNC240
-    except OSError:
-        return None
 
 
 async def vacuum(owner_dsn: str) -> None:
@@ -245,7 +232,7 @@ async def run(args: argparse.Namespace, owner_dsn: str, workdir: Path) -> dict[s
     )
     db = Database(settings)
     await db.start(migrate_schema=True)
-    PgCpu.postmaster = await find_postmaster(owner_dsn)
+    _version, PgCpu.postmaster = await _server_version(owner_dsn)
     try:
         return {
             "trackers": await trackers_part(db, settings, owner_dsn, args, False, 861_000_000_000_001),
