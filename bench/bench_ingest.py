@@ -227,8 +227,8 @@ def cpu_budget(full: dict[str, Any], copy: dict[str, Any]) -> dict[str, Any]:
 
     The COPY baseline is one backend on one core; the ingest path is three processes sharing every core. At
     full use of ``cores`` the rate could reach cores / (CPU per record), which against the COPY's rate gives
-    the ratio the CPU cost alone allows (``ceiling_ratio_to_raw_copy``); the measured ratio falls short of it
-    by the share of the cores the closed loop left idle (``cores_used / cores``).
+    the ratio the CPU cost alone allows (``ceiling_ratio_to_raw_copy``); the measured ratio is about that times
+    the share of the cores the closed loop kept busy (``cores_used / cores``).
     """
     cpu = full.get("cpu", {})
     parts = [cpu.get(f"{group}_us_per_record") for group in ("server", "postgres", "simulator")]
