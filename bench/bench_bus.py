@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from bench.bench_ingest import _server_version  # noqa: E402
 from bench.common import BenchReport, add_quick_argument, process_ticks  # noqa: E402
 from fleet.config import Settings  # noqa: E402
 from fleet.db import Database  # noqa: E402
@@ -169,25 +170,8 @@ def _children_of(parent: int) -> set[int]:
     return pids
 
 
-async def _postmaster_of_a_backend(target: str) -> int | None:
-    import asyncpg
-
-    conn = await asyncpg.connect(target)
-    try:
-        backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
-        # Read while the backend lives (it exits with the connection).
-        for line in Path(f"/proc/{backend}/status").read_text().splitlines():  # noqa: ASYNC240
-            if line.startswith("PPid:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    finally:
-        await conn.close()
-    return None
-
-
 def _postmaster(target: str) -> int | None:
-    return asyncio.run(_postmaster_of_a_backend(target))
+    return asyncio.run(_server_version(target))[1]
 
 
 async def publish_phases(
